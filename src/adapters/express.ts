@@ -1,0 +1,50 @@
+import type { NextFunction, Request, RequestHandler, Response } from "express";
+import type { AppSessionData, Session, SessionManager } from "../index.js";
+import { SessionNotLoadedError } from "../index.js";
+import { applyCommit, beforeHeaders } from "./node.js";
+
+declare global {
+	// biome-ignore lint: Express's own augmentation point is a namespace.
+	namespace Express {
+		interface Request {
+			/** The request's session, set by `sessionMiddleware`. */
+			session: Session<AppSessionData>;
+		}
+	}
+}
+
+/**
+ * Express 4 and 5 middleware: sets `req.session` and commits it before the response headers
+ * go out. Store errors go to `next(err)`, that is to your error handlers. `Secure` follows
+ * `req.secure`, so it honours Express's `trust proxy` setting.
+ *
+ * Changes are committed unless the response is a server error (status 500 or above), so a
+ * handler that throws after changing the session leaves the session as it was.
+ *
+ * @example
+ * app.use(sessionMiddleware(createSessions({ store })));
+ * app.get("/", (req, res) => res.send(`visits: ${req.session.increment("visits")}`));
+ */
+export function sessionMiddleware<Data extends object = AppSessionData>(sessions: SessionManager<Data>): RequestHandler {
+	return (req: Request, res: Response, next: NextFunction): void => {
+		sessions.load(req.headers.cookie).then((session) => {
+			(req as { session: unknown }).session = session;
+			beforeHeaders(
+				res,
+				async (statusCode) => {
+					if (statusCode >= 500) return;
+					applyCommit(res, await sessions.commit(session, { secure: req.secure }));
+				},
+				next,
+			);
+			next();
+		}, next);
+	};
+}
+
+/** `req.session`, or `SessionNotLoadedError` when `sessionMiddleware` did not run for this request. */
+export function getSession<Data extends object = AppSessionData>(req: Request): Session<Data> {
+	const session = (req as { session?: unknown }).session;
+	if (session === undefined) throw new SessionNotLoadedError("sessionMiddleware(sessions)");
+	return session as Session<Data>;
+}

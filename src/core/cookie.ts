@@ -1,0 +1,79 @@
+import { parse, serialize } from "cookie";
+import type { ResolvedOptions } from "./options.js";
+
+export type CookieRead =
+	| { kind: "absent" }
+	| { kind: "value"; value: string }
+	| { kind: "rejected"; reason: "oversized" | "duplicated" };
+
+/**
+ * The session cookie's value from a `Cookie` header. Two cookies of the same name (a
+ * cookie-tossing attack from a sibling subdomain, or a stale path) mean "no session": we cannot
+ * tell which one the browser meant.
+ */
+export function readSessionCookie(header: string | null | undefined, name: string, maxBytes: number): CookieRead {
+	if (!header) return { kind: "absent" };
+	const first = findCookie(header, name, 0);
+	if (first < 0) return { kind: "absent" };
+	if (findCookie(header, name, first + name.length + 1) >= 0) return { kind: "rejected", reason: "duplicated" };
+	const value = parse(header)[name];
+	if (value === undefined || value === "") return { kind: "absent" };
+	if (value.length > maxBytes) return { kind: "rejected", reason: "oversized" };
+	return { kind: "value", value };
+}
+
+/** Index of `name=` at a cookie boundary in `header`, from `from`; -1 if none. */
+function findCookie(header: string, name: string, from: number): number {
+	let at = header.indexOf(name, from);
+	while (at >= 0) {
+		const after = header.charCodeAt(at + name.length);
+		let before = at - 1;
+		while (before >= 0 && (header.charCodeAt(before) === 32 || header.charCodeAt(before) === 9)) before--;
+		if ((after === 61 /* = */ || isSpace(after)) && (before < 0 || header.charCodeAt(before) === 59 /* ; */)) return at;
+		at = header.indexOf(name, at + 1);
+	}
+	return -1;
+}
+
+function isSpace(code: number): boolean {
+	return code === 32 || code === 9;
+}
+
+/** The `Set-Cookie` value that stores `value`; `maxAge` in seconds, or `undefined` for a browser-session cookie. */
+export function serializeSessionCookie(
+	cookie: ResolvedOptions["cookie"],
+	value: string,
+	secure: boolean,
+	maxAge: number | undefined,
+): string {
+	return serialize(cookie.name, value, {
+		path: cookie.path,
+		domain: cookie.domain,
+		httpOnly: cookie.httpOnly,
+		secure,
+		sameSite: cookie.sameSite,
+		partitioned: cookie.partitioned || undefined,
+		maxAge,
+		encode: identity,
+	});
+}
+
+/** The `Set-Cookie` value that makes the browser forget the session cookie. */
+export function serializeExpiredCookie(cookie: ResolvedOptions["cookie"], secure: boolean): string {
+	return serialize(cookie.name, "", {
+		path: cookie.path,
+		domain: cookie.domain,
+		httpOnly: cookie.httpOnly,
+		secure,
+		sameSite: cookie.sameSite,
+		partitioned: cookie.partitioned || undefined,
+		maxAge: 0,
+		expires: new Date(0),
+		encode: identity,
+	});
+}
+
+// Tokens and sealed values are base64url already: nothing to escape.
+function identity(value: string): string {
+	return value;
+}

@@ -1,0 +1,84 @@
+/**
+ * The runtime-neutral crypto seam. On Node, Bun and Deno `process.getBuiltinModule` gives
+ * node:crypto synchronously (hashing a token stays off the event loop's microtask queue and
+ * costs about a microsecond); elsewhere (Cloudflare Workers without nodejs_compat, browsers)
+ * Web Crypto is used.
+ */
+import type * as NodeCrypto from "node:crypto";
+
+type GetBuiltinModule = (id: string) => unknown;
+
+const nodeCrypto: typeof NodeCrypto | undefined = (() => {
+	const proc = (globalThis as { process?: { getBuiltinModule?: GetBuiltinModule } }).process;
+	const load = proc?.getBuiltinModule;
+	return typeof load === "function" ? (load("node:crypto") as typeof NodeCrypto) : undefined;
+})();
+
+/** Fills a new array with `length` bytes from the platform CSPRNG. */
+export function randomBytes(length: number): Uint8Array {
+	if (nodeCrypto) return nodeCrypto.randomBytes(length);
+	const bytes = new Uint8Array(length);
+	globalThis.crypto.getRandomValues(bytes);
+	return bytes;
+}
+
+/** SHA-256 of a UTF-8 string, as 64 lowercase hex characters. */
+export function sha256Hex(input: string): string | Promise<string> {
+	if (nodeCrypto) return nodeCrypto.createHash("sha256").update(input).digest("hex");
+	return globalThis.crypto.subtle
+		.digest("SHA-256", new TextEncoder().encode(input))
+		.then((digest) => toHex(new Uint8Array(digest)));
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+export function toHex(bytes: Uint8Array): string {
+	let out = "";
+	for (const byte of bytes) out += HEX[byte];
+	return out;
+}
+
+const B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/** Base64url without padding (RFC 4648 §5). */
+export function toBase64Url(bytes: Uint8Array): string {
+	let out = "";
+	let i = 0;
+	for (; i + 2 < bytes.length; i += 3) {
+		const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8) | bytes[i + 2]!;
+		out += B64URL[n >> 18]! + B64URL[(n >> 12) & 63]! + B64URL[(n >> 6) & 63]! + B64URL[n & 63]!;
+	}
+	const rest = bytes.length - i;
+	if (rest === 1) {
+		const n = bytes[i]! << 16;
+		out += B64URL[n >> 18]! + B64URL[(n >> 12) & 63]!;
+	} else if (rest === 2) {
+		const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8);
+		out += B64URL[n >> 18]! + B64URL[(n >> 12) & 63]! + B64URL[(n >> 6) & 63]!;
+	}
+	return out;
+}
+
+const B64URL_INDEX = new Int16Array(128).fill(-1);
+for (let i = 0; i < B64URL.length; i++) B64URL_INDEX[B64URL.charCodeAt(i)] = i;
+
+/** Decodes unpadded base64url; `null` for any character outside the alphabet or an impossible length. */
+export function fromBase64Url(text: string): Uint8Array | null {
+	if (text.length % 4 === 1) return null;
+	const out = new Uint8Array(Math.floor((text.length * 3) / 4));
+	let bits = 0;
+	let value = 0;
+	let o = 0;
+	for (let i = 0; i < text.length; i++) {
+		const code = text.charCodeAt(i);
+		const digit = code < 128 ? B64URL_INDEX[code]! : -1;
+		if (digit < 0) return null;
+		value = (value << 6) | digit;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[o++] = (value >> bits) & 0xff;
+		}
+	}
+	return out;
+}

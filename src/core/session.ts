@@ -1,0 +1,418 @@
+import type { Codec } from "./codec.js";
+import { isForbiddenKey } from "./codec.js";
+import { SessionUsageError } from "./errors.js";
+import type { RecordChanges, StoredRecord } from "./store.js";
+
+/** Keys of `Data` whose values are numbers (any key when `Data` is untyped). */
+export type NumericKeys<Data> = {
+	[K in keyof Data & string]: unknown extends Data[K] ? K : Exclude<Data[K], undefined> extends number ? K : never;
+}[keyof Data & string];
+
+/** Options of `session.flash(key, value, options)`. */
+export interface FlashOptions {
+	/** Also readable in the current request (then gone once read, here or later). @default false */
+	now?: boolean;
+}
+
+interface DataEntry {
+	encoded: string;
+	value: unknown;
+	decoded: boolean;
+}
+
+interface FlashEntry {
+	encoded: string;
+	value: unknown;
+	decoded: boolean;
+	/** `stored`: came with the record; `now`: flashed in this request with `{ now: true }`. */
+	source: "stored" | "now";
+}
+
+/** A key a request stopped using: the old key of a renewed session, or a destroyed one. */
+export interface RetiredKey {
+	key: string;
+	subject: string | null;
+	reason: "renewed" | "destroyed";
+}
+
+/** Everything the manager reads at commit time. Not part of the public API. */
+export interface SessionState {
+	token: string | null;
+	key: string | null;
+	/** A live record exists in the store under `key` (or, for a sealed cookie, in the cookie). */
+	stored: boolean;
+	/** The record came from the store in this request (`isNew` is its negation). */
+	loaded: boolean;
+	createdAt: number;
+	idleExpiresAt: number;
+	absoluteExpiresAt: number;
+	subject: string | null;
+	modified: boolean;
+	destroyed: boolean;
+	renewed: boolean;
+	retired: RetiredKey[];
+	clear: boolean;
+	deleted: Set<string>;
+	setKeys: Set<string>;
+	increments: Map<string, number>;
+	flashDeleted: Set<string>;
+	flashOut: Map<string, string>;
+	subjectChanged: boolean;
+	data: Map<string, DataEntry>;
+	flashes: Map<string, FlashEntry>;
+}
+
+/** Symbol under which a Session keeps its state for the manager. */
+export const STATE = Symbol("sessionkit.state");
+
+const MAX_KEY_LENGTH = 256;
+
+function checkKey(key: unknown, what = "key"): asserts key is string {
+	if (typeof key !== "string" || key.length === 0 || key.length > MAX_KEY_LENGTH) {
+		throw new SessionUsageError(`a session ${what} must be a non-empty string of at most ${MAX_KEY_LENGTH} characters, got ${typeof key === "string" ? JSON.stringify(key.slice(0, 40)) : typeof key}.`);
+	}
+	if (isForbiddenKey(key)) throw new SessionUsageError(`the session ${what} "${key}" is refused: it could pollute prototypes.`);
+}
+
+/**
+ * The session of one request. Handlers read and change it; the manager commits what changed
+ * after the handler, before the response headers go out. Every change is recorded as an
+ * operation, so that parallel requests on one session keep each other's writes.
+ *
+ * `set` stores a snapshot of the value (it is encoded at once, so a value the codec cannot
+ * store fails at the call that set it); changing an object after `set` does not change the
+ * session until it is `set` again.
+ */
+export class Session<Data extends object = Record<string, unknown>> {
+	readonly [STATE]: SessionState;
+	readonly #codec: Codec;
+	readonly #now: () => number;
+	readonly #idleTimeoutMs: number;
+	readonly #absoluteTimeoutMs: number;
+
+	/** @internal Sessions are made by the manager (`sessions.load`), never by user code. */
+	constructor(codec: Codec, now: () => number, idleTimeoutMs: number, absoluteTimeoutMs: number, loaded?: { token: string | null; key: string | null; record: StoredRecord }) {
+		this.#codec = codec;
+		this.#now = now;
+		this.#idleTimeoutMs = idleTimeoutMs;
+		this.#absoluteTimeoutMs = absoluteTimeoutMs;
+		const createdAt = loaded ? loaded.record.createdAt : now();
+		const data = new Map<string, DataEntry>();
+		const flashes = new Map<string, FlashEntry>();
+		if (loaded) {
+			for (const key of Object.keys(loaded.record.data)) {
+				if (!isForbiddenKey(key)) data.set(key, { encoded: loaded.record.data[key]!, value: undefined, decoded: false });
+			}
+			for (const key of Object.keys(loaded.record.flash)) {
+				if (!isForbiddenKey(key)) flashes.set(key, { encoded: loaded.record.flash[key]!, value: undefined, decoded: false, source: "stored" });
+			}
+		}
+		this[STATE] = {
+			token: loaded?.token ?? null,
+			key: loaded?.key ?? null,
+			stored: loaded !== undefined,
+			loaded: loaded !== undefined,
+			createdAt,
+			idleExpiresAt: loaded ? loaded.record.idleExpiresAt : createdAt + idleTimeoutMs,
+			absoluteExpiresAt: loaded ? loaded.record.absoluteExpiresAt : createdAt + absoluteTimeoutMs,
+			subject: loaded ? loaded.record.subject : null,
+			modified: false,
+			destroyed: false,
+			renewed: false,
+			retired: [],
+			clear: false,
+			deleted: new Set(),
+			setKeys: new Set(),
+			increments: new Map(),
+			flashDeleted: new Set(),
+			flashOut: new Map(),
+			subjectChanged: false,
+			data,
+			flashes,
+		};
+	}
+
+	/** The public session id (the store key, a hash of the token); `null` until the session is first saved, and for sealed-cookie sessions. */
+	get id(): string | null {
+		return this[STATE].key;
+	}
+
+	/** True when no stored session came with this request (also after `destroy()`). */
+	get isNew(): boolean {
+		return !this[STATE].loaded;
+	}
+
+	/** When the session was created (epoch ms). */
+	get createdAt(): number {
+		return this[STATE].createdAt;
+	}
+
+	/** When the session will expire if unused: the earlier of the idle and absolute deadlines (epoch ms). */
+	get expiresAt(): number {
+		const state = this[STATE];
+		return Math.min(state.idleExpiresAt, state.absoluteExpiresAt);
+	}
+
+	/** Who the session belongs to (e.g. a user id), for `listBySubject`/`destroyBySubject`; `null` if unset. */
+	get subject(): string | null {
+		return this[STATE].subject;
+	}
+
+	set subject(value: string | null) {
+		if (value !== null && (typeof value !== "string" || value.length === 0 || value.length > MAX_KEY_LENGTH)) {
+			throw new SessionUsageError(`session.subject must be a non-empty string of at most ${MAX_KEY_LENGTH} characters, or null.`);
+		}
+		const state = this[STATE];
+		if (state.subject === value) return;
+		state.subject = value;
+		state.subjectChanged = true;
+		state.modified = true;
+	}
+
+	/** The value under `key`, or `undefined`. */
+	get<K extends keyof Data & string>(key: K): Data[K] | undefined {
+		const entry = this[STATE].data.get(key);
+		if (entry === undefined) return undefined;
+		if (!entry.decoded) {
+			entry.value = this.#codec.decode(entry.encoded);
+			entry.decoded = true;
+		}
+		return entry.value as Data[K];
+	}
+
+	/** Stores `value` under `key`, replacing what was there. `undefined` is refused: use `delete`. */
+	set<K extends keyof Data & string>(key: K, value: Data[K]): void {
+		checkKey(key);
+		if (value === undefined) throw new SessionUsageError(`session.set("${key}", undefined) is refused: use session.delete("${key}").`);
+		const encoded = this.#codec.encode(value);
+		const state = this[STATE];
+		state.data.set(key, { encoded, value, decoded: true });
+		state.setKeys.add(key);
+		state.increments.delete(key);
+		state.modified = true;
+	}
+
+	/** True if `key` holds a value. */
+	has(key: keyof Data & string): boolean {
+		return this[STATE].data.has(key);
+	}
+
+	/** Removes `key`; true if it held a value. */
+	delete(key: keyof Data & string): boolean {
+		const state = this[STATE];
+		if (!state.data.delete(key)) return false;
+		state.setKeys.delete(key);
+		state.increments.delete(key);
+		state.deleted.add(key);
+		state.modified = true;
+		return true;
+	}
+
+	/** Removes all data (flash messages and the session itself stay). */
+	clear(): void {
+		const state = this[STATE];
+		state.data.clear();
+		state.setKeys.clear();
+		state.increments.clear();
+		state.deleted.clear();
+		state.clear = true;
+		state.modified = true;
+	}
+
+	/** A copy of all data. */
+	all(): Partial<Data> {
+		const out: Record<string, unknown> = {};
+		for (const key of this[STATE].data.keys()) out[key] = this.get(key as keyof Data & string);
+		return out as Partial<Data>;
+	}
+
+	/**
+	 * Adds `by` (default 1) to the number under `key` (a missing key counts as 0) and returns
+	 * the new value. Stores that merge apply it as an increment, so parallel requests add up.
+	 * Throws `SessionUsageError` if the key holds something other than a number.
+	 */
+	increment<K extends NumericKeys<Data>>(key: K, by = 1): number {
+		checkKey(key);
+		if (typeof by !== "number" || !Number.isFinite(by)) throw new SessionUsageError(`session.increment("${key}", by): by must be a finite number.`);
+		const current = this.get(key as keyof Data & string);
+		if (current !== undefined && (typeof current !== "number" || !Number.isFinite(current))) {
+			throw new SessionUsageError(`session.increment("${key}"): the value is a ${typeof current}, not a number.`);
+		}
+		const next = ((current as number | undefined) ?? 0) + by;
+		const state = this[STATE];
+		state.data.set(key, { encoded: this.#codec.encode(next), value: next, decoded: true });
+		if (!state.setKeys.has(key)) state.increments.set(key, (state.increments.get(key) ?? 0) + by);
+		state.modified = true;
+		return next;
+	}
+
+	/** Subtracts `by` (default 1); see `increment`. */
+	decrement<K extends NumericKeys<Data>>(key: K, by = 1): number {
+		return this.increment(key, -by);
+	}
+
+	/**
+	 * `flash(key, value)` keeps a message for the next request; with `{ now: true }` it is
+	 * readable in this request too. `flash(key)` returns the message once and removes it: once
+	 * a request has read it, no later request sees it.
+	 */
+	flash<T = unknown>(key: string): T | undefined;
+	flash(key: string, value: unknown, options?: FlashOptions): void;
+	flash(key: string, ...rest: [value?: unknown, options?: FlashOptions]): unknown {
+		if (rest.length === 0) return this.#takeFlash(key);
+		checkKey(key, "flash key");
+		const [value, options] = rest;
+		if (value === undefined) throw new SessionUsageError(`session.flash("${key}", undefined) is refused: flash a value.`);
+		const encoded = this.#codec.encode(value);
+		const state = this[STATE];
+		state.flashOut.set(key, encoded);
+		if (options?.now) state.flashes.set(key, { encoded, value, decoded: true, source: "now" });
+		state.modified = true;
+		return undefined;
+	}
+
+	/** The flash message under `key` without removing it. */
+	peekFlash<T = unknown>(key: string): T | undefined {
+		const entry = this[STATE].flashes.get(key);
+		return entry === undefined ? undefined : (this.#decodeFlash(entry) as T);
+	}
+
+	/** Every readable flash message, removed as `flash(key)` would. */
+	flashes(): Record<string, unknown> {
+		const out: Record<string, unknown> = {};
+		for (const key of [...this[STATE].flashes.keys()]) out[key] = this.#takeFlash(key);
+		return out;
+	}
+
+	/** True if a flash message is readable under `key`, or under any key when none is given. */
+	hasFlash(key?: string): boolean {
+		const flashes = this[STATE].flashes;
+		return key === undefined ? flashes.size > 0 : flashes.has(key);
+	}
+
+	/**
+	 * Gives the session a new token and id, keeping its data (flash included). Call it on login
+	 * and on every privilege change, against session fixation. The old token stops working when
+	 * the response is committed.
+	 */
+	renew(): void {
+		const state = this[STATE];
+		if (state.stored && state.key !== null) state.retired.push({ key: state.key, subject: state.subject, reason: "renewed" });
+		state.stored = false;
+		state.token = null;
+		state.key = null;
+		state.renewed = true;
+		state.modified = true;
+	}
+
+	/**
+	 * Ends the session: its record is deleted and the cookie expired when the response is
+	 * committed. Writes after `destroy()` in the same request start a fresh session.
+	 */
+	destroy(): void {
+		const state = this[STATE];
+		if (state.stored && state.key !== null) state.retired.push({ key: state.key, subject: state.subject, reason: "destroyed" });
+		const now = this.#now();
+		state.token = null;
+		state.key = null;
+		state.stored = false;
+		state.loaded = false;
+		state.createdAt = now;
+		state.idleExpiresAt = now + this.#idleTimeoutMs;
+		state.absoluteExpiresAt = now + this.#absoluteTimeoutMs;
+		state.subject = null;
+		state.modified = false;
+		state.destroyed = true;
+		state.renewed = false;
+		state.clear = false;
+		state.deleted.clear();
+		state.setKeys.clear();
+		state.increments.clear();
+		state.flashDeleted.clear();
+		state.flashOut.clear();
+		state.subjectChanged = false;
+		state.data.clear();
+		state.flashes.clear();
+	}
+
+	#takeFlash(key: string): unknown {
+		const state = this[STATE];
+		const entry = state.flashes.get(key);
+		if (entry === undefined) return undefined;
+		state.flashes.delete(key);
+		if (entry.source === "stored") {
+			state.flashDeleted.add(key);
+			state.modified = true;
+		} else if (state.flashOut.get(key) === entry.encoded) {
+			state.flashOut.delete(key);
+		}
+		return this.#decodeFlash(entry);
+	}
+
+	#decodeFlash(entry: FlashEntry): unknown {
+		if (!entry.decoded) {
+			entry.value = this.#codec.decode(entry.encoded);
+			entry.decoded = true;
+		}
+		return entry.value;
+	}
+}
+
+/** The operations recorded in `state`, for a store's `merge`. */
+export function changesOf(state: SessionState, idleExpiresAt: number): RecordChanges {
+	const set: Record<string, string> = {};
+	for (const key of state.setKeys) set[key] = state.data.get(key)!.encoded;
+	const increment: Record<string, number> = {};
+	for (const [key, by] of state.increments) increment[key] = by;
+	const flashSet: Record<string, string> = {};
+	for (const [key, encoded] of state.flashOut) flashSet[key] = encoded;
+	return {
+		clear: state.clear,
+		delete: [...state.deleted],
+		set,
+		increment,
+		flashDelete: [...state.flashDeleted],
+		flashSet,
+		subject: state.subjectChanged ? state.subject : undefined,
+		idleExpiresAt,
+	};
+}
+
+/** The whole record as this request sees it, for a new key or a store without `merge`. */
+export function recordOf(state: SessionState, idleExpiresAt: number): StoredRecord {
+	const data: Record<string, string> = {};
+	for (const [key, entry] of state.data) data[key] = entry.encoded;
+	const flash: Record<string, string> = {};
+	for (const [key, entry] of state.flashes) if (entry.source === "stored") flash[key] = entry.encoded;
+	for (const [key, encoded] of state.flashOut) flash[key] = encoded;
+	return {
+		data,
+		flash,
+		createdAt: state.createdAt,
+		idleExpiresAt,
+		absoluteExpiresAt: state.absoluteExpiresAt,
+		subject: state.subject,
+	};
+}
+
+/** UTF-8 bytes the record's data and flash take once encoded (keys and values). */
+export function encodedSize(record: StoredRecord): number {
+	let size = 0;
+	for (const key of Object.keys(record.data)) size += utf8Length(key) + utf8Length(record.data[key]!);
+	for (const key of Object.keys(record.flash)) size += utf8Length(key) + utf8Length(record.flash[key]!);
+	return size;
+}
+
+function utf8Length(text: string): number {
+	let bytes = text.length;
+	for (let i = 0; i < text.length; i++) {
+		const code = text.charCodeAt(i);
+		if (code < 0x80) continue;
+		if (code < 0x800) bytes += 1;
+		else if (code >= 0xd800 && code <= 0xdbff) {
+			bytes += 2; // a surrogate pair: 2 UTF-16 units, 4 UTF-8 bytes
+			i++;
+		} else bytes += 2;
+	}
+	return bytes;
+}

@@ -1,0 +1,173 @@
+import { SessionConfigError } from "../core/errors.js";
+import type { RecordChanges, SessionStore, StoredRecord, SubjectSession } from "../core/store.js";
+import { applyChanges } from "../core/store.js";
+
+/** Options of {@link memoryStore}. */
+export interface MemoryStoreOptions {
+	/** Most sessions kept; past it the least recently used is evicted. @default 10000 */
+	maxSessions?: number;
+	/** Seconds between sweeps of expired sessions; 0 turns the timer off (`gc()` still works). @default 60 */
+	sweepInterval?: number;
+	/** The time source, epoch ms (tests pass a controllable clock). @default Date.now */
+	clock?: () => number;
+}
+
+interface Entry {
+	record: StoredRecord;
+	expiresAt: number;
+}
+
+/** The memory store, with its extras. */
+export interface MemoryStore extends SessionStore {
+	/** Live and not-yet-swept sessions held right now. */
+	readonly size: number;
+}
+
+function copy(record: StoredRecord): StoredRecord {
+	return { ...record, data: { ...record.data }, flash: { ...record.flash } };
+}
+
+/**
+ * Sessions in this process's memory: fast, bounded, and gone on restart. For development,
+ * tests and single-process apps; a multi-process deployment needs a shared store.
+ *
+ * @example
+ * const sessions = createSessions({ store: memoryStore({ maxSessions: 50_000 }) });
+ */
+export function memoryStore(options: MemoryStoreOptions = {}): MemoryStore {
+	const maxSessions = options.maxSessions ?? 10_000;
+	if (!Number.isInteger(maxSessions) || maxSessions < 1) {
+		throw new SessionConfigError("maxSessions", `must be a positive whole number, got ${String(maxSessions)}.`);
+	}
+	const sweepInterval = options.sweepInterval ?? 60;
+	if (typeof sweepInterval !== "number" || !Number.isFinite(sweepInterval) || sweepInterval < 0) {
+		throw new SessionConfigError("sweepInterval", `must be a non-negative number of seconds, got ${String(sweepInterval)}.`);
+	}
+	const clock = options.clock ?? Date.now;
+
+	// A Map keeps insertion order: re-inserting on use makes the first entry the least recently used.
+	const entries = new Map<string, Entry>();
+	const bySubject = new Map<string, Set<string>>();
+
+	function unindex(key: string, subject: string | null): void {
+		if (subject === null) return;
+		const keys = bySubject.get(subject);
+		if (!keys) return;
+		keys.delete(key);
+		if (keys.size === 0) bySubject.delete(subject);
+	}
+
+	function index(key: string, subject: string | null): void {
+		if (subject === null) return;
+		let keys = bySubject.get(subject);
+		if (!keys) bySubject.set(subject, (keys = new Set()));
+		keys.add(key);
+	}
+
+	function remove(key: string): boolean {
+		const entry = entries.get(key);
+		if (!entry) return false;
+		entries.delete(key);
+		unindex(key, entry.record.subject);
+		return true;
+	}
+
+	function live(key: string): Entry | undefined {
+		const entry = entries.get(key);
+		if (!entry) return undefined;
+		if (entry.expiresAt <= clock()) {
+			remove(key);
+			return undefined;
+		}
+		return entry;
+	}
+
+	function put(key: string, record: StoredRecord, expiresAt: number): void {
+		const previous = entries.get(key);
+		if (previous) {
+			entries.delete(key);
+			unindex(key, previous.record.subject);
+		}
+		entries.set(key, { record, expiresAt });
+		index(key, record.subject);
+		while (entries.size > maxSessions) remove(entries.keys().next().value!);
+	}
+
+	function sweep(): number {
+		const now = clock();
+		let removed = 0;
+		for (const [key, entry] of entries) {
+			if (entry.expiresAt <= now && remove(key)) removed++;
+		}
+		return removed;
+	}
+
+	let timer: ReturnType<typeof setInterval> | undefined;
+	if (sweepInterval > 0) {
+		timer = setInterval(sweep, sweepInterval * 1000);
+		timer.unref?.();
+	}
+
+	return {
+		name: "memory",
+		get size() {
+			return entries.size;
+		},
+		async get(key) {
+			const entry = live(key);
+			if (!entry) return null;
+			entries.delete(key);
+			entries.set(key, entry);
+			return copy(entry.record);
+		},
+		async set(key, record, expiresAt) {
+			put(key, copy(record), expiresAt);
+		},
+		async replace(key, record, expiresAt) {
+			if (!live(key)) return false;
+			put(key, copy(record), expiresAt);
+			return true;
+		},
+		async merge(key: string, changes: RecordChanges, expiresAt: number) {
+			const entry = live(key);
+			if (!entry) return false;
+			put(key, applyChanges(entry.record, changes), expiresAt);
+			return true;
+		},
+		async delete(key) {
+			remove(key);
+		},
+		async touch(key, idleExpiresAt, expiresAt) {
+			const entry = live(key);
+			if (!entry) return;
+			entry.record.idleExpiresAt = idleExpiresAt;
+			entry.expiresAt = expiresAt;
+		},
+		async listBySubject(subject): Promise<SubjectSession[]> {
+			const out: SubjectSession[] = [];
+			for (const key of bySubject.get(subject) ?? []) {
+				const entry = live(key);
+				if (entry) out.push({ key, createdAt: entry.record.createdAt, idleExpiresAt: entry.record.idleExpiresAt, absoluteExpiresAt: entry.record.absoluteExpiresAt });
+			}
+			return out;
+		},
+		async deleteBySubject(subject) {
+			let deleted = 0;
+			for (const key of [...(bySubject.get(subject) ?? [])]) {
+				if (live(key) && remove(key)) deleted++;
+			}
+			return deleted;
+		},
+		async count() {
+			sweep();
+			return entries.size;
+		},
+		async gc() {
+			return sweep();
+		},
+		async close() {
+			if (timer) clearInterval(timer);
+			timer = undefined;
+		},
+	};
+}
