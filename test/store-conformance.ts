@@ -1,0 +1,452 @@
+/**
+ * The executable form of the SessionStore contract: one suite every store must pass against
+ * its real backend. A store file's test is a few lines: build the store, call
+ * `storeConformance`, then add tests that only that store needs.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { createSessions, defaultCodec, SessionError, SessionTooLargeError } from "sessionkit";
+import type { RecordChanges, SessionStore, StoredRecord } from "sessionkit";
+import { randomKey, sleep } from "./helpers/keys.js";
+
+export interface StoreCapabilities {
+	/** The store implements `merge`: parallel commits keep each other's changes. */
+	merge: boolean;
+	/** The store implements `listBySubject` and `deleteBySubject`. */
+	subjects: boolean;
+	/** The store implements `count`. */
+	count: boolean;
+	/** The backend expires records by itself; if false, `gc()` must exist and is tested. */
+	selfExpiring: boolean;
+	/** Smallest expiry step the backend honours, in ms (1000 for memcached). */
+	expiryResolutionMs: number;
+}
+
+export interface StoreFixture {
+	store: SessionStore;
+	/** Closes what the test opened (clients, pools, temp folders) and drops per-run tables or keys. */
+	cleanup(): Promise<void>;
+}
+
+const HOUR = 3_600_000;
+
+/** Every codec-supported type, non-ASCII and an emoji included. */
+export const sampleValues: Record<string, unknown> = {
+	string: "héllo wörld ✓ 🍪",
+	number: 42.5,
+	zero: 0,
+	negative: -7,
+	boolean: true,
+	null: null,
+	array: [1, "two", [3], { four: 4 }],
+	object: { nested: { deep: ["x"] }, $t: "not a tag" },
+	date: new Date("2026-01-02T03:04:05.678Z"),
+	map: new Map<unknown, unknown>([["a", 1], [2, { b: true }]]),
+	set: new Set(["x", "y", 3]),
+	bigint: 12345678901234567890n,
+	bytes: new Uint8Array([0, 1, 2, 254, 255]),
+	quotes: `'"; DROP TABLE sessions; --`,
+	newlines: "line1\nline2\r\n\u0000end",
+};
+
+export function makeRecord(overrides: Partial<StoredRecord> = {}): StoredRecord {
+	const now = Date.now();
+	return {
+		data: { userId: defaultCodec.encode(123), name: defaultCodec.encode("Zoë") },
+		flash: { notice: defaultCodec.encode("Welcome back") },
+		createdAt: now,
+		idleExpiresAt: now + HOUR,
+		absoluteExpiresAt: now + 24 * HOUR,
+		subject: null,
+		...overrides,
+	};
+}
+
+export function noChanges(overrides: Partial<RecordChanges> = {}): RecordChanges {
+	return {
+		clear: false,
+		delete: [],
+		set: {},
+		increment: {},
+		flashDelete: [],
+		flashSet: {},
+		subject: undefined,
+		idleExpiresAt: Date.now() + HOUR,
+		...overrides,
+	};
+}
+
+function decodeAll(data: Record<string, string>): Record<string, unknown> {
+	return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, defaultCodec.decode(v)]));
+}
+
+export function storeConformance(
+	name: string,
+	makeStore: () => Promise<StoreFixture>,
+	capabilities: StoreCapabilities,
+	skip?: string,
+): void {
+	describe(`store conformance: ${name}`, { skip }, () => {
+		let store: SessionStore;
+		let fixture: StoreFixture;
+		const ttl = Math.max(400, capabilities.expiryResolutionMs * 2);
+		const expiryWait = ttl + capabilities.expiryResolutionMs + 300;
+
+		before(async () => {
+			fixture = await makeStore();
+			store = fixture.store;
+			// Warm the connection so the first timing-sensitive test does not pay for it.
+			await store.get(randomKey());
+		});
+		after(async () => {
+			await fixture?.cleanup();
+		});
+
+		it("has a name for error messages", () => {
+			assert.equal(typeof store.name, "string");
+			assert.ok(store.name.length > 0);
+		});
+
+		it("returns null for a key it never stored", async () => {
+			assert.equal(await store.get(randomKey()), null);
+		});
+
+		it("round-trips a record with every codec type, non-ASCII text and a subject", async () => {
+			const key = randomKey();
+			const data = Object.fromEntries(Object.entries(sampleValues).map(([k, v]) => [k, defaultCodec.encode(v)]));
+			const record = makeRecord({ data, subject: "user-ü-1" });
+			await store.set(key, record, record.idleExpiresAt);
+			const loaded = await store.get(key);
+			assert.ok(loaded, "the record comes back");
+			assert.deepEqual(loaded, record);
+			assert.deepEqual(decodeAll(loaded.data), sampleValues);
+		});
+
+		it("round-trips an empty record", async () => {
+			const key = randomKey();
+			const record = makeRecord({ data: {}, flash: {} });
+			await store.set(key, record, record.idleExpiresAt);
+			assert.deepEqual(await store.get(key), record);
+		});
+
+		it("replaces a record on a second set", async () => {
+			const key = randomKey();
+			await store.set(key, makeRecord(), Date.now() + HOUR);
+			const second = makeRecord({ data: { only: defaultCodec.encode("this") }, flash: {} });
+			await store.set(key, second, second.idleExpiresAt);
+			assert.deepEqual(await store.get(key), second);
+		});
+
+		it("keeps records of different keys apart", async () => {
+			const a = randomKey();
+			const b = randomKey();
+			await store.set(a, makeRecord({ data: { who: defaultCodec.encode("a") } }), Date.now() + HOUR);
+			await store.set(b, makeRecord({ data: { who: defaultCodec.encode("b") } }), Date.now() + HOUR);
+			assert.equal((await store.get(a))?.data.who, defaultCodec.encode("a"));
+			assert.equal((await store.get(b))?.data.who, defaultCodec.encode("b"));
+		});
+
+		it("deletes a record, and deleting twice or deleting a missing key is not an error", async () => {
+			const key = randomKey();
+			await store.set(key, makeRecord(), Date.now() + HOUR);
+			await store.delete(key);
+			assert.equal(await store.get(key), null);
+			await store.delete(key);
+			await store.delete(randomKey());
+		});
+
+		it("replace writes only over a live record, so a deleted session is never brought back", async () => {
+			const key = randomKey();
+			assert.equal(await store.replace(key, makeRecord(), Date.now() + HOUR), false);
+			assert.equal(await store.get(key), null, "replace created a record it should not have");
+
+			await store.set(key, makeRecord(), Date.now() + HOUR);
+			const next = makeRecord({ data: { v: defaultCodec.encode(2) } });
+			assert.equal(await store.replace(key, next, next.idleExpiresAt), true);
+			assert.deepEqual(await store.get(key), next);
+
+			await store.delete(key);
+			assert.equal(await store.replace(key, next, next.idleExpiresAt), false);
+			assert.equal(await store.get(key), null);
+		});
+
+		it("touch moves the idle deadline and keeps the data", async () => {
+			const key = randomKey();
+			const record = makeRecord();
+			await store.set(key, record, record.idleExpiresAt);
+			const idle = record.idleExpiresAt + 60_000;
+			await store.touch(key, idle, idle);
+			const loaded = await store.get(key);
+			assert.ok(loaded);
+			assert.equal(loaded.idleExpiresAt, idle);
+			assert.deepEqual(loaded.data, record.data);
+		});
+
+		it("touch on a missing key creates nothing", async () => {
+			const key = randomKey();
+			await store.touch(key, Date.now() + HOUR, Date.now() + HOUR);
+			assert.equal(await store.get(key), null);
+		});
+
+		it("never returns a record past its expiry, even before the backend reaps it", async () => {
+			const key = randomKey();
+			await store.set(key, makeRecord(), Date.now() + ttl);
+			assert.ok(await store.get(key), "live before the deadline");
+			await sleep(expiryWait);
+			assert.equal(await store.get(key), null);
+		});
+
+		it("touch keeps a record alive past its first expiry", async () => {
+			const key = randomKey();
+			await store.set(key, makeRecord(), Date.now() + ttl);
+			const later = Date.now() + HOUR;
+			await store.touch(key, later, later);
+			await sleep(expiryWait);
+			assert.ok(await store.get(key), "touched record still live");
+		});
+
+		it("does not store a record whose deadline has already passed", async () => {
+			const key = randomKey();
+			const past = Date.now() - 10_000;
+			await store.set(key, makeRecord({ idleExpiresAt: past }), past);
+			assert.equal(await store.get(key), null);
+		});
+
+		it("treats hostile keys as data: never a path, a query or another session", async () => {
+			const real = randomKey();
+			await store.set(real, makeRecord(), Date.now() + HOUR);
+			const hostile = ["../../../../etc/passwd", "' OR '1'='1", "*", "?", "%", "{slot}", "a\u0000b", `${real}*`, real.toUpperCase(), "", " ".repeat(300)];
+			for (const key of hostile) {
+				try {
+					assert.equal(await store.get(key), null, `get(${JSON.stringify(key)})`);
+				} catch (error) {
+					assert.ok(error instanceof SessionError || error instanceof Error, `rejects with an error, not a crash: ${String(error)}`);
+				}
+				try {
+					await store.delete(key);
+				} catch (error) {
+					assert.ok(error instanceof Error);
+				}
+			}
+			assert.ok(await store.get(real), "no hostile key touched the real record");
+		});
+
+		it("round-trips a large record (60 KiB)", async () => {
+			const key = randomKey();
+			const big = "x".repeat(30 * 1024) + "é".repeat(15 * 1024);
+			const record = makeRecord({ data: { big: defaultCodec.encode(big) } });
+			await store.set(key, record, record.idleExpiresAt);
+			const loaded = await store.get(key);
+			assert.equal(loaded?.data.big, record.data.big);
+		});
+
+		it("refuses, with a clear error, a session over the size limit", async () => {
+			const sessions = createSessions({ store, maxSize: 1024 });
+			const session = await sessions.load(undefined);
+			session.set("big", "y".repeat(2000));
+			await assert.rejects(sessions.commit(session, { secure: false }), (error: unknown) => {
+				assert.ok(error instanceof SessionTooLargeError);
+				assert.equal(error.limit, 1024);
+				assert.match(error.message, /1024/);
+				return true;
+			});
+		});
+
+		it("serves a full session life cycle through createSessions", async () => {
+			const sessions = createSessions({ store });
+			const first = await sessions.load(undefined);
+			first.set("userId", 7);
+			first.flash("notice", "hi");
+			const { setCookie } = await sessions.commit(first, { secure: false });
+			assert.ok(setCookie);
+			const cookie = setCookie.split(";")[0]!;
+			const second = await sessions.load(cookie);
+			assert.equal(second.isNew, false);
+			assert.equal(second.get("userId"), 7);
+			assert.equal(second.flash("notice"), "hi");
+			second.set("step", 2);
+			await sessions.commit(second, { secure: false });
+			const third = await sessions.load(cookie);
+			assert.equal(third.get("step"), 2);
+			assert.equal(third.hasFlash("notice"), false, "a flash read once is gone");
+			third.destroy();
+			await sessions.commit(third, { secure: false });
+			assert.equal((await sessions.load(cookie)).isNew, true);
+		});
+
+		if (capabilities.merge) {
+			describe("merge", () => {
+				it("applies set, delete, increment, flash and subject changes", async () => {
+					const key = randomKey();
+					await store.set(key, makeRecord({ data: { keep: defaultCodec.encode("k"), drop: defaultCodec.encode(1), n: defaultCodec.encode(5) }, flash: { old: defaultCodec.encode("o"), stay: defaultCodec.encode("s") } }), Date.now() + HOUR);
+					const idle = Date.now() + 2 * HOUR;
+					const ok = await store.merge!(key, noChanges({ delete: ["drop"], set: { added: defaultCodec.encode({ a: [1] }) }, increment: { n: 3, fresh: -2 }, flashDelete: ["old"], flashSet: { next: defaultCodec.encode("nxt") }, subject: "alice", idleExpiresAt: idle }), idle);
+					assert.equal(ok, true);
+					const loaded = await store.get(key);
+					assert.ok(loaded);
+					assert.deepEqual(decodeAll(loaded.data), { keep: "k", added: { a: [1] }, n: 8, fresh: -2 });
+					assert.deepEqual(decodeAll(loaded.flash), { stay: "s", next: "nxt" });
+					assert.equal(loaded.subject, "alice");
+					assert.equal(loaded.idleExpiresAt, idle);
+				});
+
+				it("clear removes every data key before the other changes", async () => {
+					const key = randomKey();
+					await store.set(key, makeRecord({ data: { a: "1", b: "2" } }), Date.now() + HOUR);
+					await store.merge!(key, noChanges({ clear: true, set: { c: "3" } }), Date.now() + HOUR);
+					assert.deepEqual((await store.get(key))?.data, { c: "3" });
+				});
+
+				it("resolves false and writes nothing when the record is gone (no resurrection)", async () => {
+					const key = randomKey();
+					assert.equal(await store.merge!(key, noChanges({ set: { a: "1" } }), Date.now() + HOUR), false);
+					assert.equal(await store.get(key), null);
+					await store.set(key, makeRecord(), Date.now() + HOUR);
+					await store.delete(key);
+					assert.equal(await store.merge!(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), false);
+					assert.equal(await store.get(key), null);
+				});
+
+				it("keeps every one of 20 parallel increments of one key", async () => {
+					const key = randomKey();
+					await store.set(key, makeRecord({ data: {} }), Date.now() + HOUR);
+					await Promise.all(Array.from({ length: 20 }, () => store.merge!(key, noChanges({ increment: { hits: 1 } }), Date.now() + HOUR)));
+					assert.equal((await store.get(key))?.data.hits, "20");
+				});
+
+				it("keeps parallel writes to different keys", async () => {
+					const key = randomKey();
+					await store.set(key, makeRecord({ data: {} }), Date.now() + HOUR);
+					await Promise.all(Array.from({ length: 10 }, (_, i) => store.merge!(key, noChanges({ set: { [`k${i}`]: String(i) } }), Date.now() + HOUR)));
+					const data = (await store.get(key))?.data ?? {};
+					assert.deepEqual(Object.keys(data).sort(), Array.from({ length: 10 }, (_, i) => `k${i}`).sort());
+				});
+
+				it("through createSessions, ten parallel requests incrementing one session add up to ten", async () => {
+					const sessions = createSessions({ store });
+					const first = await sessions.load(undefined);
+					first.set("counter", 0);
+					const cookie = (await sessions.commit(first, { secure: false })).setCookie!.split(";")[0]!;
+					const loaded = await Promise.all(Array.from({ length: 10 }, () => sessions.load(cookie)));
+					await Promise.all(loaded.map(async (s) => {
+						s.increment("counter");
+						await sessions.commit(s, { secure: false });
+					}));
+					assert.equal((await sessions.load(cookie)).get("counter"), 10);
+				});
+			});
+		}
+
+		it("a slower parallel request does not bring back a session destroyed or renewed before it commits", async () => {
+			const events: string[] = [];
+			const sessions = createSessions({ store, onEvent: (e) => events.push(e.type) });
+			const first = await sessions.load(undefined);
+			first.set("userId", 1);
+			const cookie = (await sessions.commit(first, { secure: false })).setCookie!.split(";")[0]!;
+
+			const destroyer = await sessions.load(cookie);
+			const slow = await sessions.load(cookie);
+			destroyer.destroy();
+			await sessions.commit(destroyer, { secure: false });
+			slow.set("late", true);
+			await sessions.commit(slow, { secure: false });
+			assert.equal((await sessions.load(cookie)).isNew, true, "the destroyed session stays destroyed");
+			assert.ok(events.includes("session-lost"));
+
+			const again = await sessions.load(undefined);
+			again.set("userId", 2);
+			const cookie2 = (await sessions.commit(again, { secure: false })).setCookie!.split(";")[0]!;
+			const renewer = await sessions.load(cookie2);
+			const slow2 = await sessions.load(cookie2);
+			renewer.renew();
+			const renewed = (await sessions.commit(renewer, { secure: false })).setCookie!.split(";")[0]!;
+			slow2.set("late", true);
+			await sessions.commit(slow2, { secure: false });
+			assert.equal((await sessions.load(cookie2)).isNew, true, "the old token stays dead");
+			assert.equal((await sessions.load(renewed)).get("userId"), 2);
+		});
+
+		if (capabilities.subjects) {
+			describe("subjects", () => {
+				it("lists and deletes every live session of a subject, and only those", async () => {
+					const alice = `alice-${randomKey().slice(0, 8)}`;
+					const bob = `bob-${randomKey().slice(0, 8)}`;
+					const [a1, a2, b1, aExpired] = [randomKey(), randomKey(), randomKey(), randomKey()];
+					await store.set(a1, makeRecord({ subject: alice }), Date.now() + HOUR);
+					await store.set(a2, makeRecord({ subject: alice }), Date.now() + HOUR);
+					await store.set(b1, makeRecord({ subject: bob }), Date.now() + HOUR);
+					await store.set(aExpired, makeRecord({ subject: alice }), Date.now() - 1000);
+					const listed = await store.listBySubject!(alice);
+					assert.deepEqual(listed.map((s) => s.key).sort(), [a1, a2].sort());
+					for (const s of listed) {
+						assert.equal(typeof s.createdAt, "number");
+						assert.ok(s.idleExpiresAt > Date.now());
+						assert.ok(s.absoluteExpiresAt > Date.now());
+					}
+					assert.equal(await store.deleteBySubject!(alice), 2);
+					assert.equal(await store.get(a1), null);
+					assert.equal(await store.get(a2), null);
+					assert.ok(await store.get(b1), "another subject's session is untouched");
+					assert.deepEqual(await store.listBySubject!(alice), []);
+				});
+
+				it("follows a subject change made by a later write", async () => {
+					const before = `before-${randomKey().slice(0, 8)}`;
+					const afterSubject = `after-${randomKey().slice(0, 8)}`;
+					const key = randomKey();
+					await store.set(key, makeRecord({ subject: before }), Date.now() + HOUR);
+					if (capabilities.merge) await store.merge!(key, noChanges({ subject: afterSubject }), Date.now() + HOUR);
+					else await store.replace(key, makeRecord({ subject: afterSubject }), Date.now() + HOUR);
+					assert.deepEqual((await store.listBySubject!(before)).map((s) => s.key), []);
+					assert.deepEqual((await store.listBySubject!(afterSubject)).map((s) => s.key), [key]);
+				});
+
+				it("through createSessions, destroyBySubject logs a user out everywhere", async () => {
+					const sessions = createSessions({ store });
+					const user = `user-${randomKey().slice(0, 8)}`;
+					const cookies: string[] = [];
+					for (let i = 0; i < 3; i++) {
+						const s = await sessions.load(undefined);
+						s.subject = user;
+						s.set("device", i);
+						cookies.push((await sessions.commit(s, { secure: false })).setCookie!.split(";")[0]!);
+					}
+					const listed = await sessions.listBySubject(user);
+					assert.equal(listed.length, 3);
+					for (const info of listed) assert.match(info.id, /^[0-9a-f]{64}$/);
+					const destroyed: string[] = [];
+					sessions.onDestroy((s) => {
+						destroyed.push(s.id);
+					});
+					assert.equal(await sessions.destroyBySubject(user), 3);
+					assert.equal(destroyed.length, 3);
+					for (const cookie of cookies) assert.equal((await sessions.load(cookie)).isNew, true);
+				});
+			});
+		}
+
+		if (capabilities.count) {
+			it("counts live sessions", async () => {
+				const before = await store.count!();
+				const keys = [randomKey(), randomKey()];
+				for (const key of keys) await store.set(key, makeRecord(), Date.now() + HOUR);
+				assert.ok((await store.count!()) >= before + 2 - 0, "count grows with new sessions");
+				for (const key of keys) await store.delete(key);
+			});
+		}
+
+		if (!capabilities.selfExpiring) {
+			it("gc() removes expired records", async () => {
+				assert.equal(typeof store.gc, "function", "a store that does not expire by itself needs gc()");
+				const expired = [randomKey(), randomKey()];
+				const live = randomKey();
+				for (const key of expired) await store.set(key, makeRecord(), Date.now() + 200);
+				await store.set(live, makeRecord(), Date.now() + HOUR);
+				await sleep(400);
+				const removed = await store.gc!();
+				assert.ok(removed >= 2, `gc removed ${removed}, expected at least 2`);
+				assert.ok(await store.get(live), "gc keeps live records");
+			});
+		}
+	});
+}
