@@ -1,0 +1,597 @@
+/**
+ * `npm run bench [-- options]`: sessionkit side by side with each framework's own session
+ * library and with the framework alone (the ceiling), on the same stores, in one run.
+ *
+ * Each server runs in its own process (pinned to core 0), loaded from another process (wrk,
+ * or autocannon when wrk is missing, pinned to core 1) on 127.0.0.1, for a fixed duration.
+ * Servers are killed at the end of their variant, on failure too.
+ *
+ * Options:
+ *   --quick               short runs, memory and cookie stores only (under 2 minutes)
+ *   --frameworks=a,b      only these (node, express, fastify, koa, hono)
+ *   --stores=a,b          only these (memory, cookie, redis, postgres, sqlite)
+ *   --duration=N          seconds per measured run (default 4, quick 1)
+ *   --connections=N       concurrent connections (default 64)
+ *   --no-micro            skip the micro-benchmarks
+ *   --profile             instead of the matrix: CPU-profile sessionkit's Express and node:http servers
+ *                         under the counter load, write bench/results/profile.md
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import { burst, closeAgent, cookieHeader, get, load, type LoadResult, tool } from "./lib/load.js";
+import { hasTaskset, pinned, runToEnd, startProcess, type Started } from "./lib/proc.js";
+import { evaluateTargets, markdown, svgChart, targetsText, terminalTable } from "./lib/report.js";
+import { cpuModel, type PostgresService, type RedisService, type RedisSnapshot, redisCounts, removeSqlite, sqliteRows, startPostgres, startRedis } from "./lib/services.js";
+import type { Entry, Framework, Kind, MicroResult, Report, ScenarioName, StoredBytes, StoreName } from "./lib/types.js";
+import { FRAMEWORK_LABEL } from "./lib/types.js";
+import { profile } from "./lib/profile.js";
+
+const BENCH = dirname(fileURLToPath(import.meta.url));
+const ROOT = dirname(BENCH);
+const RESULTS = join(BENCH, "results");
+const TMP = join(RESULTS, "tmp");
+const DIST = join(TMP, "dist");
+const SQLITE_PATH = join(TMP, "bench.sqlite");
+
+// ------------------------------------------------------------------------------ options
+
+const argv = process.argv.slice(2);
+const flag = (name: string) => argv.includes(`--${name}`);
+const option = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
+const list = (name: string) => option(name)?.split(",").map((s) => s.trim()).filter(Boolean);
+
+const quick = flag("quick");
+const settings = {
+	duration: Number(option("duration") ?? (quick ? 1 : 4)),
+	/** Warm-up before a server's first scenario: a load run of this many seconds (JIT tiers up in ~2 s). */
+	warmupSeconds: quick ? 2 : 3,
+	/** Requests sent (16 at a time) from the driver before every scenario. */
+	warmupBurst: quick ? 800 : 1500,
+	connections: Number(option("connections") ?? 32),
+	/** Sequential requests used to count Redis round trips. */
+	probeRequests: quick ? 10 : 20,
+};
+const onlyFrameworks = list("frameworks") as Framework[] | undefined;
+const onlyStores = list("stores") as StoreName[] | undefined;
+
+function log(line: string): void {
+	process.stdout.write(`${line}\n`);
+}
+
+// ------------------------------------------------------------------------------ the matrix
+
+interface FrameworkPlan {
+	framework: Framework;
+	/** The peer library, its server file, and the stores it has (with the store's module). */
+	peer: { library: string; server: string; stores: Partial<Record<StoreName, string>> } | null;
+	sessionkitStores: StoreName[];
+}
+
+const PLAN: FrameworkPlan[] = [
+	{ framework: "node", peer: { library: "iron-session", server: "node/iron-session.mjs", stores: { cookie: "iron-session" } }, sessionkitStores: ["memory", "cookie"] },
+	{
+		framework: "express",
+		peer: { library: "express-session", server: "express/express-session.mjs", stores: { memory: "MemoryStore", redis: "connect-redis", postgres: "connect-pg-simple" } },
+		sessionkitStores: ["memory", "redis", "postgres", "sqlite"],
+	},
+	{ framework: "fastify", peer: { library: "@fastify/session", server: "fastify/fastify-session.mjs", stores: { memory: "MemoryStore", redis: "connect-redis" } }, sessionkitStores: ["memory", "redis"] },
+	{ framework: "koa", peer: { library: "koa-session", server: "koa/koa-session.mjs", stores: { memory: "Map store", redis: "ioredis store" } }, sessionkitStores: ["memory", "redis"] },
+	{ framework: "hono", peer: null, sessionkitStores: ["memory"] },
+];
+
+const QUICK_STORES: StoreName[] = ["memory", "cookie"];
+
+interface Scenario {
+	name: ScenarioName;
+	path: string;
+	withCookie: boolean;
+}
+
+const SCENARIOS: Scenario[] = [
+	{ name: "untouched", path: "/untouched", withCookie: true },
+	{ name: "counter", path: "/counter", withCookie: true },
+	{ name: "read", path: "/read", withCookie: true },
+	{ name: "create", path: "/create", withCookie: false },
+];
+
+interface Variant {
+	framework: Framework;
+	library: string;
+	kind: Kind;
+	store: StoreName | "none";
+	storeModule: string;
+	server: string;
+}
+
+/** Why a sessionkit variant cannot run yet (its adapter or store is not written), or null. */
+function missingSource(framework: Framework, store: StoreName | "none"): string | null {
+	const adapter = `src/adapters/${framework}.ts`;
+	if (!existsSync(join(ROOT, adapter))) return `${adapter} does not exist yet`;
+	if (store !== "none" && !existsSync(join(ROOT, `src/stores/${store}.ts`))) return `src/stores/${store}.ts does not exist yet`;
+	const built = [join(DIST, `adapters/${framework}.js`), store === "none" ? null : join(DIST, `stores/${store}.js`)].filter((f): f is string => f !== null);
+	const notBuilt = built.find((f) => !existsSync(f));
+	if (notBuilt) return `${relative(ROOT, notBuilt)} was not built (see the build output above)`;
+	return null;
+}
+
+// ------------------------------------------------------------------------------ services
+
+let redis: RedisService | null = null;
+let postgres: PostgresService | null = null;
+let redisCalibration = 0;
+const notes: string[] = [];
+const skipped: string[] = [];
+
+function skip(line: string): void {
+	skipped.push(line);
+	log(`  skip  ${line}`);
+}
+
+async function resetStore(store: StoreName | "none"): Promise<void> {
+	if (store === "redis") await redis!.reset();
+	if (store === "postgres") await postgres!.reset();
+	if (store === "sqlite") removeSqlite(SQLITE_PATH);
+}
+
+function serverEnv(store: StoreName | "none"): NodeJS.ProcessEnv {
+	return {
+		...process.env,
+		NODE_ENV: "production",
+		BENCH_STORE: store,
+		SESSIONKIT_DIST: DIST,
+		BENCH_REDIS_URL: redis?.url ?? "",
+		BENCH_POSTGRES_URL: postgres?.url ?? "",
+		BENCH_SQLITE_PATH: SQLITE_PATH,
+	};
+}
+
+interface RunningServer {
+	port: number;
+	control: number;
+	process: Started;
+}
+
+async function startServer(variant: Variant, extraNodeArgs: string[] = []): Promise<RunningServer | string> {
+	const [command, args] = pinned(0, process.execPath, [...extraNodeArgs, join(BENCH, "servers", variant.server)]);
+	const started = await startProcess(command, args, {
+		cwd: ROOT,
+		env: serverEnv(variant.store),
+		ready: (line) => line.startsWith("READY ") || line.startsWith("SKIP "),
+		timeoutMs: 20_000,
+	});
+	if (started.line.startsWith("SKIP ")) {
+		await started.stop();
+		return started.line.slice(5);
+	}
+	const { port, control } = JSON.parse(started.line.slice(6)) as { port: number; control: number };
+	return { port, control, process: started };
+}
+
+interface ControlStats {
+	requests: number;
+	calls: Record<string, number>;
+	writes: number;
+	queries: number;
+	queryWrites: number;
+	firstSet: { keyBytes: number; valueBytes: number } | null;
+}
+
+async function controlStats(server: RunningServer): Promise<ControlStats> {
+	const reply = await get(`http://127.0.0.1:${server.control}/stats`);
+	return JSON.parse(reply.body) as ControlStats;
+}
+
+async function readCounter(server: RunningServer, cookie: string | null): Promise<number> {
+	const reply = await get(`http://127.0.0.1:${server.port}/read`, cookie);
+	const value = Number(reply.body);
+	if (reply.status !== 200 || !Number.isFinite(value)) throw new Error(`GET /read answered ${reply.status} ${reply.body.slice(0, 200)}`);
+	return value;
+}
+
+/**
+ * The measured load: `seconds` back-to-back 1-second wrk runs. req/s, p50 and p99 are the best
+ * window's (other processes share this machine and steal whole seconds at a time); requests,
+ * duration and errors are the totals, which the per-request counters divide.
+ */
+async function loadWindows(url: string, seconds: number, cookie: string | null): Promise<LoadResult & { windows: number[] }> {
+	const runs: LoadResult[] = [];
+	for (let i = 0; i < seconds; i++) runs.push(await load(url, { seconds: 1, connections: settings.connections, cookie }));
+	const best = runs.reduce((a, b) => (b.reqPerSec > a.reqPerSec ? b : a));
+	return {
+		requests: runs.reduce((s, r) => s + r.requests, 0),
+		durationS: runs.reduce((s, r) => s + r.durationS, 0),
+		errors: runs.reduce((s, r) => s + r.errors, 0),
+		reqPerSec: best.reqPerSec,
+		p50Ms: best.p50Ms,
+		p99Ms: best.p99Ms,
+		windows: runs.map((r) => Math.round(r.reqPerSec)),
+	};
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ------------------------------------------------------------------------------ one variant
+
+const entries: Entry[] = [];
+const storedBytes: StoredBytes[] = [];
+
+function blankEntry(variant: Variant, scenario: Entry["scenario"], result: LoadResult & { windows: number[] }): Entry {
+	return {
+		framework: variant.framework,
+		store: variant.store,
+		scenario,
+		library: variant.library,
+		kind: variant.kind,
+		storeModule: variant.storeModule,
+		reqPerSec: result.reqPerSec,
+		windows: result.windows,
+		medianReqPerSec: median(result.windows),
+		p50Ms: result.p50Ms,
+		p99Ms: result.p99Ms,
+		requests: result.requests,
+		serverRequests: null,
+		durationS: result.durationS,
+		errors: result.errors,
+		roundTripsPerRequest: null,
+		roundTripSource: null,
+		storeCallsPerRequest: null,
+		storeCalls: {},
+		writesPerRequest: null,
+		redisCommands: null,
+		redisWritesPerRequest: null,
+		incrementsKept: null,
+		ratioToCeiling: null,
+		addedMicrosPerRequest: null,
+		ratioToPeer: null,
+	};
+}
+
+function describe(variant: Variant): string {
+	return `${FRAMEWORK_LABEL[variant.framework]} × ${variant.store} × ${variant.library}${variant.kind === "peer" && variant.storeModule !== variant.library ? ` (${variant.storeModule})` : ""}`;
+}
+
+async function measureStoredBytes(variant: Variant, server: RunningServer, login: { setCookies: string[] }): Promise<void> {
+	if (variant.kind === "ceiling" || variant.store === "none") return;
+	if (storedBytes.some((s) => s.library === variant.library && s.store === variant.store)) return;
+	const base = { library: variant.library, store: variant.store, storeModule: variant.kind === "peer" && variant.storeModule !== variant.library ? variant.storeModule : "" };
+	if (variant.store === "cookie") {
+		const values = login.setCookies.map((c) => c.split(";")[0]!.split("=").slice(1).join("="));
+		storedBytes.push({ ...base, recordBytes: values.reduce((s, v) => s + Buffer.byteLength(v), 0), indexBytes: 0, how: "Set-Cookie value(s), bytes" });
+	} else if (variant.store === "memory") {
+		const first = (await controlStats(server)).firstSet;
+		if (first) storedBytes.push({ ...base, recordBytes: first.keyBytes + first.valueBytes, indexBytes: 0, how: "key + JSON of what set() received" });
+	} else if (variant.store === "redis") {
+		const keys = (await redis!.keys()).sort((a, b) => b.bytes - a.bytes);
+		if (keys.length) {
+			const [record, ...rest] = keys;
+			storedBytes.push({ ...base, recordBytes: record!.bytes, indexBytes: rest.reduce((s, k) => s + k.bytes, 0), how: `Redis ${record!.type}: key + ${record!.type === "hash" ? "fields + values" : "value"}${rest.length ? `; ${rest.length} other key(s) as index` : ""}` });
+		}
+	} else {
+		const rows = variant.store === "postgres" ? await postgres!.rows() : await sqliteRows(SQLITE_PATH);
+		const sorted = rows.sort((a, b) => b.bytes - a.bytes);
+		if (sorted.length) {
+			const [record, ...rest] = sorted;
+			storedBytes.push({ ...base, recordBytes: record!.bytes, indexBytes: rest.reduce((s, r) => s + r.bytes, 0), how: `${variant.store} row of "${record!.table}": column values as text${rest.length ? `; ${rest.length} other row(s)` : ""}` });
+		}
+	}
+}
+
+async function runVariant(variant: Variant): Promise<void> {
+	log(`\n▶ ${describe(variant)}`);
+	try {
+		await resetStore(variant.store);
+	} catch (error) {
+		skip(`${describe(variant)}: cannot reset the ${variant.store} store: ${(error as Error).message}`);
+		return;
+	}
+	let server: RunningServer | string;
+	try {
+		server = await startServer(variant);
+	} catch (error) {
+		skip(`${describe(variant)}: the server did not start: ${(error as Error).message.split("\n").slice(0, 6).join(" | ")}`);
+		return;
+	}
+	if (typeof server === "string") {
+		skip(`${describe(variant)}: ${server}`);
+		return;
+	}
+	try {
+		const base = `http://127.0.0.1:${server.port}`;
+		const scenarios = variant.kind === "ceiling" ? [{ name: "ceiling" as const, path: "/counter", withCookie: false }] : SCENARIOS;
+		let cookie: string | null = null;
+		if (variant.kind !== "ceiling") {
+			const login = await get(`${base}/login`);
+			cookie = cookieHeader(login.setCookies);
+			if (login.status !== 200 || !cookie) throw new Error(`GET /login answered ${login.status} with no session cookie (${login.body.slice(0, 200)})`);
+			await measureStoredBytes(variant, server, login);
+		}
+		let first = true;
+		for (const scenario of scenarios) {
+			const url = `${base}${scenario.path}`;
+			const sendCookie = scenario.withCookie ? cookie : null;
+			if (first && settings.warmupSeconds > 0) await load(url, { seconds: settings.warmupSeconds, connections: settings.connections, cookie: sendCookie });
+			await burst(url, sendCookie, settings.warmupBurst);
+			first = false;
+
+			const counterBefore = scenario.name === "counter" ? await readCounter(server, cookie) : 0;
+			const statsBefore = await controlStats(server);
+			const redisBefore: RedisSnapshot | null = variant.store === "redis" ? await redis!.snapshot() : null;
+			const seconds = variant.kind === "ceiling" ? Math.ceil(settings.duration * 1.5) : settings.duration;
+			const result = await loadWindows(url, seconds, sendCookie);
+			await sleep(250);
+			const redisAfter: RedisSnapshot | null = variant.store === "redis" ? await redis!.snapshot() : null;
+			const statsAfter = await controlStats(server);
+			const entry = blankEntry(variant, scenario.name, result);
+
+			if (variant.kind !== "ceiling") {
+				// Per request = per request the server received in the window (wrk counts only those it saw
+				// completed; a few dozen were still in flight when it stopped).
+				const received = statsAfter.requests - statsBefore.requests;
+				const n = Math.max(1, received > 0 ? received : result.requests);
+				entry.serverRequests = received;
+				let calls = 0;
+				for (const [method, after] of Object.entries(statsAfter.calls)) {
+					const delta = after - (statsBefore.calls[method] ?? 0);
+					if (delta > 0) entry.storeCalls[method] = round(delta / n);
+					calls += delta;
+				}
+				entry.storeCallsPerRequest = calls / n;
+				entry.writesPerRequest = (statsAfter.writes - statsBefore.writes) / n;
+				if (variant.store === "cookie") entry.roundTripsPerRequest = 0;
+				if (variant.store === "cookie" && variant.kind === "peer") {
+					// iron-session has no store object to count: the cookie is all there is.
+					entry.storeCallsPerRequest = null;
+					entry.storeCalls = {};
+					entry.writesPerRequest = null;
+				}
+				if (variant.store === "postgres") {
+					entry.roundTripsPerRequest = (statsAfter.queries - statsBefore.queries) / n;
+					entry.roundTripSource = "pg queries counted in the server process";
+					entry.writesPerRequest = (statsAfter.queryWrites - statsBefore.queryWrites) / n;
+				}
+				if (redisBefore && redisAfter) {
+					const counts = redisCounts(redisBefore, redisAfter);
+					entry.redisWritesPerRequest = counts.writes / n;
+					entry.redisCommands = Object.fromEntries(Object.entries(counts.byCommand).map(([k, v]) => [k, round(v / n)]));
+				}
+				if (scenario.name === "counter") {
+					if (variant.store === "cookie") entry.note = "cookie store: wrk replays one cookie, so increments cannot accumulate";
+					else entry.incrementsKept = ((await readCounter(server, cookie)) - counterBefore) / n;
+				}
+				if (variant.store === "redis") {
+					// Round trips: socket reads Redis processed during sequential requests, minus the snapshot's own.
+					const p0 = await redis!.snapshot();
+					for (let i = 0; i < settings.probeRequests; i++) await get(url, sendCookie);
+					const p1 = await redis!.snapshot();
+					entry.roundTripsPerRequest = (p1.reads - p0.reads - redisCalibration) / settings.probeRequests;
+					entry.roundTripSource = "redis INFO total_reads_processed, sequential requests";
+				}
+			}
+			if (result.errors > 0) entry.note = `${entry.note ? `${entry.note}; ` : ""}${result.errors} errors/non-2xx`;
+			entries.push(entry);
+			log(
+				`  ${scenario.name.padEnd(9)} ${result.reqPerSec.toFixed(0).padStart(7)} req/s  p50 ${result.p50Ms.toFixed(2)} ms  p99 ${result.p99Ms.toFixed(2)} ms` +
+					(entry.roundTripsPerRequest !== null ? `  RT/req ${entry.roundTripsPerRequest.toFixed(2)}` : "") +
+					(entry.storeCallsPerRequest !== null ? `  calls/req ${entry.storeCallsPerRequest.toFixed(2)}` : "") +
+					(entry.writesPerRequest !== null ? `  writes/req ${entry.writesPerRequest.toFixed(2)}` : "") +
+					(entry.redisCommands ? `  redis ${Object.entries(entry.redisCommands).map(([k, v]) => `${k}×${v}`).join(" ")}` : "") +
+					(entry.incrementsKept !== null ? `  kept ${(entry.incrementsKept * 100).toFixed(1)}%` : "") +
+					(result.errors ? `  errors ${result.errors}` : ""),
+			);
+		}
+	} catch (error) {
+		skip(`${describe(variant)}: failed: ${(error as Error).message.split("\n")[0]}\n${server.process.output().slice(-1500)}`);
+	} finally {
+		await server.process.stop();
+	}
+}
+
+function median(values: number[]): number {
+	const sorted = [...values].sort((a, b) => a - b);
+	const mid = sorted.length >> 1;
+	return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+const round = (x: number) => Math.round(x * 1000) / 1000;
+
+// ------------------------------------------------------------------------------ build, micro
+
+function build(): void {
+	rmSync(DIST, { recursive: true, force: true });
+	mkdirSync(TMP, { recursive: true });
+	const tsc = join(ROOT, "node_modules/typescript/bin/tsc");
+	const result = spawnSync(process.execPath, [tsc, "-p", "tsconfig.build.json", "--outDir", DIST, "--declaration", "false", "--sourceMap", "true"], { cwd: ROOT, encoding: "utf8", timeout: 120_000 });
+	if (result.status !== 0) {
+		const errors = `${result.stdout}${result.stderr}`.trim().split("\n");
+		log(`build: tsc reported errors (the files it emitted are used; variants whose module is missing are skipped):\n  ${errors.slice(0, 10).join("\n  ")}${errors.length > 10 ? `\n  … ${errors.length - 10} more lines` : ""}`);
+		notes.push(`tsc reported errors while building src (work in progress elsewhere); the emitted JavaScript was used.`);
+	}
+	if (!existsSync(join(DIST, "index.js"))) throw new Error("the build emitted no dist/index.js: cannot run sessionkit variants");
+	log(`build: src compiled to ${relative(ROOT, DIST)}`);
+}
+
+async function runMicro(): Promise<MicroResult[]> {
+	const out = join(TMP, "micro.json");
+	rmSync(out, { force: true });
+	const [command, args] = pinned(0, process.execPath, ["--import", "tsx", join(BENCH, "micro.ts"), `--json=${out}`, ...(quick ? ["--quick"] : [])]);
+	const run = await runToEnd(command, args, { cwd: ROOT, env: { ...process.env, SESSIONKIT_DIST: DIST }, timeoutMs: 120_000 });
+	process.stdout.write(run.stdout);
+	if (run.code !== 0 || !existsSync(out)) {
+		log(`micro-benchmarks failed (exit ${run.code}): ${run.stderr.slice(-1500)}`);
+		return [];
+	}
+	return JSON.parse(readFileSync(out, "utf8")) as MicroResult[];
+}
+
+// ------------------------------------------------------------------------------ report
+
+function versionOf(name: string): string {
+	try {
+		return (JSON.parse(readFileSync(join(ROOT, "node_modules", name, "package.json"), "utf8")) as { version: string }).version;
+	} catch {
+		return "not installed";
+	}
+}
+
+function toolVersion(): string {
+	if (tool === "wrk") {
+		const run = spawnSync("wrk", ["-v"], { encoding: "utf8" });
+		return (`${run.stdout}${run.stderr}`.split("\n")[0] ?? "wrk").replace(/\s*Copyright.*/, "").trim();
+	}
+	return `autocannon ${versionOf("autocannon")}`;
+}
+
+function gitCommit(): string {
+	const run = spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" });
+	return run.status === 0 ? run.stdout.trim() : "unknown";
+}
+
+function fillRatios(): void {
+	const ceilings = new Map<Framework, number>();
+	for (const e of entries) if (e.kind === "ceiling") ceilings.set(e.framework, e.reqPerSec);
+	for (const e of entries) {
+		if (e.kind === "ceiling") {
+			e.ratioToCeiling = 1;
+			continue;
+		}
+		const ceiling = ceilings.get(e.framework);
+		if (ceiling) {
+			e.ratioToCeiling = e.reqPerSec / ceiling;
+			e.addedMicrosPerRequest = 1e6 / e.reqPerSec - 1e6 / ceiling;
+		}
+		if (e.kind === "sessionkit") {
+			const peer = entries.find((p) => p.kind === "peer" && p.framework === e.framework && p.store === e.store && p.scenario === e.scenario);
+			if (peer) e.ratioToPeer = e.reqPerSec / peer.reqPerSec;
+		}
+	}
+}
+
+function writeReport(micro: MicroResult[], startedAt: Date, loadBefore: number[]): Report {
+	fillRatios();
+	const targets = evaluateTargets(entries, micro);
+	const versions: Record<string, string> = { sessionkit: `${versionOf("../")} (${gitCommit()}, src compiled with tsc ${versionOf("typescript")})` };
+	for (const name of ["express", "express-session", "fastify", "@fastify/session", "@fastify/cookie", "koa", "koa-session", "hono", "@hono/node-server", "iron-session", "connect-redis", "redis", "connect-pg-simple", "ioredis", "pg", "better-sqlite3", "cookie", "tinybench", "autocannon"]) {
+		versions[name] = versionOf(name);
+	}
+	const loadAfter = os.loadavg();
+	const report: Report = {
+		date: startedAt.toISOString(),
+		quick,
+		machine: {
+			cpu: cpuModel(),
+			cores: os.availableParallelism(),
+			memory: `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
+			os: `${os.type()} ${os.release()} ${os.arch()}`,
+			node: process.version,
+			"load average (1 min) before → after": `${loadBefore[0]!.toFixed(2)} → ${loadAfter[0]!.toFixed(2)}`,
+			redis: redis?.description ?? "not used",
+			postgres: postgres?.description ?? "not used",
+		},
+		versions,
+		settings: {
+			tool: toolVersion(),
+			"load settings": `${tool === "wrk" ? `wrk -t1 -c${settings.connections} -d1s --timeout 5s` : `autocannon -c ${settings.connections} -d 1`}, ${settings.duration} back-to-back 1-s windows per scenario (ceiling: ${Math.ceil(settings.duration * 1.5)})`,
+			"figures": "req/s, p50, p99: the best 1-s window (the median window's req/s is in latest.json); per-request counts: totals over all windows",
+			pinning: hasTaskset ? "server: taskset -c 0 · load generator: taskset -c 1 · Redis/PostgreSQL: unpinned" : "none (taskset missing or one core)",
+			"warm-up": `${settings.warmupSeconds ? `${settings.warmupSeconds} s load before a server's first scenario, then ` : ""}${settings.warmupBurst} requests (16 at a time) before every scenario`,
+			"server env": "NODE_ENV=production, each server in its own process, sessionkit from the compiled src",
+			"sessionkit options": "createSessions defaults (idle 30 min, touchAfter 3 min), store as named",
+			"peer options": "express-session: resave false, saveUninitialized false · @fastify/session: saveUninitialized false, rolling false · koa-session: defaults (signed), external store · iron-session: defaults",
+		},
+		notes: [
+			...notes,
+			"The ceiling is each framework's server without session middleware, measured once per framework (its routes are identical) for 1.5× the duration; every ratio in a row comes from this same run.",
+			"The session cookie is sent on (a), (b) and (c); (d) sends none, so every request creates and stores a new login session.",
+			"connect-redis runs on node-redis (the client it supports); sessionkit and the koa-session store run on ioredis. All three talk to the same private redis-server.",
+			"Other processes share this 2-core machine: the load average above says how noisy the run was.",
+			...(tool === "wrk" ? [] : ["wrk is not installed (apt-get install -y wrk): autocannon was used, which itself needs CPU; figures are lower and noisier than with wrk."]),
+		],
+		skipped,
+		entries,
+		storedBytes,
+		micro,
+		targets,
+	};
+	mkdirSync(RESULTS, { recursive: true });
+	writeFileSync(join(RESULTS, "latest.json"), `${JSON.stringify(report, null, "\t")}\n`);
+	writeFileSync(join(RESULTS, "latest.md"), `${markdown(report)}\n`);
+	writeFileSync(join(RESULTS, "latest.svg"), svgChart(report));
+	return report;
+}
+
+// ------------------------------------------------------------------------------ main
+
+async function main(): Promise<void> {
+	const startedAt = new Date();
+	const loadBefore = os.loadavg();
+	log(`sessionkit bench${quick ? " (quick)" : ""}: ${cpuModel()}, ${os.availableParallelism()} cores, Node ${process.version}, ${toolVersion()}${hasTaskset ? ", pinned (server core 0, load core 1)" : ", not pinned"}`);
+	if (tool !== "wrk") log("note: wrk is not installed (apt-get install -y wrk); falling back to autocannon");
+	build();
+
+	if (flag("profile")) {
+		await profile({ root: ROOT, bench: BENCH, dist: DIST, results: RESULTS, tmp: TMP, seconds: Number(option("duration") ?? 8), connections: settings.connections, log });
+		return;
+	}
+
+	const stores = new Set<StoreName>(onlyStores ?? (quick ? QUICK_STORES : ["memory", "cookie", "redis", "postgres", "sqlite"]));
+	const plans = PLAN.filter((p) => !onlyFrameworks || onlyFrameworks.includes(p.framework));
+	const wanted = (store: StoreName) => stores.has(store) && plans.some((p) => p.sessionkitStores.includes(store) || (p.peer?.stores[store] ?? null) !== null);
+	if (wanted("redis")) {
+		redis = await startRedis(log).catch((error: Error) => (log(`skip redis: ${error.message}`), null));
+		if (redis) {
+			const a = await redis.snapshot();
+			const b = await redis.snapshot();
+			redisCalibration = b.reads - a.reads;
+			log(`redis: ${redis.description}`);
+		} else skipped.push("every Redis variant: no Redis server (see above)");
+	}
+	if (wanted("postgres")) {
+		postgres = await startPostgres(log);
+		if (postgres) log(`postgres: ${postgres.description}`);
+		else skipped.push("every PostgreSQL variant: no PostgreSQL server (see above)");
+	}
+
+	try {
+		for (const plan of plans) {
+			log(`\n━━ ${FRAMEWORK_LABEL[plan.framework]}`);
+			await runVariant({ framework: plan.framework, library: "none", kind: "ceiling", store: "none", storeModule: "", server: `${plan.framework}/none.mjs` });
+			const planStores = [...new Set<StoreName>([...plan.sessionkitStores, ...(Object.keys(plan.peer?.stores ?? {}) as StoreName[])])].filter((s) => stores.has(s));
+			for (const store of planStores) {
+				if ((store === "redis" && !redis) || (store === "postgres" && !postgres)) continue;
+				if (plan.sessionkitStores.includes(store)) {
+					const variant: Variant = { framework: plan.framework, library: "sessionkit", kind: "sessionkit", store, storeModule: store, server: `${plan.framework}/sessionkit.mjs` };
+					const missing = missingSource(plan.framework, store);
+					if (missing) skip(`${describe(variant)}: ${missing}`);
+					else await runVariant(variant);
+				}
+				const peerStore = plan.peer?.stores[store];
+				if (plan.peer && peerStore) {
+					await runVariant({ framework: plan.framework, library: plan.peer.library, kind: "peer", store, storeModule: peerStore, server: plan.peer.server });
+				}
+			}
+		}
+	} finally {
+		await redis?.stop();
+		await postgres?.stop();
+	}
+
+	const micro = flag("no-micro") ? [] : (log("\n━━ micro-benchmarks"), await runMicro());
+	const report = writeReport(micro, startedAt, loadBefore);
+	log(`\n${terminalTable(report.entries)}`);
+	if (report.storedBytes.length) {
+		log("\nstored bytes, typical login session:");
+		for (const s of report.storedBytes) log(`  ${s.store.padEnd(8)} ${(s.library + (s.storeModule ? ` (${s.storeModule})` : "")).padEnd(36)} ${String(s.recordBytes).padStart(5)} B${s.indexBytes ? ` + ${s.indexBytes} B index` : ""}  (${s.how})`);
+	}
+	log(`\ntargets:\n${targetsText(report.targets)}`);
+	if (skipped.length) log(`\nskipped:\n  ${skipped.map((s) => s.split("\n")[0]).join("\n  ")}`);
+	log(`\nwrote ${["latest.md", "latest.json", "latest.svg"].map((f) => relative(ROOT, join(RESULTS, f))).join(", ")} in ${((Date.now() - startedAt.getTime()) / 1000).toFixed(0)} s`);
+}
+
+try {
+	await main();
+} finally {
+	closeAgent();
+}

@@ -1,0 +1,14 @@
+// Express 5 without sessions: the ceiling.
+import express from "express";
+import { ready, tuneServer } from "../common.mjs";
+
+let counter = 0;
+const app = express();
+app.get("/untouched", (_req, res) => res.send("ok"));
+app.get("/counter", (_req, res) => res.send(String(++counter)));
+app.get("/read", (_req, res) => res.send(String(counter)));
+app.get(["/login", "/create"], (_req, res) => res.send("ok"));
+
+await ready(() => new Promise((resolve) => {
+	const server = tuneServer(app.listen(0, "127.0.0.1", () => resolve(server.address().port)));
+}));

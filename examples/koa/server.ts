@@ -1,0 +1,22 @@
+/**
+ * The demo on Koa 3. Run it with
+ *   node --conditions=sessionkit-source --import tsx examples/koa/server.ts
+ * then open http://127.0.0.1:3000/counter (PORT changes the port).
+ */
+import { createSessions } from "sessionkit";
+import { createApp } from "./app.js";
+
+const port = Number(process.env.PORT ?? 3000);
+const sessions = createSessions(); // the memory store: fine for a demo, refused in production
+
+const server = createApp(sessions, { trustProxy: process.env.TRUST_PROXY === "1" }).listen(port, "127.0.0.1", () => {
+	console.log(`Koa demo on http://127.0.0.1:${port}`);
+});
+
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+	process.once(signal, () => {
+		server.close();
+		server.closeAllConnections();
+		void sessions.close();
+	});
+}

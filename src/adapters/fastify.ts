@@ -1,0 +1,99 @@
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
+import { fastifyPlugin } from "fastify-plugin";
+import type { AppSessionData, Session, SessionManager } from "../index.js";
+import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError } from "../index.js";
+import { assertManager, varyWithCookie } from "./internal/common.js";
+
+declare module "fastify" {
+	interface FastifyRequest {
+		/** The request's session, loaded by `sessionPlugin` in its `onRequest` hook. */
+		session: Session<AppSessionData>;
+	}
+}
+
+/** Options of {@link sessionPlugin}. */
+export interface SessionPluginOptions {
+	/** The manager made by `createSessions`. */
+	sessions: SessionManager<AppSessionData>;
+}
+
+/** Requests whose session went through `commit` already (an error reply runs `onSend` again). */
+const committed = new WeakSet<FastifyRequest>();
+
+/**
+ * Fastify 5 plugin: sets `request.session` in an `onRequest` hook and commits it in `onSend`,
+ * before the reply goes out, whatever the payload (a string, a Buffer, a stream, an error
+ * reply). Registered through `fastify-plugin`, so it covers every route of the instance it is
+ * registered on, including the 404 handler.
+ *
+ * Store errors are thrown from the hooks and so reach Fastify's error handler
+ * (`setErrorHandler`), which answers them with a 500. `Secure` follows `request.protocol`,
+ * so it honours Fastify's `trustProxy` option.
+ *
+ * Changes are committed unless the response is a server error (status 500 or above), so a
+ * handler that throws after changing the session leaves the session as it was. A hijacked
+ * reply (`reply.hijack()`) skips `onSend`, and so is never committed. In `onRequest` hooks added
+ * before the plugin, `request.session` is still `null`.
+ *
+ * @example
+ * const app = Fastify();
+ * await app.register(sessionPlugin, { sessions: createSessions({ store }) });
+ * app.get("/", async (request) => `visits: ${request.session.increment("visits")}`);
+ */
+export const sessionPlugin: FastifyPluginAsync<SessionPluginOptions> = fastifyPlugin(plugin, { fastify: "5.x", name: "sessionkit" });
+
+async function plugin(fastify: FastifyInstance, options: SessionPluginOptions): Promise<void> {
+	const sessions = options.sessions;
+	assertManager(sessions, "sessionPlugin");
+
+	// Fastify 5 refuses reference values as decorators; each request gets its own in onRequest.
+	fastify.decorateRequest("session", null, []);
+
+	fastify.addHook("onRequest", async (request) => {
+		request.session = await sessions.load(request.headers.cookie);
+	});
+
+	fastify.addHook("onSend", async (request, reply, payload) => {
+		const session = request.session as Session<AppSessionData> | null;
+		if (session === null || reply.statusCode >= 500 || committed.has(request)) return payload;
+		committed.add(request);
+		let setCookie: string | null;
+		try {
+			({ setCookie } = await sessions.commit(session, { secure: request.protocol === "https" }));
+		} catch (error) {
+			// The error handler sends its own payload: release the one that will never be sent.
+			discard(payload);
+			throw error;
+		}
+		if (setCookie !== null) addCookieHeaders(reply, setCookie);
+		return payload;
+	});
+}
+
+/** `reply.header("set-cookie", …)` appends in Fastify, so cookies the handler set are kept. */
+function addCookieHeaders(reply: FastifyReply, setCookie: string): void {
+	reply.header("set-cookie", setCookie);
+	reply.header("cache-control", SESSION_RESPONSE_HEADERS["Cache-Control"]!);
+	const vary = reply.getHeader("vary");
+	reply.header("vary", varyWithCookie(Array.isArray(vary) ? vary.join(", ") : vary === undefined ? undefined : String(vary)));
+}
+
+function discard(payload: unknown): void {
+	if (payload === null || typeof payload !== "object") return;
+	const stream = payload as { destroy?: () => void; cancel?: () => Promise<void> };
+	if (typeof stream.destroy === "function") stream.destroy();
+	else if (typeof stream.cancel === "function") stream.cancel().catch(() => {});
+}
+
+/**
+ * `request.session`, or `SessionNotLoadedError` when `sessionPlugin` is not registered on the
+ * instance (or a parent instance) that serves this route.
+ *
+ * @example
+ * app.get("/me", async (request) => getSession<{ userId: number }>(request).get("userId") ?? null);
+ */
+export function getSession<Data extends object = AppSessionData>(request: FastifyRequest): Session<Data> {
+	const session = (request as { session?: unknown }).session;
+	if (session === undefined || session === null) throw new SessionNotLoadedError("sessionPlugin (app.register(sessionPlugin, { sessions }))");
+	return session as Session<Data>;
+}

@@ -1,0 +1,89 @@
+/**
+ * The Hono adapter. Web-standard APIs only (Request, Response, Headers): it runs wherever Hono
+ * runs, Node (through @hono/node-server), Bun, Deno and Workers alike.
+ */
+import type { Context, MiddlewareHandler } from "hono";
+import type { AppSessionData, Session, SessionManager } from "../index.js";
+import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError } from "../index.js";
+import { assertManager, forwardedHTTPS, varyWithCookie } from "./internal/common.js";
+
+declare module "hono" {
+	interface ContextVariableMap {
+		/** The request's session, set by `sessionMiddleware`: `c.get("session")`. */
+		session: Session<AppSessionData>;
+	}
+}
+
+/** Options of the Hono {@link sessionMiddleware}. */
+export interface HonoSessionOptions {
+	/**
+	 * Trust `X-Forwarded-Proto: https` from a reverse proxy when deciding `Secure`. Turn it on
+	 * only when every request comes through a proxy that sets this header. @default false
+	 */
+	trustProxy?: boolean;
+}
+
+/**
+ * Hono 4 middleware: stores the request's session in the context (`c.get("session")`, or
+ * `getSession(c)`) and, once the handler has returned its response, commits the session and
+ * adds its cookie to that response. Store errors are thrown, so they reach `app.onError`
+ * and the response becomes a 500.
+ *
+ * `Secure` is set when the request URL is `https:`, or with `trustProxy` when the proxy says
+ * `X-Forwarded-Proto: https`. A response with immutable headers (one returned by `fetch`,
+ * or `Response.redirect`) is copied so that the cookie can be added.
+ *
+ * Changes are committed unless the handler threw (`c.error` is set) or the response is a
+ * server error (status 500 or above), so a handler that throws after changing the session
+ * leaves the session as it was. A streamed body is fine as long as the session is changed
+ * before the handler returns the response; changes made inside the stream callback come too
+ * late to be committed.
+ *
+ * @example
+ * const app = new Hono();
+ * app.use(sessionMiddleware(createSessions({ store })));
+ * app.get("/", (c) => c.text(`visits: ${c.get("session").increment("visits")}`));
+ */
+export function sessionMiddleware<Data extends object = AppSessionData>(
+	sessions: SessionManager<Data>,
+	options: HonoSessionOptions = {},
+): MiddlewareHandler {
+	assertManager(sessions, "sessionMiddleware");
+	const trustProxy = options.trustProxy ?? false;
+	return async (c, next) => {
+		const session = await sessions.load(c.req.header("Cookie"));
+		c.set("session", session as Session<object> as Session<AppSessionData>);
+		await next();
+		if (c.error !== undefined || c.res.status >= 500) return;
+		const secure = c.req.url.startsWith("https:") || (trustProxy && forwardedHTTPS(c.req.header("X-Forwarded-Proto")));
+		const { setCookie } = await sessions.commit(session, { secure });
+		if (setCookie === null) return;
+		try {
+			addCookieHeaders(c.res.headers, setCookie);
+		} catch (error) {
+			// Headers of a fetch() response or of Response.redirect() are immutable: copy the response.
+			if (!(error instanceof TypeError)) throw error;
+			c.res = new Response(c.res.body, c.res);
+			addCookieHeaders(c.res.headers, setCookie);
+		}
+	};
+}
+
+function addCookieHeaders(headers: Headers, setCookie: string): void {
+	headers.append("Set-Cookie", setCookie);
+	headers.set("Cache-Control", SESSION_RESPONSE_HEADERS["Cache-Control"]!);
+	headers.set("Vary", varyWithCookie(headers.get("Vary")));
+}
+
+/**
+ * The request's session, or `SessionNotLoadedError` when `sessionMiddleware` did not run for
+ * this route (it is missing, or registered for other paths).
+ *
+ * @example
+ * app.get("/me", (c) => c.json({ userId: getSession<{ userId: number }>(c).get("userId") ?? null }));
+ */
+export function getSession<Data extends object = AppSessionData>(c: Context): Session<Data> {
+	const session: Session<AppSessionData> | undefined = c.get("session");
+	if (session === undefined) throw new SessionNotLoadedError("sessionMiddleware(sessions)");
+	return session as Session<object> as Session<Data>;
+}

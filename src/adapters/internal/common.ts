@@ -1,0 +1,36 @@
+/**
+ * Helpers shared by the Fastify, Koa and Hono adapters. Web-standard code only (no `node:`
+ * imports), so the Hono adapter stays runnable on Bun, Deno and Workers. Never exported.
+ */
+import type { SessionManager } from "../../index.js";
+import { SessionConfigError } from "../../index.js";
+
+/** Matches a `Vary` value that already covers the `Cookie` request header (or everything, `*`). */
+const COVERS_COOKIE = /(^|,)\s*(cookie|\*)\s*(,|$)/i;
+
+/**
+ * The `Vary` value to send once the response sets the session cookie: `current` with `Cookie`
+ * added, or `current` unchanged when it already covers cookies.
+ */
+export function varyWithCookie(current: string | null | undefined): string {
+	if (!current) return "Cookie";
+	return COVERS_COOKIE.test(current) ? current : `${current}, Cookie`;
+}
+
+/**
+ * Throws `SessionConfigError` at setup time when `sessions` is not what `createSessions`
+ * returns (a forgotten argument, or the options object passed instead of the manager).
+ */
+export function assertManager(sessions: unknown, where: string): asserts sessions is SessionManager<object> {
+	const candidate = sessions as Partial<SessionManager<object>> | null | undefined;
+	if (typeof candidate?.load !== "function" || typeof candidate.commit !== "function") {
+		throw new SessionConfigError("sessions", `must be the manager returned by createSessions(), passed to ${where}; got ${sessions === null ? "null" : typeof sessions}.`);
+	}
+}
+
+/** True when the first `X-Forwarded-Proto` value (the scheme the client used with the outermost proxy) is `https`. */
+export function forwardedHTTPS(header: string | null | undefined): boolean {
+	if (!header) return false;
+	const comma = header.indexOf(",");
+	return (comma < 0 ? header : header.slice(0, comma)).trim().toLowerCase() === "https";
+}

@@ -1,0 +1,43 @@
+/** The periodic gc shared by stores whose backend does not expire records by itself. */
+import { SessionConfigError } from "../../core/errors.js";
+
+// setInterval clamps a longer delay to 1 ms (with only a TimeoutOverflowWarning), which would
+// turn a "once a month" gc into a busy loop.
+const MAX_INTERVAL_SECONDS = Math.floor(0x7fffffff / 1000);
+
+/**
+ * `gcInterval ?? fallback`, checked: a non-negative number of seconds (fractions allowed), at
+ * most about 24.8 days. Throws `SessionConfigError` naming `gcInterval` otherwise.
+ */
+export function validateGCInterval(gcInterval: number | undefined, fallback: number): number {
+	const seconds = gcInterval ?? fallback;
+	if (typeof seconds !== "number" || !Number.isFinite(seconds) || seconds < 0 || seconds > MAX_INTERVAL_SECONDS) {
+		throw new SessionConfigError(
+			"gcInterval",
+			`must be a number of seconds from 0 (off) to ${MAX_INTERVAL_SECONDS}, got ${String(seconds)}.`,
+		);
+	}
+	return seconds;
+}
+
+/**
+ * Calls `gc` every `seconds` on an unref'd timer, so the timer never keeps the process alive.
+ * A run is skipped while the previous one is still going. Returns the function that stops it;
+ * `seconds` of 0 starts nothing.
+ */
+export function startGCTimer(seconds: number, gc: () => Promise<unknown>): () => void {
+	if (seconds === 0) return () => {};
+	let running = false;
+	const timer = setInterval(() => {
+		if (running) return;
+		running = true;
+		// A background run has no caller to report to; the next run retries, and a gc() called
+		// directly still rejects with the store's error.
+		gc().then(
+			() => (running = false),
+			() => (running = false),
+		);
+	}, seconds * 1000);
+	timer.unref();
+	return () => clearInterval(timer);
+}

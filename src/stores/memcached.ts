@@ -1,0 +1,232 @@
+import type { Client } from "memjs";
+import { SessionConfigError, SessionStoreError } from "../core/errors.js";
+import type { SessionStore, StoredRecord } from "../core/store.js";
+
+/** Where {@link memcachedStore} gets its connection: your own memjs client, or servers it connects to. */
+export type MemcachedConnection =
+	/** A memjs `Client` with the default (pass-through) serializer; the store never closes it. */
+	| { client: Client }
+	/** `"host:port,host:port"` or a list of `host:port`; the store loads memjs, and `close()` closes it. */
+	| { servers: string | string[] };
+
+/** Options of {@link memcachedStore}. */
+export interface MemcachedStoreOptions {
+	/**
+	 * Put before every key. Printable ASCII without spaces, at most 186 characters (memcached keys
+	 * are at most 250 bytes and a session key takes 64).
+	 * @default "sess:"
+	 */
+	prefix?: string;
+	/**
+	 * Seconds an operation may take before it rejects with `SessionStoreError`.
+	 * @default 5
+	 */
+	timeout?: number;
+}
+
+/** The value stored under each key: the record plus the deadline the core asked for. */
+interface Stored extends StoredRecord {
+	expiresAt: number;
+}
+
+const MAX_KEY_BYTES = 250;
+const SESSION_KEY_LENGTH = 64;
+// memcached reads an expiry time above 30 days as an absolute unix time, not a duration.
+const MAX_RELATIVE_SECONDS = 30 * 24 * 60 * 60;
+
+/**
+ * The exptime memcached needs for `expiresAt` (epoch ms): seconds from now up to 30 days, an
+ * absolute unix time beyond. Rounded up, so memcached never drops a record early; reads check
+ * `expiresAt` exactly. 0 or less means the deadline has passed (and 0 would mean "never").
+ */
+function memcachedExptime(expiresAt: number, now: number): number {
+	const seconds = Math.ceil((expiresAt - now) / 1000);
+	return seconds > MAX_RELATIVE_SECONDS ? Math.ceil(expiresAt / 1000) : seconds;
+}
+
+function validatePrefix(prefix: unknown): string {
+	if (typeof prefix !== "string" || !/^[\x21-\x7e]+$/.test(prefix) || prefix.length > MAX_KEY_BYTES - SESSION_KEY_LENGTH) {
+		throw new SessionConfigError("prefix", `must be 1 to ${MAX_KEY_BYTES - SESSION_KEY_LENGTH} printable ASCII characters without spaces, got ${JSON.stringify(prefix)}.`);
+	}
+	return prefix;
+}
+
+function validateTimeout(timeout: unknown): number {
+	if (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout <= 0) {
+		throw new SessionConfigError("timeout", `must be a positive number of seconds, got ${String(timeout)}.`);
+	}
+	return timeout;
+}
+
+function decode(value: Buffer | null, now: number): Stored | null {
+	if (value === null) return null;
+	const stored = JSON.parse(value.toString("utf8")) as Stored;
+	return stored.expiresAt > now ? stored : null;
+}
+
+function encode(record: StoredRecord, expiresAt: number): string {
+	const stored: Stored = {
+		data: record.data,
+		flash: record.flash,
+		createdAt: record.createdAt,
+		idleExpiresAt: record.idleExpiresAt,
+		absoluteExpiresAt: record.absoluteExpiresAt,
+		subject: record.subject,
+		expiresAt,
+	};
+	return JSON.stringify(stored);
+}
+
+function recordOf({ expiresAt: _, ...record }: Stored): StoredRecord {
+	return record;
+}
+
+async function connect(servers: string, timeout: number): Promise<Client> {
+	let memjs;
+	try {
+		memjs = await import("memjs");
+	} catch (error) {
+		throw new SessionConfigError("servers", `needs the "memjs" package to connect: npm install memjs (or pass { client }).`, { cause: error });
+	}
+	// memjs logs every failed request to the console by default; failures reach callers as
+	// SessionStoreError instead.
+	return memjs.Client.create(servers, { timeout, conntimeout: timeout, logger: { log() {} } });
+}
+
+/**
+ * Sessions in memcached through memjs; with several servers memjs picks one per key by
+ * hashing it. Records expire natively (an absolute unix time past memcached's 30-day limit on
+ * relative expiry); `get` also checks the deadline against the app's clock.
+ *
+ * What memcached cannot do, and what happens instead (see docs/stores/memcached.md):
+ * - no `merge`: a commit replaces the whole record, so two parallel requests changing one
+ *   session can overwrite each other's changes. The core uses `replace`, which writes only if
+ *   the record still exists, so a destroyed or renewed session is never brought back.
+ * - no listing by subject (memcached cannot enumerate keys): `listBySubject`,
+ *   `deleteBySubject` and `count` are absent.
+ * - a value is at most 1 MB unless memcached runs with a larger `-I`.
+ *
+ * The store never closes a client you pass in. With `{ servers }` it loads memjs itself, and a
+ * missing memjs package makes every operation reject with `SessionConfigError`.
+ *
+ * Throws `SessionConfigError` for a bad `prefix` or `timeout`.
+ *
+ * @example
+ * import memjs from "memjs";
+ * const client = memjs.Client.create("10.0.0.1:11211,10.0.0.2:11211", { retries: 1 });
+ * const sessions = createSessions({ store: memcachedStore({ client }) });
+ */
+export function memcachedStore(connection: MemcachedConnection, options: MemcachedStoreOptions = {}): SessionStore {
+	const prefix = validatePrefix(options.prefix ?? "sess:");
+	const timeoutSeconds = validateTimeout(options.timeout ?? 5);
+
+	let ready: Promise<Client>;
+	let owned = false;
+	if ("client" in connection && connection.client) {
+		if (typeof (connection.client as Partial<Client>).replace !== "function") {
+			throw new SessionConfigError("client", "must be a memjs Client.");
+		}
+		ready = Promise.resolve(connection.client);
+	} else if ("servers" in connection && (typeof connection.servers === "string" || Array.isArray(connection.servers))) {
+		const servers = Array.isArray(connection.servers) ? connection.servers.join(",") : connection.servers;
+		if (servers.trim() === "") throw new SessionConfigError("servers", "must name at least one host:port.");
+		owned = true;
+		ready = connect(servers, timeoutSeconds);
+		ready.catch(() => {}); // surfaces at the first operation; see the TSDoc
+	} else {
+		throw new SessionConfigError("connection", "must be { client } (a memjs Client) or { servers }.");
+	}
+
+	/** The memcached key, or null for a key memcached cannot hold (too long, spaces, control characters). */
+	function keyOf(key: string): string | null {
+		const full = prefix + key;
+		return key !== "" && /^[\x21-\x7e]+$/.test(key) && full.length <= MAX_KEY_BYTES ? full : null;
+	}
+
+	async function run<T>(operation: string, work: (client: Client) => Promise<T>): Promise<T> {
+		let timer: ReturnType<typeof setTimeout> | undefined;
+		const timedOut = new Promise<never>((_, reject) => {
+			timer = setTimeout(() => reject(new SessionStoreError("memcached", `${operation} got no answer within ${timeoutSeconds} s. Is memcached reachable?`)), timeoutSeconds * 1000);
+		});
+		try {
+			return await Promise.race([ready.then(work), timedOut]);
+		} catch (error) {
+			if (error instanceof SessionStoreError || error instanceof SessionConfigError) throw error;
+			let detail = error instanceof Error ? error.message : String(error);
+			// memjs reports memcached's status only as text ("MemJS SET: Value too large").
+			if (/too large/i.test(detail)) detail += " (memcached stores at most 1 MB per value unless started with a larger -I)";
+			throw new SessionStoreError("memcached", `${operation} failed: ${detail}`, { cause: error });
+		} finally {
+			clearTimeout(timer);
+		}
+	}
+
+	/** Writes with memcached's `set` or `replace` (only if the key exists); false if nothing was written. */
+	async function write(client: Client, command: "set" | "replace", key: string, value: string, expiresAt: number): Promise<boolean> {
+		const expires = memcachedExptime(expiresAt, Date.now());
+		if (expires <= 0) return client.delete(key);
+		return command === "set" ? client.set(key, value, { expires }) : client.replace(key, value, { expires });
+	}
+
+	return {
+		name: "memcached",
+
+		get(key) {
+			const stored = keyOf(key);
+			if (stored === null) return Promise.resolve(null);
+			return run("get", async (client) => {
+				const found = decode((await client.get(stored)).value, Date.now());
+				return found && recordOf(found);
+			});
+		},
+
+		set(key, record, expiresAt) {
+			return run("set", async (client) => {
+				const stored = keyOf(key);
+				if (stored === null) throw new SessionStoreError("memcached", `set failed: ${JSON.stringify(key.slice(0, 80))} cannot be a memcached key.`);
+				await write(client, "set", stored, encode(record, expiresAt), expiresAt);
+			});
+		},
+
+		// memcached's replace writes only over an existing key, so a session destroyed or renewed
+		// by a parallel request stays gone. What remains: it cannot compare contents, so it
+		// overwrites changes a parallel request made since this one loaded (no merge), and it can
+		// extend a record in the under-a-second between its deadline and memcached dropping it
+		// (expiry is rounded up to whole seconds).
+		replace(key, record, expiresAt) {
+			const stored = keyOf(key);
+			if (stored === null) return Promise.resolve(false);
+			return run("replace", (client) => write(client, "replace", stored, encode(record, expiresAt), expiresAt));
+		},
+
+		delete(key) {
+			const stored = keyOf(key);
+			if (stored === null) return Promise.resolve();
+			return run("delete", async (client) => {
+				await client.delete(stored);
+			});
+		},
+
+		// memcached's own touch moves only the expiry, and idleExpiresAt lives inside the value, so
+		// this reads and replaces it. memjs has no CAS: a write landing between the two is
+		// overwritten, the same lost update as parallel replaces (see replace above).
+		touch(key, idleExpiresAt, expiresAt) {
+			const stored = keyOf(key);
+			if (stored === null) return Promise.resolve();
+			return run("touch", async (client) => {
+				const found = decode((await client.get(stored)).value, Date.now());
+				if (!found) return;
+				await write(client, "replace", stored, encode({ ...recordOf(found), idleExpiresAt }, expiresAt), expiresAt);
+			});
+		},
+
+		async close() {
+			if (!owned) return;
+			try {
+				(await ready).close();
+			} catch {
+				// memjs never loaded: nothing was opened
+			}
+		},
+	};
+}

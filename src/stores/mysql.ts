@@ -1,0 +1,350 @@
+import type { Pool, PoolConnection, ResultSetHeader, RowDataPacket } from "mysql2/promise";
+import { SessionConfigError, SessionStoreError } from "../core/errors.js";
+import type { RecordChanges, SessionStore, StoredRecord, SubjectSession } from "../core/store.js";
+import { applyChanges } from "../core/store.js";
+import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
+import type { TableName } from "./internal/sql-common.js";
+import { checkConnection, checkCreateTable, checkTimeout, jsonColumn, messageOf, onceUntilSuccess, parseTable, withDeadline } from "./internal/sql-common.js";
+
+/** How {@link mysqlStore} reaches the database: the app's pool, or a URL for a pool of its own. */
+export type MySQLStoreConnection =
+	| {
+			/** A `mysql2/promise` pool the app owns (TLS, sizing). The store never ends it. */
+			pool: Pool;
+			url?: undefined;
+	  }
+	| {
+			/** A connection URL (`mysql://user:password@host:3306/db`). The store creates a pool and ends it in `close()`. */
+			url: string;
+			pool?: undefined;
+	  };
+
+/** Options of {@link mysqlStore}. */
+export interface MySQLStoreOptions {
+	/**
+	 * The table, optionally database-qualified (`"app.sessions"`). Each part is a plain identifier
+	 * (`/^[A-Za-z_][A-Za-z0-9_]*$/`, table at most 48 characters), always backtick-quoted in SQL.
+	 * Anything else throws `SessionConfigError` at construction.
+	 * @default "sessions"
+	 */
+	table?: string;
+	/**
+	 * Create the table and its indexes on first use (`CREATE TABLE IF NOT EXISTS`, which the
+	 * server's metadata lock makes safe when several processes start together). Needs the CREATE
+	 * privilege; set `false` when migrations create {@link mysqlSchema} and the app's user may only
+	 * read and write rows.
+	 * @default true
+	 */
+	createTable?: boolean;
+	/** Seconds between deletions of expired rows; 0 turns the timer off (`gc()` still works). @default 300 (5 minutes) */
+	gcInterval?: number;
+	/**
+	 * Seconds each call may take, waiting for a pool connection included, before it rejects with
+	 * `SessionStoreError`. A pool created from `url` also gets it as its connect timeout and as
+	 * `innodb_lock_wait_timeout` (rounded up), so a statement stuck behind a lock is rolled back
+	 * by the server, not applied late.
+	 * @default 5
+	 */
+	timeout?: number;
+}
+
+type Capabilities = "merge" | "listBySubject" | "deleteBySubject" | "count" | "gc" | "close";
+
+/** The MySQL/MariaDB store: every optional capability of {@link SessionStore} is present. */
+export interface MySQLStore extends Omit<SessionStore, Capabilities>, Required<Pick<SessionStore, Capabilities>> {
+	/** The table the store uses, as given (`"sessions"`, `"app.sessions"`). */
+	readonly table: string;
+}
+
+const STORE = "mysql";
+const GC_BATCH = 1000;
+
+function quoted(table: TableName): string {
+	return table.schema === null ? `\`${table.name}\`` : `\`${table.schema}\`.\`${table.name}\``;
+}
+
+/**
+ * The DDL the store runs on first use (`CREATE TABLE IF NOT EXISTS`, indexes included), for apps
+ * that create their schema in migrations. The same statement works on MySQL 8 and MariaDB 10.5+.
+ * Throws `SessionConfigError` if `table` is not a valid name (see {@link MySQLStoreOptions.table}).
+ *
+ * `key` and `subject` are VARBINARY so that they compare byte for byte: a case-insensitive or
+ * PAD SPACE collation would let `ALICE` or `alice ` match the sessions of `alice`. Times are
+ * BIGINT epoch milliseconds, compared with the app's clock (the one that set them).
+ *
+ * @example
+ * await pool.query(mysqlSchema("sessions"));
+ */
+export function mysqlSchema(table = "sessions"): string {
+	return schema(parseTable(table));
+}
+
+function schema(table: TableName): string {
+	return [
+		`CREATE TABLE IF NOT EXISTS ${quoted(table)} (`,
+		"  `key` VARBINARY(64) NOT NULL,",
+		"  `data` JSON NOT NULL,",
+		"  `flash` JSON NOT NULL,",
+		"  `subject` VARBINARY(255) NULL,",
+		"  `created_at` BIGINT NOT NULL,",
+		"  `idle_expires_at` BIGINT NOT NULL,",
+		"  `absolute_expires_at` BIGINT NOT NULL,",
+		"  `expires_at` BIGINT NOT NULL,",
+		"  PRIMARY KEY (`key`),",
+		`  KEY \`${table.name}_expires_at_idx\` (\`expires_at\`),`,
+		`  KEY \`${table.name}_subject_idx\` (\`subject\`)`,
+		") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+	].join("\n");
+}
+
+interface Row extends RowDataPacket {
+	data: unknown;
+	flash: unknown;
+	subject: Buffer | string | null;
+	created_at: number | string;
+	idle_expires_at: number | string;
+	absolute_expires_at: number | string;
+}
+
+interface SubjectRow extends RowDataPacket {
+	key: Buffer | string;
+	created_at: number | string;
+	idle_expires_at: number | string;
+	absolute_expires_at: number | string;
+}
+
+function text(value: Buffer | string): string {
+	return typeof value === "string" ? value : value.toString("utf8");
+}
+
+// Number(): a pool with supportBigNumbers/bigNumberStrings hands BIGINT over as a string.
+function fromRow(row: Row): StoredRecord {
+	return {
+		data: jsonColumn(row.data),
+		flash: jsonColumn(row.flash),
+		subject: row.subject === null ? null : text(row.subject),
+		createdAt: Number(row.created_at),
+		idleExpiresAt: Number(row.idle_expires_at),
+		absoluteExpiresAt: Number(row.absolute_expires_at),
+	};
+}
+
+function recordValues(record: StoredRecord, expiresAt: number): unknown[] {
+	return [JSON.stringify(record.data), JSON.stringify(record.flash), record.subject, record.createdAt, record.idleExpiresAt, record.absoluteExpiresAt, expiresAt];
+}
+
+function statements(table: TableName) {
+	const t = quoted(table);
+	const columns = "`data`, `flash`, `subject`, `created_at`, `idle_expires_at`, `absolute_expires_at`";
+	return {
+		create: schema(table),
+		get: `SELECT ${columns} FROM ${t} WHERE \`key\` = ? AND \`expires_at\` > ?`,
+		lock: `SELECT ${columns} FROM ${t} WHERE \`key\` = ? AND \`expires_at\` > ? FOR UPDATE`,
+		// REPLACE rather than INSERT … ON DUPLICATE KEY UPDATE: VALUES() there is deprecated in
+		// MySQL 8 and its replacement (a row alias) does not exist in MariaDB.
+		set: `REPLACE INTO ${t} (\`key\`, ${columns}, \`expires_at\`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		// affectedRows counts matched rows here because mysql2 sets CLIENT_FOUND_ROWS by default.
+		replace: `UPDATE ${t} SET \`data\` = ?, \`flash\` = ?, \`subject\` = ?, \`created_at\` = ?, \`idle_expires_at\` = ?, \`absolute_expires_at\` = ?, \`expires_at\` = ?
+			WHERE \`key\` = ? AND \`expires_at\` > ?`,
+		update: `UPDATE ${t} SET \`data\` = ?, \`flash\` = ?, \`subject\` = ?, \`idle_expires_at\` = ?, \`expires_at\` = ? WHERE \`key\` = ?`,
+		delete: `DELETE FROM ${t} WHERE \`key\` = ?`,
+		touch: `UPDATE ${t} SET \`idle_expires_at\` = ?, \`expires_at\` = ? WHERE \`key\` = ? AND \`expires_at\` > ?`,
+		listBySubject: `SELECT \`key\`, \`created_at\`, \`idle_expires_at\`, \`absolute_expires_at\` FROM ${t} WHERE \`subject\` = ? AND \`expires_at\` > ? ORDER BY \`created_at\``,
+		// Expired rows of the subject are left to gc, so the count is of live sessions only.
+		deleteBySubject: `DELETE FROM ${t} WHERE \`subject\` = ? AND \`expires_at\` > ?`,
+		count: `SELECT COUNT(*) AS n FROM ${t} WHERE \`expires_at\` > ?`,
+		// In batches, so a large backlog never holds thousands of row locks or outlives the timeout.
+		gc: `DELETE FROM ${t} WHERE \`expires_at\` <= ? LIMIT ${GC_BATCH}`,
+	};
+}
+
+async function createPool(url: string, timeout: number): Promise<Pool> {
+	let mysql: typeof import("mysql2/promise");
+	try {
+		mysql = await import("mysql2/promise");
+	} catch (error) {
+		throw new SessionConfigError(
+			"url",
+			`needs the "mysql2" package to connect, and it could not be loaded. Install it (npm install mysql2), or pass { pool }.`,
+			{ cause: error },
+		);
+	}
+	const pool = mysql.createPool({ uri: url, connectTimeout: Math.ceil(timeout * 1000) });
+	// The client's timeout cannot stop a statement the server is running. A lock wait is what
+	// keeps a statement running on a healthy server, and this bounds it on MySQL and MariaDB alike.
+	pool.pool.on("connection", (connection) => {
+		connection.query(`SET SESSION innodb_lock_wait_timeout = ${Math.ceil(timeout)}`, () => undefined);
+	});
+	return pool;
+}
+
+/**
+ * Sessions in a MySQL 8 or MariaDB 10.5+ table through `mysql2`: shared by every app instance,
+ * with atomic `merge` (a transaction that locks the row, so parallel requests never lose each
+ * other's changes), an indexed subject for "log out everywhere", and batched gc of expired rows.
+ *
+ * Pass `{ pool }` to use the app's `mysql2/promise` pool (the store never ends it), or `{ url }`
+ * to have the store create a pool and end it in `close()`. With `url`, mysql2 is loaded on first
+ * use, and a missing package makes that first call reject with `SessionConfigError`; importing
+ * this module loads no driver. The connection's character set must be utf8mb4 (mysql2's default),
+ * and the pool must keep mysql2's default `CLIENT_FOUND_ROWS` flag.
+ *
+ * A row past its `expires_at` is never returned, even before gc deletes it. Every call rejects
+ * with `SessionStoreError` (the driver's error as `cause`) on a database failure, or when it
+ * takes longer than `timeout`.
+ *
+ * Throws `SessionConfigError` at construction for a bad `table`, `createTable`, `gcInterval` or
+ * `timeout`, or unless exactly one of `pool` and `url` is given.
+ *
+ * @example
+ * import mysql from "mysql2/promise";
+ * const pool = mysql.createPool(process.env.DATABASE_URL!);
+ * const sessions = createSessions({ store: mysqlStore({ pool }) });
+ */
+export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStoreOptions = {}): MySQLStore {
+	const kind = checkConnection(connection, "mysql2/promise");
+	if (kind === "pool" && typeof (connection.pool as unknown as { promise?: unknown }).promise === "function") {
+		throw new SessionConfigError("pool", "must be a mysql2/promise pool; pass pool.promise() instead of the callback pool.");
+	}
+	const tableOption = options.table ?? "sessions";
+	const table = parseTable(tableOption);
+	const createTable = checkCreateTable(options.createTable);
+	const gcInterval = validateGCInterval(options.gcInterval, 300);
+	const timeout = checkTimeout(options.timeout, 5);
+	const timeoutMs = Math.ceil(timeout * 1000);
+	const sql = statements(table);
+
+	let owned: Promise<Pool> | undefined;
+	let closed = false;
+	const connect: () => Promise<Pool> =
+		kind === "pool" ? () => Promise.resolve(connection.pool!) : onceUntilSuccess(() => (owned = createPool(connection.url!, timeout)));
+	const ensureTable = onceUntilSuccess(async () => {
+		const pool = await connect();
+		await pool.query({ sql: sql.create, timeout: timeoutMs });
+	});
+
+	function explain(error: unknown): string {
+		if ((error as { errno?: unknown }).errno === 1146) {
+			return `table ${quoted(table)} does not exist. Run mysqlSchema() in a migration, leave createTable on, or see docs/stores/mysql.md.`;
+		}
+		return messageOf(error);
+	}
+
+	function run<T>(operation: string, work: (pool: Pool, signal: AbortSignal) => Promise<T>): Promise<T> {
+		if (closed) return Promise.reject(new SessionStoreError(STORE, `${operation} called after close().`));
+		return withDeadline(
+			STORE,
+			operation,
+			timeout,
+			async (signal) => {
+				const pool = await connect();
+				if (createTable) await ensureTable();
+				return work(pool, signal);
+			},
+			explain,
+		);
+	}
+
+	async function rows<R extends RowDataPacket>(operation: string, text: string, values: unknown[]): Promise<R[]> {
+		return run(operation, async (pool) => (await pool.query<R[]>({ sql: text, values, timeout: timeoutMs }))[0]);
+	}
+
+	async function affected(operation: string, text: string, values: unknown[]): Promise<number> {
+		return run(operation, async (pool) => (await pool.query<ResultSetHeader>({ sql: text, values, timeout: timeoutMs }))[0].affectedRows);
+	}
+
+	// A transaction that reads the row FOR UPDATE, applies the changes with the contract's own
+	// applyChanges, and writes it back. The one-statement alternative (JSON_SET/JSON_REMOVE)
+	// needs a JSON path per user key, and MySQL and MariaDB disagree on how to quote a key that
+	// holds `"`, `.` or `*`; the row lock makes this just as atomic, for two more round trips.
+	async function mergeRow(connection: PoolConnection, key: string, changes: RecordChanges, expiresAt: number, signal: AbortSignal): Promise<boolean> {
+		await connection.query({ sql: "START TRANSACTION", timeout: timeoutMs });
+		const [found] = await connection.query<Row[]>({ sql: sql.lock, values: [key, Date.now()], timeout: timeoutMs });
+		if (!found[0]) {
+			await connection.query({ sql: "ROLLBACK", timeout: timeoutMs });
+			return false;
+		}
+		const next = applyChanges(fromRow(found[0]), changes);
+		await connection.query({
+			sql: sql.update,
+			values: [JSON.stringify(next.data), JSON.stringify(next.flash), next.subject, next.idleExpiresAt, expiresAt, key],
+			timeout: timeoutMs,
+		});
+		// The caller has been told this merge failed; committing it now would make that a lie.
+		if (signal.aborted) throw new Error("the deadline passed before COMMIT");
+		await connection.query({ sql: "COMMIT", timeout: timeoutMs });
+		return true;
+	}
+
+	const store: MySQLStore = {
+		name: STORE,
+		table: tableOption,
+		async get(key) {
+			const [row] = await rows<Row>("get", sql.get, [key, Date.now()]);
+			return row ? fromRow(row) : null;
+		},
+		async set(key, record, expiresAt) {
+			await affected("set", sql.set, [key, ...recordValues(record, expiresAt)]);
+		},
+		async replace(key, record, expiresAt) {
+			return (await affected("replace", sql.replace, [...recordValues(record, expiresAt), key, Date.now()])) === 1;
+		},
+		merge(key, changes, expiresAt) {
+			return run("merge", async (pool, signal) => {
+				const connection = await pool.getConnection();
+				try {
+					const merged = await mergeRow(connection, key, changes, expiresAt, signal);
+					connection.release();
+					return merged;
+				} catch (error) {
+					// Whatever state the connection is in, closing it makes the server roll back.
+					connection.destroy();
+					throw error;
+				}
+			});
+		},
+		async delete(key) {
+			await affected("delete", sql.delete, [key]);
+		},
+		async touch(key, idleExpiresAt, expiresAt) {
+			await affected("touch", sql.touch, [idleExpiresAt, expiresAt, key, Date.now()]);
+		},
+		async listBySubject(subject) {
+			const found = await rows<SubjectRow>("listBySubject", sql.listBySubject, [subject, Date.now()]);
+			return found.map(
+				(row): SubjectSession => ({
+					key: text(row.key),
+					createdAt: Number(row.created_at),
+					idleExpiresAt: Number(row.idle_expires_at),
+					absoluteExpiresAt: Number(row.absolute_expires_at),
+				}),
+			);
+		},
+		deleteBySubject(subject) {
+			return affected("deleteBySubject", sql.deleteBySubject, [subject, Date.now()]);
+		},
+		async count() {
+			const [row] = await rows<RowDataPacket & { n: number | string }>("count", sql.count, [Date.now()]);
+			return Number(row?.n ?? 0);
+		},
+		async gc() {
+			let deleted = 0;
+			for (;;) {
+				const batch = await affected("gc", sql.gc, [Date.now()]);
+				deleted += batch;
+				if (batch < GC_BATCH) return deleted;
+			}
+		},
+		async close() {
+			stopGC();
+			if (closed) return;
+			closed = true;
+			const pool = await owned?.catch(() => undefined);
+			// mysql2 ends every connection, but reports again the error of one that had already
+			// failed (a refused or timed-out connect): the pool is closed all the same.
+			await pool?.end().catch(() => undefined);
+		},
+	};
+	const stopGC = startGCTimer(gcInterval, () => store.gc());
+	return store;
+}

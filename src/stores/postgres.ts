@@ -1,0 +1,345 @@
+import type { Pool, QueryConfig, QueryResult, QueryResultRow } from "pg";
+import { SessionConfigError, SessionStoreError } from "../core/errors.js";
+import type { RecordChanges, SessionStore, StoredRecord, SubjectSession } from "../core/store.js";
+import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
+import type { TableName } from "./internal/sql-common.js";
+import { checkConnection, checkCreateTable, checkTimeout, jsonColumn, messageOf, onceUntilSuccess, parseTable, withDeadline } from "./internal/sql-common.js";
+
+/** How {@link postgresStore} reaches the database: the app's pool, or a URL for a pool of its own. */
+export type PostgresStoreConnection =
+	| {
+			/** A `pg.Pool` the app owns (TLS, sizing, `error` listener). The store never ends it. */
+			pool: Pool;
+			url?: undefined;
+	  }
+	| {
+			/** A connection URL (`postgres://user@host:5432/db`). The store creates a pool and ends it in `close()`. */
+			url: string;
+			pool?: undefined;
+	  };
+
+/** Options of {@link postgresStore}. */
+export interface PostgresStoreOptions {
+	/**
+	 * The table, optionally schema-qualified (`"app.sessions"`). Each part is a plain identifier
+	 * (`/^[A-Za-z_][A-Za-z0-9_]*$/`, table at most 48 characters); it is always double-quoted in
+	 * SQL, so it is case-sensitive. Anything else throws `SessionConfigError` at construction.
+	 * @default "sessions"
+	 */
+	table?: string;
+	/**
+	 * Create the table and its indexes on first use (once, under an advisory lock, so several
+	 * processes starting together are safe). Needs the CREATE privilege; set `false` when
+	 * migrations create {@link postgresSchema} and the app's role may only read and write rows.
+	 * @default true
+	 */
+	createTable?: boolean;
+	/** Seconds between deletions of expired rows; 0 turns the timer off (`gc()` still works). @default 300 (5 minutes) */
+	gcInterval?: number;
+	/**
+	 * Seconds each call may take, waiting for a pool connection included, before it rejects with
+	 * `SessionStoreError`. A pool created from `url` also gets it as its connect timeout and as the
+	 * server's `statement_timeout`, so a statement that timed out is cancelled, not applied late.
+	 * @default 5
+	 */
+	timeout?: number;
+}
+
+type Capabilities = "merge" | "listBySubject" | "deleteBySubject" | "count" | "gc" | "close";
+
+/** The PostgreSQL store: every optional capability of {@link SessionStore} is present. */
+export interface PostgresStore extends Omit<SessionStore, Capabilities>, Required<Pick<SessionStore, Capabilities>> {
+	/** The table the store uses, as given (`"sessions"`, `"app.sessions"`). */
+	readonly table: string;
+}
+
+const STORE = "postgres";
+const GC_BATCH = 1000;
+// What the contract calls a JSON number; anything else counts as 0 when incremented.
+const JSON_NUMBER = "^-?(0|[1-9][0-9]*)([.][0-9]+)?([eE][+-]?[0-9]+)?$";
+
+function quoted(table: TableName): string {
+	return table.schema === null ? `"${table.name}"` : `"${table.schema}"."${table.name}"`;
+}
+
+/**
+ * The DDL the store runs on first use (every statement is `IF NOT EXISTS`), for apps that
+ * create their schema in migrations. Throws `SessionConfigError` if `table` is not a valid name
+ * (see {@link PostgresStoreOptions.table}).
+ *
+ * Times are `bigint` epoch milliseconds: the contract's unit, compared with the app's clock
+ * (the one that set them), so the app and database clocks can never disagree about expiry.
+ *
+ * @example
+ * await pool.query(postgresSchema("sessions"));
+ */
+export function postgresSchema(table = "sessions"): string {
+	return schema(parseTable(table));
+}
+
+function schema(table: TableName): string {
+	const t = quoted(table);
+	return [
+		`CREATE TABLE IF NOT EXISTS ${t} (`,
+		"  key text PRIMARY KEY,",
+		"  data jsonb NOT NULL,",
+		"  flash jsonb NOT NULL,",
+		"  subject text,",
+		"  created_at bigint NOT NULL,",
+		"  idle_expires_at bigint NOT NULL,",
+		"  absolute_expires_at bigint NOT NULL,",
+		"  expires_at bigint NOT NULL",
+		");",
+		`CREATE INDEX IF NOT EXISTS "${table.name}_expires_at_idx" ON ${t} (expires_at);`,
+		`CREATE INDEX IF NOT EXISTS "${table.name}_subject_idx" ON ${t} (subject) WHERE subject IS NOT NULL;`,
+	].join("\n");
+}
+
+interface Row extends QueryResultRow {
+	data: unknown;
+	flash: unknown;
+	subject: string | null;
+	created_at: string | number;
+	idle_expires_at: string | number;
+	absolute_expires_at: string | number;
+}
+
+interface SubjectRow extends QueryResultRow {
+	key: string;
+	created_at: string | number;
+	idle_expires_at: string | number;
+	absolute_expires_at: string | number;
+}
+
+// pg returns bigint as a string by default; epoch ms fit a double exactly.
+function fromRow(row: Row): StoredRecord {
+	return {
+		data: jsonColumn(row.data),
+		flash: jsonColumn(row.flash),
+		subject: row.subject,
+		createdAt: Number(row.created_at),
+		idleExpiresAt: Number(row.idle_expires_at),
+		absoluteExpiresAt: Number(row.absolute_expires_at),
+	};
+}
+
+function recordValues(record: StoredRecord, expiresAt: number): unknown[] {
+	return [JSON.stringify(record.data), JSON.stringify(record.flash), record.subject, record.createdAt, record.idleExpiresAt, record.absoluteExpiresAt, expiresAt];
+}
+
+function statements(table: TableName) {
+	const t = quoted(table);
+	const columns = "data, flash, subject, created_at, idle_expires_at, absolute_expires_at";
+	return {
+		// An advisory lock serialises first use across processes: two concurrent CREATE TABLE IF
+		// NOT EXISTS can both pass the check and one then fails on the catalog's unique index.
+		// Several statements in one simple query run as one transaction, which holds the lock.
+		create: `SELECT pg_advisory_xact_lock(hashtext('sessionkit:${t}'));\n${schema(table)}`,
+		get: `SELECT ${columns} FROM ${t} WHERE key = $1 AND expires_at > $2`,
+		set: `INSERT INTO ${t} (key, ${columns}, expires_at) VALUES ($1, $2::jsonb, $3::jsonb, $4, $5, $6, $7, $8)
+			ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data, flash = EXCLUDED.flash, subject = EXCLUDED.subject, created_at = EXCLUDED.created_at,
+			idle_expires_at = EXCLUDED.idle_expires_at, absolute_expires_at = EXCLUDED.absolute_expires_at, expires_at = EXCLUDED.expires_at`,
+		replace: `UPDATE ${t} SET data = $2::jsonb, flash = $3::jsonb, subject = $4, created_at = $5, idle_expires_at = $6, absolute_expires_at = $7, expires_at = $8
+			WHERE key = $1 AND expires_at > $9`,
+		// One UPDATE, so the row lock makes parallel merges queue, and each one re-reads the row
+		// a previous one committed (READ COMMITTED re-evaluates SET on the latest row version).
+		// The data is built in the contract's order: clear, delete, set, then increments, each
+		// read from that intermediate value and written back as a JSON string of a numeric.
+		merge: `UPDATE ${t} AS s SET
+			data = (
+				SELECT b.base || COALESCE((
+					SELECT jsonb_object_agg(i.key, to_jsonb((
+						CASE WHEN (b.base ->> i.key) ~ '${JSON_NUMBER}' THEN (b.base ->> i.key)::numeric ELSE 0 END + i.value::numeric
+					)::text))
+					FROM jsonb_each_text($6::jsonb) AS i (key, value)
+				), '{}'::jsonb)
+				FROM (SELECT (CASE WHEN $3::boolean THEN '{}'::jsonb ELSE s.data END - $4::text[]) || $5::jsonb AS base) AS b
+			),
+			flash = (s.flash - $7::text[]) || $8::jsonb,
+			subject = CASE WHEN $9::boolean THEN $10::text ELSE s.subject END,
+			idle_expires_at = $11,
+			expires_at = $12
+			WHERE s.key = $1 AND s.expires_at > $2`,
+		delete: `DELETE FROM ${t} WHERE key = $1`,
+		touch: `UPDATE ${t} SET idle_expires_at = $2, expires_at = $3 WHERE key = $1 AND expires_at > $4`,
+		listBySubject: `SELECT key, created_at, idle_expires_at, absolute_expires_at FROM ${t} WHERE subject = $1 AND expires_at > $2 ORDER BY created_at`,
+		// Expired rows of the subject are left to gc, so the count is of live sessions only.
+		deleteBySubject: `DELETE FROM ${t} WHERE subject = $1 AND expires_at > $2`,
+		count: `SELECT count(*) AS n FROM ${t} WHERE expires_at > $1`,
+		// In batches, so a large backlog never holds thousands of row locks or outlives the
+		// timeout; SKIP LOCKED lets the gc of several app instances run side by side.
+		gc: `DELETE FROM ${t} WHERE key IN (SELECT key FROM ${t} WHERE expires_at <= $1 LIMIT ${GC_BATCH} FOR UPDATE SKIP LOCKED)`,
+	};
+}
+
+async function createPool(url: string, timeoutMs: number): Promise<Pool> {
+	let pg: typeof import("pg");
+	try {
+		pg = await import("pg");
+	} catch (error) {
+		throw new SessionConfigError(
+			"url",
+			`needs the "pg" package to connect, and it could not be loaded. Install it (npm install pg), or pass { pool }.`,
+			{ cause: error },
+		);
+	}
+	const pool = new pg.Pool({
+		connectionString: url,
+		connectionTimeoutMillis: timeoutMs,
+		query_timeout: timeoutMs,
+		statement_timeout: timeoutMs,
+		// Like the gc timer, the store's own idle connections never keep the process alive.
+		allowExitOnIdle: true,
+	});
+	// An idle connection the server dropped (restart, pg_terminate_backend) is emitted here, and
+	// an unheard 'error' would crash the process. The pool has already discarded that client, and
+	// the next call opens a new one, so there is nothing else to do.
+	pool.on("error", () => undefined);
+	return pool;
+}
+
+/**
+ * Sessions in a PostgreSQL table through `pg`: shared by every app instance, with atomic
+ * `merge` (one `UPDATE` with jsonb operators, so parallel requests never lose each other's
+ * changes), an indexed subject for "log out everywhere", and batched gc of expired rows.
+ *
+ * Pass `{ pool }` to use the app's `pg.Pool` (the store never ends it; give it an `error`
+ * listener, as pg requires of every pool), or `{ url }` to have the store create a pool and end
+ * it in `close()`. With `url`, pg is loaded on first use, and a missing package makes that first
+ * call reject with `SessionConfigError`; importing this module loads no driver.
+ *
+ * A row past its `expires_at` is never returned, even before gc deletes it. Every call rejects
+ * with `SessionStoreError` (the driver's error as `cause`) on a database failure, or when it
+ * takes longer than `timeout`.
+ *
+ * Throws `SessionConfigError` at construction for a bad `table`, `createTable`, `gcInterval` or
+ * `timeout`, or unless exactly one of `pool` and `url` is given.
+ *
+ * @example
+ * import pg from "pg";
+ * const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+ * pool.on("error", (error) => console.error(error));
+ * const sessions = createSessions({ store: postgresStore({ pool }) });
+ */
+export function postgresStore(connection: PostgresStoreConnection, options: PostgresStoreOptions = {}): PostgresStore {
+	const kind = checkConnection(connection, "pg");
+	const tableOption = options.table ?? "sessions";
+	const table = parseTable(tableOption);
+	const createTable = checkCreateTable(options.createTable);
+	const gcInterval = validateGCInterval(options.gcInterval, 300);
+	const timeout = checkTimeout(options.timeout, 5);
+	const timeoutMs = Math.ceil(timeout * 1000);
+	const sql = statements(table);
+
+	let owned: Promise<Pool> | undefined;
+	let closed = false;
+	const connect: () => Promise<Pool> =
+		kind === "pool" ? () => Promise.resolve(connection.pool!) : onceUntilSuccess(() => (owned = createPool(connection.url!, timeoutMs)));
+	const ensureTable = onceUntilSuccess(async () => {
+		const pool = await connect();
+		await pool.query(withQueryTimeout(sql.create, undefined));
+	});
+
+	// pg's per-query read timeout: the client is discarded when it fires, never reused mid-query.
+	function withQueryTimeout(text: string, values: unknown[] | undefined): QueryConfig {
+		const config: QueryConfig & { query_timeout: number } = { text, values, query_timeout: timeoutMs };
+		return config;
+	}
+
+	function explain(error: unknown): string {
+		if ((error as { code?: unknown }).code === "42P01") {
+			return `table ${quoted(table)} does not exist. Run postgresSchema() in a migration, leave createTable on, or see docs/stores/postgres.md.`;
+		}
+		return messageOf(error);
+	}
+
+	function query<R extends QueryResultRow>(operation: string, text: string, values: unknown[]): Promise<QueryResult<R>> {
+		if (closed) return Promise.reject(new SessionStoreError(STORE, `${operation} called after close().`));
+		return withDeadline(
+			STORE,
+			operation,
+			timeout,
+			async () => {
+				const pool = await connect();
+				if (createTable) await ensureTable();
+				return pool.query<R>(withQueryTimeout(text, values));
+			},
+			explain,
+		);
+	}
+
+	const store: PostgresStore = {
+		name: STORE,
+		table: tableOption,
+		async get(key) {
+			const { rows } = await query<Row>("get", sql.get, [key, Date.now()]);
+			return rows[0] ? fromRow(rows[0]) : null;
+		},
+		async set(key, record, expiresAt) {
+			await query("set", sql.set, [key, ...recordValues(record, expiresAt)]);
+		},
+		async replace(key, record, expiresAt) {
+			const { rowCount } = await query("replace", sql.replace, [key, ...recordValues(record, expiresAt), Date.now()]);
+			return rowCount === 1;
+		},
+		async merge(key: string, changes: RecordChanges, expiresAt: number) {
+			const { rowCount } = await query("merge", sql.merge, [
+				key,
+				Date.now(),
+				changes.clear,
+				changes.delete,
+				JSON.stringify(changes.set),
+				JSON.stringify(changes.increment),
+				changes.flashDelete,
+				JSON.stringify(changes.flashSet),
+				changes.subject !== undefined,
+				changes.subject ?? null,
+				changes.idleExpiresAt,
+				expiresAt,
+			]);
+			return rowCount === 1;
+		},
+		async delete(key) {
+			await query("delete", sql.delete, [key]);
+		},
+		async touch(key, idleExpiresAt, expiresAt) {
+			await query("touch", sql.touch, [key, idleExpiresAt, expiresAt, Date.now()]);
+		},
+		async listBySubject(subject) {
+			const { rows } = await query<SubjectRow>("listBySubject", sql.listBySubject, [subject, Date.now()]);
+			return rows.map(
+				(row): SubjectSession => ({
+					key: row.key,
+					createdAt: Number(row.created_at),
+					idleExpiresAt: Number(row.idle_expires_at),
+					absoluteExpiresAt: Number(row.absolute_expires_at),
+				}),
+			);
+		},
+		async deleteBySubject(subject) {
+			const { rowCount } = await query("deleteBySubject", sql.deleteBySubject, [subject, Date.now()]);
+			return rowCount ?? 0;
+		},
+		async count() {
+			const { rows } = await query<{ n: string }>("count", sql.count, [Date.now()]);
+			return Number(rows[0]?.n ?? 0);
+		},
+		async gc() {
+			let deleted = 0;
+			for (;;) {
+				const { rowCount } = await query("gc", sql.gc, [Date.now()]);
+				deleted += rowCount ?? 0;
+				if ((rowCount ?? 0) < GC_BATCH) return deleted;
+			}
+		},
+		async close() {
+			stopGC();
+			if (closed) return;
+			closed = true;
+			const pool = await owned?.catch(() => undefined);
+			await pool?.end();
+		},
+	};
+	const stopGC = startGCTimer(gcInterval, () => store.gc());
+	return store;
+}

@@ -1,0 +1,445 @@
+import { createHash } from "node:crypto";
+import type { Cluster, Redis } from "ioredis";
+import { SessionConfigError, SessionStoreError } from "../core/errors.js";
+import type { RecordChanges, SessionStore, StoredRecord, SubjectSession } from "../core/store.js";
+
+/** Where {@link redisStore} gets its connection: your own client, or a URL it connects to itself. */
+export type RedisConnection =
+	/** An ioredis `Redis` or `Cluster` you created; the store never closes it. */
+	| { client: Redis | Cluster }
+	/** A `redis://` or `rediss://` URL; the store loads ioredis, connects, and `close()` quits. */
+	| { url: string };
+
+/** Options of {@link redisStore}. */
+export interface RedisStoreOptions {
+	/**
+	 * Put before every key the store writes. No whitespace, control characters, `{` or `}`
+	 * (the store adds its own Redis Cluster hash tags).
+	 * @default "sess:"
+	 */
+	prefix?: string;
+	/**
+	 * Seconds an operation may take before it rejects with `SessionStoreError`. The command itself
+	 * is not cancelled; the request just stops waiting for it.
+	 * @default 5
+	 */
+	timeout?: number;
+}
+
+// Key layout (see docs/stores/redis.md):
+//   <prefix>{<key>}              hash: one session; "{<key>}" is its Redis Cluster hash tag
+//   <prefix>subject:{<subject>}  sorted set: keys of the subject's sessions, scored by the
+//                                latest instant each can live (its absolute deadline)
+// A session and its subject index hash to different slots, so no command touches both. The
+// index is written first, then the session, each atomic on its own: a failure between them
+// leaves an extra index member, never a session its subject cannot find (which would escape
+// "log out everywhere"). Members are checked against the live session on every read, and
+// dead ones pruned.
+//
+// A hash rather than one JSON string: merge becomes HSET/HDEL on "d:<name>" and "f:<name>"
+// fields inside a Lua script, with no JSON parsing in Lua (cjson would turn {} into [] and
+// round numbers to 14 digits), and touch rewrites two small fields instead of the whole record.
+// Meta fields: c createdAt, i idleExpiresAt, a absoluteExpiresAt, e expiresAt, s subject.
+
+// Helpers shared by the scripts. Times are compared against the app's clock (ARGV), not the
+// server's, so a record is dead at exactly the `expiresAt` the core asked for.
+const LUA_PRELUDE = `
+local function alive(key, now)
+	local e = tonumber(redis.call('HGET', key, 'e'))
+	return e ~= nil and e > now
+end
+`;
+
+/** ARGV: now, mode ("set" | "replace"), expiresAt, field, value, ... */
+const WRITE = `
+local key, now = KEYS[1], tonumber(ARGV[1])
+if ARGV[2] == 'replace' and not alive(key, now) then return 0 end
+redis.call('DEL', key)
+for n = 4, #ARGV, 2 do redis.call('HSET', key, ARGV[n], ARGV[n + 1]) end
+redis.call('PEXPIREAT', key, ARGV[3])
+return 1
+`;
+
+/**
+ * ARGV: now, expiresAt, idleExpiresAt, clear ("1"/"0"), subject mode ("keep" | "null" | "set"),
+ * subject, then five lists, each a count followed by its items: delete names, set name/value
+ * pairs, increment name/amount pairs, flash-delete names, flash-set name/value pairs.
+ * Applies them in the order RecordChanges documents.
+ */
+const MERGE = `
+local key, now = KEYS[1], tonumber(ARGV[1])
+if not alive(key, now) then return 0 end
+local pos = 6
+local function take() pos = pos + 1; return ARGV[pos] end
+-- Same reading as the core's applyChanges: not a finite number counts as 0.
+local function number(value)
+	local n = tonumber(value)
+	if n == nil or n ~= n or n == math.huge or n == -math.huge then return 0 end
+	return n
+end
+-- Shortest form that reads back as the same double, like JavaScript's String(n).
+local function format(n)
+	for digits = 15, 16 do
+		local s = string.format('%.' .. digits .. 'g', n)
+		if tonumber(s) == n then return s end
+	end
+	return string.format('%.17g', n)
+end
+if ARGV[4] == '1' then
+	for _, field in ipairs(redis.call('HKEYS', key)) do
+		if string.sub(field, 1, 2) == 'd:' then redis.call('HDEL', key, field) end
+	end
+end
+for _ = 1, tonumber(take()) do redis.call('HDEL', key, 'd:' .. take()) end
+for _ = 1, tonumber(take()) do
+	local field = 'd:' .. take()
+	redis.call('HSET', key, field, take())
+end
+for _ = 1, tonumber(take()) do
+	local field = 'd:' .. take()
+	local by = tonumber(take())
+	redis.call('HSET', key, field, format(number(redis.call('HGET', key, field)) + by))
+end
+for _ = 1, tonumber(take()) do redis.call('HDEL', key, 'f:' .. take()) end
+for _ = 1, tonumber(take()) do
+	local field = 'f:' .. take()
+	redis.call('HSET', key, field, take())
+end
+if ARGV[5] == 'null' then redis.call('HDEL', key, 's')
+elseif ARGV[5] == 'set' then redis.call('HSET', key, 's', ARGV[6]) end
+redis.call('HSET', key, 'i', ARGV[3], 'e', ARGV[2])
+redis.call('PEXPIREAT', key, ARGV[2])
+return 1
+`;
+
+/** ARGV: now, idleExpiresAt, expiresAt. */
+const TOUCH = `
+local key, now = KEYS[1], tonumber(ARGV[1])
+if not alive(key, now) then return 0 end
+redis.call('HSET', key, 'i', ARGV[2], 'e', ARGV[3])
+redis.call('PEXPIREAT', key, ARGV[3])
+return 1
+`;
+
+/** ARGV: now, subject. Resolves 1 if it deleted a live session of that subject. */
+const DELETE_IF_SUBJECT = `
+local key, now = KEYS[1], tonumber(ARGV[1])
+if redis.call('HGET', key, 's') ~= ARGV[2] then return 0 end
+local live = alive(key, now)
+redis.call('DEL', key)
+if live then return 1 end
+return 0
+`;
+
+/** KEYS: the subject index. ARGV: now, score (latest instant the session can live), session key. */
+const INDEX = `
+local index, now = KEYS[1], tonumber(ARGV[1])
+redis.call('ZADD', index, ARGV[2], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+local last = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+if last[2] then redis.call('PEXPIREAT', index, last[2]) end
+return 1
+`;
+
+interface Script {
+	source: string;
+	sha: string;
+}
+
+function script(body: string): Script {
+	const source = LUA_PRELUDE + body;
+	return { source, sha: createHash("sha1").update(source).digest("hex") };
+}
+
+const scripts = {
+	write: script(WRITE),
+	merge: script(MERGE),
+	touch: script(TOUCH),
+	deleteIfSubject: script(DELETE_IF_SUBJECT),
+	index: script(INDEX),
+};
+
+/** The commands the store uses, which `Redis` and `Cluster` share. */
+type Client = Pick<Redis, "evalsha" | "eval" | "hget" | "hgetall" | "hmget" | "del" | "zrangebyscore" | "zrem" | "scan" | "quit">;
+
+function validatePrefix(prefix: unknown): string {
+	if (typeof prefix !== "string" || !/^[^\s\p{Cc}{}]{1,128}$/u.test(prefix)) {
+		throw new SessionConfigError(
+			"prefix",
+			`must be 1 to 128 characters without whitespace, control characters, "{" or "}" (the store adds Redis Cluster hash tags), got ${JSON.stringify(prefix)}.`,
+		);
+	}
+	return prefix;
+}
+
+function validateTimeout(timeout: unknown): number {
+	if (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout <= 0) {
+		throw new SessionConfigError("timeout", `must be a positive number of seconds, got ${String(timeout)}.`);
+	}
+	return timeout;
+}
+
+/** Escapes Redis glob characters, so a prefix such as "app*:" matches only itself in SCAN. */
+function escapeGlob(text: string): string {
+	return text.replace(/[*?[\]\\]/g, "\\$&");
+}
+
+// Builds a plain object whose keys are data, so a "__proto__" name stays an ordinary key.
+function put(target: Record<string, string>, name: string, value: string): void {
+	Object.defineProperty(target, name, { value, enumerable: true, writable: true, configurable: true });
+}
+
+function toFields(record: StoredRecord, expiresAt: number): string[] {
+	const fields = ["c", String(record.createdAt), "i", String(record.idleExpiresAt), "a", String(record.absoluteExpiresAt), "e", String(expiresAt)];
+	if (record.subject !== null) fields.push("s", record.subject);
+	for (const [name, value] of Object.entries(record.data)) fields.push(`d:${name}`, value);
+	for (const [name, value] of Object.entries(record.flash)) fields.push(`f:${name}`, value);
+	return fields;
+}
+
+function fromHash(hash: Record<string, string>, now: number): StoredRecord | null {
+	if (!(Number(hash.e) > now) || hash.c === undefined) return null;
+	const data: Record<string, string> = {};
+	const flash: Record<string, string> = {};
+	for (const [field, value] of Object.entries(hash)) {
+		if (field.startsWith("d:")) put(data, field.slice(2), value);
+		else if (field.startsWith("f:")) put(flash, field.slice(2), value);
+	}
+	return {
+		data,
+		flash,
+		createdAt: Number(hash.c),
+		idleExpiresAt: Number(hash.i),
+		absoluteExpiresAt: Number(hash.a),
+		subject: hash.s ?? null,
+	};
+}
+
+function list(items: string[]): Array<string | number> {
+	return [items.length, ...items];
+}
+
+function pairs(record: Record<string, string | number>): Array<string | number> {
+	const entries = Object.entries(record);
+	return [entries.length, ...entries.flat()];
+}
+
+function mergeArgs(now: number, changes: RecordChanges, expiresAt: number): Array<string | number> {
+	const subjectMode = changes.subject === undefined ? "keep" : changes.subject === null ? "null" : "set";
+	return [
+		now,
+		expiresAt,
+		changes.idleExpiresAt,
+		changes.clear ? "1" : "0",
+		subjectMode,
+		changes.subject ?? "",
+		...list(changes.delete),
+		...pairs(changes.set),
+		...pairs(changes.increment),
+		...list(changes.flashDelete),
+		...pairs(changes.flashSet),
+	];
+}
+
+async function connect(url: string): Promise<Redis> {
+	let ioredis;
+	try {
+		ioredis = await import("ioredis");
+	} catch (error) {
+		throw new SessionConfigError("url", `needs the "ioredis" package to connect: npm install ioredis (or pass { client }).`, { cause: error });
+	}
+	// One retry, then fail: a request waits for at most one reconnect, never for an outage.
+	const client = new ioredis.Redis(url, { maxRetriesPerRequest: 1 });
+	// Connection errors reach callers as SessionStoreError; without a listener ioredis would
+	// also print each one.
+	client.on("error", () => {});
+	return client;
+}
+
+/**
+ * Sessions in Redis (standalone or Redis Cluster) through ioredis. Records expire natively at
+ * their deadline (PEXPIREAT), so no gc is needed; `get` still checks the deadline against the
+ * app's clock. `merge` runs as one Lua script, so parallel requests keep each other's changes.
+ * Sessions are indexed by subject for "log out everywhere".
+ *
+ * Pass your own client to control retries, TLS and timeouts: configure it not to queue commands
+ * forever (e.g. `maxRetriesPerRequest: 1`), so an outage fails requests instead of piling them up.
+ * The store never closes a client you pass in. With `{ url }` it loads ioredis itself, and a
+ * missing ioredis package makes every operation reject with `SessionConfigError`.
+ *
+ * Throws `SessionConfigError` for a bad `prefix` or `timeout`.
+ *
+ * @example
+ * import { Redis } from "ioredis";
+ * const client = new Redis(process.env.REDIS_URL, { maxRetriesPerRequest: 1 });
+ * const sessions = createSessions({ store: redisStore({ client }, { prefix: "myapp:sess:" }) });
+ */
+export function redisStore(connection: RedisConnection, options: RedisStoreOptions = {}): SessionStore {
+	const prefix = validatePrefix(options.prefix ?? "sess:");
+	const timeoutMs = validateTimeout(options.timeout ?? 5) * 1000;
+
+	let ready: Promise<Client>;
+	let owned = false;
+	if ("client" in connection && connection.client) {
+		if (typeof (connection.client as Partial<Client>).evalsha !== "function") {
+			throw new SessionConfigError("client", "must be an ioredis Redis or Cluster instance.");
+		}
+		ready = Promise.resolve(connection.client as unknown as Client);
+	} else if ("url" in connection && typeof connection.url === "string" && connection.url !== "") {
+		owned = true;
+		ready = connect(connection.url);
+		ready.catch(() => {}); // surfaces at the first operation; see the TSDoc
+	} else {
+		throw new SessionConfigError("connection", "must be { client } (an ioredis Redis or Cluster) or { url }.");
+	}
+	const cluster = "client" in connection && connection.client.isCluster ? (connection.client as Cluster) : undefined;
+
+	const sessionKey = (key: string): string => `${prefix}{${key}}`;
+	const indexKey = (subject: string): string => `${prefix}subject:{${subject}}`;
+
+	async function run<T>(operation: string, work: (client: Client) => Promise<T>): Promise<T> {
+		let timer: ReturnType<typeof setTimeout> | undefined;
+		const timedOut = new Promise<never>((_, reject) => {
+			timer = setTimeout(() => reject(new SessionStoreError("redis", `${operation} got no answer within ${timeoutMs / 1000} s. Is Redis reachable?`)), timeoutMs);
+		});
+		try {
+			return await Promise.race([ready.then(work), timedOut]);
+		} catch (error) {
+			if (error instanceof SessionStoreError || error instanceof SessionConfigError) throw error;
+			const detail = error instanceof Error ? error.message : String(error);
+			throw new SessionStoreError("redis", `${operation} failed: ${detail}`, { cause: error });
+		} finally {
+			clearTimeout(timer);
+		}
+	}
+
+	async function evaluate(client: Client, { source, sha }: Script, key: string, args: Array<string | number>): Promise<unknown> {
+		try {
+			return await client.evalsha(sha, 1, key, ...args);
+		} catch (error) {
+			// The script cache is per server and emptied by a restart or SCRIPT FLUSH.
+			if (!(error instanceof Error) || !error.message.startsWith("NOSCRIPT")) throw error;
+			return client.eval(source, 1, key, ...args);
+		}
+	}
+
+	async function index(client: Client, subject: string, key: string, livesUntil: number): Promise<void> {
+		await evaluate(client, scripts.index, indexKey(subject), [Date.now(), livesUntil, key]);
+	}
+
+	/** The subject's indexed session ids whose absolute deadline has not passed. */
+	async function members(client: Client, subject: string): Promise<string[]> {
+		return client.zrangebyscore(indexKey(subject), `(${Date.now()}`, "+inf");
+	}
+
+	async function write(client: Client, mode: "set" | "replace", key: string, record: StoredRecord, expiresAt: number): Promise<boolean> {
+		// The absolute deadline bounds every later touch, so the index never needs updating again.
+		if (record.subject !== null) await index(client, record.subject, key, Math.max(record.absoluteExpiresAt, expiresAt));
+		const written = await evaluate(client, scripts.write, sessionKey(key), [Date.now(), mode, expiresAt, ...toFields(record, expiresAt)]);
+		return written === 1;
+	}
+
+	return {
+		name: "redis",
+
+		get(key) {
+			return run("get", async (client) => fromHash(await client.hgetall(sessionKey(key)), Date.now()));
+		},
+
+		set(key, record, expiresAt) {
+			return run("set", async (client) => {
+				if (expiresAt <= Date.now()) await client.del(sessionKey(key));
+				else await write(client, "set", key, record, expiresAt);
+			});
+		},
+
+		replace(key, record, expiresAt) {
+			return run("replace", (client) => write(client, "replace", key, record, expiresAt));
+		},
+
+		merge(key, changes, expiresAt) {
+			return run("merge", async (client) => {
+				if (typeof changes.subject === "string") {
+					// The index goes first (see the layout note), and needs the absolute deadline.
+					const absolute = await client.hget(sessionKey(key), "a");
+					if (absolute === null) return false;
+					await index(client, changes.subject, key, Math.max(Number(absolute), expiresAt));
+				}
+				return (await evaluate(client, scripts.merge, sessionKey(key), mergeArgs(Date.now(), changes, expiresAt))) === 1;
+			});
+		},
+
+		delete(key) {
+			return run("delete", async (client) => {
+				await client.del(sessionKey(key));
+			});
+		},
+
+		touch(key, idleExpiresAt, expiresAt) {
+			return run("touch", async (client) => {
+				await evaluate(client, scripts.touch, sessionKey(key), [Date.now(), idleExpiresAt, expiresAt]);
+			});
+		},
+
+		listBySubject(subject) {
+			return run("listBySubject", async (client) => {
+				const keys = await members(client, subject);
+				const rows = await Promise.all(keys.map((key) => client.hmget(sessionKey(key), "s", "c", "i", "a", "e")));
+				const now = Date.now();
+				const live: SubjectSession[] = [];
+				const dead: string[] = [];
+				rows.forEach(([s, c, i, a, e], n) => {
+					// A member whose session ended or moved to another subject is stale: prune it.
+					if (s !== subject || !(Number(e) > now)) dead.push(keys[n]!);
+					else live.push({ key: keys[n]!, createdAt: Number(c), idleExpiresAt: Number(i), absoluteExpiresAt: Number(a) });
+				});
+				if (dead.length > 0) await client.zrem(indexKey(subject), ...dead);
+				return live;
+			});
+		},
+
+		deleteBySubject(subject) {
+			return run("deleteBySubject", async (client) => {
+				const keys = await members(client, subject);
+				const now = Date.now();
+				// One script per session: it deletes only if the session still has this subject.
+				const results = await Promise.all(keys.map((key) => evaluate(client, scripts.deleteIfSubject, sessionKey(key), [now, subject])));
+				// Only the members read above: a login that added one meanwhile keeps its entry.
+				if (keys.length > 0) await client.zrem(indexKey(subject), ...keys);
+				return results.filter((deleted) => deleted === 1).length;
+			});
+		},
+
+		count() {
+			return run("count", async (client) => {
+				// Each master holds its own slots, so a cluster is counted node by node.
+				const nodes: Client[] = cluster ? cluster.nodes("master") : [client];
+				const pattern = `${escapeGlob(prefix)}{*`;
+				const counts = await Promise.all(
+					nodes.map(async (node) => {
+						let total = 0;
+						let cursor = "0";
+						do {
+							const [next, keys] = await node.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+							cursor = next;
+							total += keys.length;
+						} while (cursor !== "0");
+						return total;
+					}),
+				);
+				return counts.reduce((sum, n) => sum + n, 0);
+			});
+		},
+
+		async close() {
+			if (!owned) return;
+			let client: Client;
+			try {
+				client = await ready;
+			} catch {
+				return; // ioredis never loaded: nothing was opened
+			}
+			await client.quit().catch(() => {});
+		},
+	};
+}

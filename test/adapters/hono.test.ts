@@ -1,0 +1,88 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { dirname, resolve } from "node:path";
+import { it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { getRequestListener } from "@hono/node-server";
+import { Hono } from "hono";
+import { createSessions, SessionConfigError, SessionNotLoadedError } from "sessionkit";
+import type { SessionManager } from "sessionkit";
+import { getSession, sessionMiddleware } from "sessionkit/hono";
+import { createApp } from "../../examples/hono/app.js";
+import { adapterConformance, listen } from "../adapter-conformance.js";
+import { setCookiesOf } from "../helpers/cookie-jar.js";
+
+adapterConformance("hono", async (sessions, { trustProxy }) =>
+	listen(createServer(getRequestListener(createApp(sessions, { trustProxy, logErrors: false }).fetch))),
+);
+
+it("hono: adds the cookie to a response whose headers are immutable (a proxied fetch response)", async (t) => {
+	const sessions = createSessions();
+	const app = new Hono();
+	app.use(sessionMiddleware(sessions));
+	app.get("/upstream", (c) => c.text("from upstream"));
+	app.get("/proxy", (c) => {
+		c.get("session").set("user_id", 123);
+		return fetch(new URL("/upstream", c.req.url));
+	});
+	const server = await listen(createServer(getRequestListener(app.fetch)));
+	t.after(() => Promise.all([server.close(), sessions.close()]));
+	const response = await fetch(`${server.url}/proxy`);
+	assert.equal(await response.text(), "from upstream");
+	assert.equal(setCookiesOf(response)[0]?.name, "sid");
+	assert.equal(response.headers.get("cache-control"), "no-store");
+});
+
+it("hono: getSession without the middleware throws SessionNotLoadedError", async () => {
+	const app = new Hono();
+	let thrown: unknown;
+	app.get("/", (c) => {
+		try {
+			getSession(c);
+		} catch (error) {
+			thrown = error;
+		}
+		return c.text("ok");
+	});
+	await app.request("/");
+	assert.ok(thrown instanceof SessionNotLoadedError);
+});
+
+it("hono: sessionMiddleware without a session manager fails at setup", () => {
+	assert.throws(() => sessionMiddleware(undefined as unknown as SessionManager), SessionConfigError);
+});
+
+it("hono: the adapter and the core it loads import no node: module at runtime", () => {
+	const seen = new Set<string>();
+	const visit = (file: string): void => {
+		if (seen.has(file)) return;
+		seen.add(file);
+		const source = readFileSync(file, "utf8");
+		for (const [, specifier] of source.matchAll(/^\s*(?:import|export)\s+(?!type\b)[^;]*?\bfrom\s+"([^"]+)"/gm)) {
+			assert.ok(!specifier!.startsWith("node:"), `${file} imports ${specifier}`);
+			if (specifier!.startsWith(".")) visit(resolve(dirname(file), specifier!.replace(/\.js$/, ".ts")));
+		}
+	};
+	visit(fileURLToPath(new URL("../../src/adapters/hono.ts", import.meta.url)));
+	assert.ok(seen.size > 5, `followed the imports (${seen.size} files)`);
+});
+
+it("hono: works on Web Crypto alone, as on Workers (no process.getBuiltinModule)", async () => {
+	const script = `
+		delete process.getBuiltinModule;
+		const { createSessions } = await import("sessionkit");
+		const { createApp } = await import(${JSON.stringify(new URL("../../examples/hono/app.ts", import.meta.url).href)});
+		const app = createApp(createSessions(), { logErrors: false });
+		const set = await app.request("https://example.test/set");
+		const cookie = set.headers.getSetCookie()[0].split(";")[0];
+		const get = await app.request("https://example.test/get", { headers: { cookie } });
+		console.log(JSON.stringify([set.headers.getSetCookie()[0], await get.text()]));
+	`;
+	const { stdout } = await promisify(execFile)(process.execPath, ["--conditions=sessionkit-source", "--import", "tsx", "--input-type=module", "-e", script]);
+	const [setCookie, body] = JSON.parse(stdout) as [string, string];
+	assert.match(setCookie, /^sid=[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; Secure; SameSite=Lax$/);
+	assert.equal(body, "Authenticated as 123");
+});

@@ -1,0 +1,64 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { defaultCodec, SessionCodecError } from "sessionkit";
+import { sampleValues } from "../store-conformance.js";
+
+const roundTrip = (value: unknown) => defaultCodec.decode(defaultCodec.encode(value));
+
+describe("default codec", () => {
+	it("round-trips JSON values, Date, Map, Set, BigInt and Uint8Array", () => {
+		for (const [name, value] of Object.entries(sampleValues)) assert.deepEqual(roundTrip(value), value, name);
+	});
+
+	it("round-trips nested special values, NaN, ±Infinity, invalid dates and undefined in arrays", () => {
+		const value = { when: [new Date(0), new Map([[new Date(1), new Set([1n])]])], nums: [Number.NaN, Infinity, -Infinity], bad: new Date(Number.NaN), holes: [1, undefined, 3] };
+		const back = roundTrip(value) as typeof value;
+		assert.deepEqual(back.when, value.when);
+		assert.ok(Number.isNaN(back.nums[0]));
+		assert.equal(back.nums[1], Infinity);
+		assert.equal(back.nums[2], -Infinity);
+		assert.ok(Number.isNaN(back.bad.getTime()));
+		assert.deepEqual(back.holes, [1, undefined, 3]);
+	});
+
+	it("keeps a user object that happens to have a $t key as a plain object", () => {
+		assert.deepEqual(roundTrip({ $t: "Date", v: "2020-01-01" }), { $t: "Date", v: "2020-01-01" });
+		assert.deepEqual(roundTrip([{ $t: "Map", v: [] }]), [{ $t: "Map", v: [] }]);
+	});
+
+	it("encodes a finite number as its JSON text, so stores can increment it", () => {
+		assert.equal(defaultCodec.encode(41), "41");
+		assert.equal(defaultCodec.encode(-2.5), "-2.5");
+	});
+
+	it("refuses functions, symbols, class instances and circular references with a clear error", () => {
+		class Point {
+			x = 1;
+		}
+		const circular: Record<string, unknown> = {};
+		circular.self = circular;
+		for (const value of [() => 1, Symbol("s"), new Point(), circular, { nested: [new Point()] }]) {
+			assert.throws(() => defaultCodec.encode(value), SessionCodecError);
+		}
+		assert.throws(() => defaultCodec.encode(new Point()), /Point instance at value/);
+	});
+
+	it("refuses __proto__, constructor and prototype keys when encoding", () => {
+		const polluted = JSON.parse('{"__proto__": {"isAdmin": true}}');
+		assert.throws(() => defaultCodec.encode(polluted), SessionCodecError);
+		assert.throws(() => defaultCodec.encode({ constructor: { prototype: {} } }), SessionCodecError);
+	});
+
+	it("refuses to decode text that would pollute prototypes, at any depth", () => {
+		for (const text of ['{"__proto__":{"isAdmin":true}}', '{"a":[{"constructor":{"prototype":{"x":1}}}]}', '{"$t":"Obj","v":{"__proto__":{}}}', '{"$t":"Map","v":[["k",{"__proto__":{}}]]}']) {
+			assert.throws(() => defaultCodec.decode(text), SessionCodecError, text);
+		}
+		assert.equal(({} as Record<string, unknown>).isAdmin, undefined);
+	});
+
+	it("refuses text it did not produce: bad JSON or unknown tags", () => {
+		assert.throws(() => defaultCodec.decode("{not json"), SessionCodecError);
+		assert.throws(() => defaultCodec.decode('{"$t":"Function","v":"alert(1)"}'), SessionCodecError);
+		assert.throws(() => defaultCodec.decode('{"$t":"BigInt","v":"12a"}'), SessionCodecError);
+	});
+});

@@ -1,0 +1,37 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { readSessionCookie } from "../../src/core/cookie.js";
+
+describe("reading the session cookie", () => {
+	it("finds it among other cookies, with or without spaces", () => {
+		assert.deepEqual(readSessionCookie("a=1; sid=abc; b=2", "sid", 64), { kind: "value", value: "abc" });
+		assert.deepEqual(readSessionCookie("sid=abc", "sid", 64), { kind: "value", value: "abc" });
+		assert.deepEqual(readSessionCookie("a=1;sid=abc", "sid", 64), { kind: "value", value: "abc" });
+	});
+
+	it("does not mistake a cookie whose name ends or starts with the session name", () => {
+		assert.deepEqual(readSessionCookie("xsid=abc; sidx=def", "sid", 64), { kind: "absent" });
+		assert.deepEqual(readSessionCookie("other=sid=abc", "sid", 64), { kind: "absent" });
+	});
+
+	it("treats an absent header, an absent cookie or an empty value as no session", () => {
+		assert.deepEqual(readSessionCookie(undefined, "sid", 64), { kind: "absent" });
+		assert.deepEqual(readSessionCookie("", "sid", 64), { kind: "absent" });
+		assert.deepEqual(readSessionCookie("sid=", "sid", 64), { kind: "absent" });
+	});
+
+	it("rejects two cookies of the same name (cookie tossing)", () => {
+		assert.deepEqual(readSessionCookie("sid=abc; sid=def", "sid", 64), { kind: "rejected", reason: "duplicated" });
+		assert.deepEqual(readSessionCookie("sid=abc;a=1;  sid=def", "sid", 64), { kind: "rejected", reason: "duplicated" });
+	});
+
+	it("rejects an oversized value", () => {
+		assert.deepEqual(readSessionCookie(`sid=${"a".repeat(65)}`, "sid", 64), { kind: "rejected", reason: "oversized" });
+	});
+
+	it("survives hostile headers without throwing", () => {
+		for (const header of ["sid=%", "sid=%E0%A4%A", ";;;;", "=;=;sid", "sid", "\u0000sid=a", `sid=${"%".repeat(1000)}`]) {
+			assert.doesNotThrow(() => readSessionCookie(header, "sid", 64), header);
+		}
+	});
+});

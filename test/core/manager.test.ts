@@ -1,0 +1,300 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { createSessions, SessionStoreError } from "sessionkit";
+import type { SessionEvent, SessionStore } from "sessionkit";
+import { memoryStore } from "sessionkit/stores/memory";
+import { testClock } from "../helpers/clock.js";
+import { countingStore } from "../helpers/counting-store.js";
+import { cookieOf, request } from "../helpers/round.js";
+
+function setup(options: { idleTimeout?: number; absoluteTimeout?: number; touchAfter?: number; persist?: boolean } = {}) {
+	const clock = testClock();
+	// The store's own clock stands still, as a backend whose reaping lags would: what these
+	// tests see is the manager's expiry check, not the store's.
+	const storeClock = testClock();
+	const counted = countingStore(memoryStore({ sweepInterval: 0, clock: storeClock }));
+	const events: SessionEvent[] = [];
+	const sessions = createSessions({
+		store: counted.store,
+		clock,
+		idleTimeout: options.idleTimeout ?? 1800,
+		absoluteTimeout: options.absoluteTimeout ?? 86400,
+		touchAfter: options.touchAfter ?? 60,
+		cookie: { persist: options.persist ?? false },
+		onEvent: (e) => events.push(e),
+	});
+	return { sessions, clock, storeClock, calls: counted.calls, reset: counted.reset, events };
+}
+
+describe("one request", () => {
+	it("without a cookie makes no store call, and an untouched new session sets no cookie", async () => {
+		const { sessions, calls } = setup();
+		const { setCookie } = await request(sessions, undefined, (s) => s.get("anything"));
+		assert.equal(setCookie, null);
+		assert.deepEqual(calls, {});
+	});
+
+	it("with a cookie costs exactly one store round trip to load, and none to commit when nothing changed", async () => {
+		const { sessions, calls, reset } = setup();
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);
+		reset();
+		const { setCookie } = await request(sessions, cookie, (s) => s.get("a"));
+		assert.deepEqual(calls, { get: 1 });
+		assert.equal(setCookie, null, "no Set-Cookie for a read-only request");
+	});
+
+	it("writes a modified session with one merge and no new cookie", async () => {
+		const { sessions, calls, reset } = setup();
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);
+		reset();
+		const { setCookie } = await request(sessions, cookie, (s) => s.increment("a"));
+		assert.deepEqual(calls, { get: 1, merge: 1 });
+		assert.equal(setCookie, null);
+	});
+
+	it("extends the idle deadline with a cheap touch, at most once per touchAfter", async () => {
+		const { sessions, clock, calls, reset } = setup({ idleTimeout: 600, touchAfter: 60 });
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);
+		reset();
+		clock.advance(30);
+		await request(sessions, cookie);
+		assert.equal(calls.touch, undefined, "no touch within touchAfter");
+		clock.advance(40);
+		await request(sessions, cookie);
+		assert.equal(calls.touch, 1);
+		clock.advance(10);
+		await request(sessions, cookie);
+		assert.equal(calls.touch, 1, "throttled again");
+		assert.equal(calls.merge ?? 0, 0);
+		assert.equal(calls.set ?? 0, 0);
+	});
+});
+
+describe("expiry", () => {
+	it("ends a session idle for longer than idleTimeout, and deletes it", async () => {
+		const { sessions, clock, events, calls } = setup({ idleTimeout: 600 });
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);
+		clock.advance(599);
+		assert.equal((await request(sessions, cookie)).session.get("a"), 1, "still alive just before");
+		clock.advance(601);
+		const { session } = await request(sessions, cookie);
+		assert.equal(session.isNew, true);
+		assert.equal(session.get("a"), undefined);
+		assert.ok(calls.delete! >= 0);
+		assert.ok(events.some((e) => e.type === "session-expired"));
+	});
+
+	it("slides the idle deadline while the session is used", async () => {
+		const { sessions, clock } = setup({ idleTimeout: 600, touchAfter: 60 });
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);
+		for (let i = 0; i < 10; i++) {
+			clock.advance(300);
+			assert.equal((await request(sessions, cookie)).session.get("a"), 1, `alive after ${(i + 1) * 300} s of use`);
+		}
+	});
+
+	it("ends a session at its absolute lifetime however much it is used", async () => {
+		const { sessions, clock, events } = setup({ idleTimeout: 600, absoluteTimeout: 3600, touchAfter: 0 });
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);
+		for (let elapsed = 0; elapsed < 3500; elapsed += 500) {
+			clock.advance(500);
+			await request(sessions, cookie, (s) => s.increment("a"));
+		}
+		clock.advance(200);
+		assert.equal((await request(sessions, cookie)).session.isNew, true);
+		assert.ok(events.some((e) => e.type === "session-expired" && e.reason === "absolute"));
+	});
+
+	it("runs onDestroy callbacks for an expired session", async () => {
+		const { sessions, clock } = setup({ idleTimeout: 600 });
+		const seen: string[] = [];
+		sessions.onDestroy((s) => {
+			seen.push(s.reason);
+		});
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);
+		clock.advance(700);
+		await request(sessions, cookie);
+		assert.deepEqual(seen, ["expired"]);
+	});
+});
+
+describe("renew", () => {
+	it("gives a new token, keeps data and flash, and the old token stops working at once", async () => {
+		const { sessions, events } = setup();
+		const first = await request(sessions, undefined, (s) => {
+			s.set("cart", ["x"]);
+			s.flash("notice", "hi");
+		});
+		const oldCookie = cookieOf(first.setCookie);
+		const renewed = await request(sessions, oldCookie, (s) => {
+			s.renew();
+			s.set("authenticated", true);
+		});
+		const newCookie = cookieOf(renewed.setCookie);
+		assert.notEqual(newCookie, oldCookie);
+		assert.notEqual(renewed.session.id, first.session.id);
+		assert.equal((await request(sessions, oldCookie)).session.isNew, true);
+		const { session } = await request(sessions, newCookie);
+		assert.deepEqual(session.get("cart"), ["x"]);
+		assert.equal(session.get("authenticated"), true);
+		assert.equal(session.flash("notice"), "hi");
+		assert.ok(events.some((e) => e.type === "session-renewed" && e.previousId === first.session.id));
+	});
+
+	it("on a brand-new session simply creates it", async () => {
+		const { sessions } = setup();
+		const { setCookie, session } = await request(sessions, undefined, (s) => s.renew());
+		assert.ok(setCookie);
+		assert.equal((await request(sessions, cookieOf(setCookie))).session.id, session.id);
+	});
+});
+
+describe("destroy", () => {
+	it("deletes the record and expires the cookie", async () => {
+		const { sessions } = setup();
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);
+		const { setCookie } = await request(sessions, cookie, (s) => s.destroy());
+		assert.match(setCookie!, /^sid=; Max-Age=0/);
+		assert.equal((await request(sessions, cookie)).session.isNew, true);
+	});
+
+	it("writes after destroy start a fresh session with a new token", async () => {
+		const { sessions } = setup();
+		const first = await request(sessions, undefined, (s) => s.set("a", 1));
+		const cookie = cookieOf(first.setCookie);
+		const second = await request(sessions, cookie, (s) => {
+			s.destroy();
+			assert.equal(s.isNew, true);
+			assert.equal(s.get("a"), undefined);
+			s.set("b", 2);
+		});
+		const fresh = cookieOf(second.setCookie);
+		assert.notEqual(fresh, cookie);
+		assert.notEqual(second.session.id, first.session.id);
+		const { session } = await request(sessions, fresh);
+		assert.deepEqual(session.all(), { b: 2 });
+		assert.equal((await request(sessions, cookie)).session.isNew, true);
+	});
+
+	it("of a session that was never stored just expires the cookie", async () => {
+		const { sessions, calls } = setup();
+		const { setCookie } = await request(sessions, undefined, (s) => s.destroy());
+		assert.match(setCookie!, /Max-Age=0/);
+		assert.deepEqual(calls, {});
+	});
+});
+
+describe("cookies", () => {
+	it("default to HttpOnly, SameSite=Lax, Path=/, no Domain, no Max-Age, Secure only over HTTPS", async () => {
+		const { sessions } = setup();
+		const session = await sessions.load(undefined);
+		session.set("a", 1);
+		const plain = (await sessions.commit(session, { secure: false })).setCookie!;
+		assert.match(plain, /^sid=[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; SameSite=Lax$/);
+		const overTLS = await sessions.load(undefined);
+		overTLS.set("a", 1);
+		assert.match((await sessions.commit(overTLS, { secure: true })).setCookie!, /; Secure/);
+	});
+
+	it("with persist carry a Max-Age that follows the idle deadline, refreshed on touch", async () => {
+		const { sessions, clock } = setup({ persist: true, idleTimeout: 600, touchAfter: 60 });
+		const first = await request(sessions, undefined, (s) => s.set("a", 1));
+		assert.match(first.setCookie!, /Max-Age=600/);
+		clock.advance(120);
+		const touched = await request(sessions, cookieOf(first.setCookie));
+		assert.match(touched.setCookie!, /Max-Age=600/);
+	});
+
+	it("ignore a malformed, unknown or duplicated cookie, which never reaches the store", async () => {
+		const { sessions, calls, events } = setup();
+		for (const cookie of ["sid=not-a-token", `sid=${"A".repeat(42)}`, "sid=../../etc/passwd", `sid=${"A".repeat(43)}; sid=${"B".repeat(43)}`, `sid=${"x".repeat(5000)}`]) {
+			const { session } = await request(sessions, cookie);
+			assert.equal(session.isNew, true, cookie.slice(0, 50));
+		}
+		assert.deepEqual(calls, {}, "no store call for a cookie that is not a well-formed token");
+		assert.deepEqual(events.map((e) => e.type), Array(5).fill("cookie-rejected"));
+		await request(sessions, `sid=${"A".repeat(43)}`);
+		assert.equal(calls.get, 1, "a well-formed but unknown token costs one lookup");
+		assert.equal(events.at(-1)?.type, "session-unknown");
+	});
+});
+
+describe("store failures", () => {
+	const failing = (operation: keyof SessionStore): SessionStore => {
+		const inner = memoryStore({ sweepInterval: 0 });
+		return {
+			...inner,
+			name: "flaky",
+			[operation]: async () => {
+				throw new Error("connection refused");
+			},
+		} as SessionStore;
+	};
+
+	it("fail the load with a typed error naming the store, the driver error as cause", async () => {
+		const events: SessionEvent[] = [];
+		const sessions = createSessions({ store: failing("get"), onEvent: (e) => events.push(e) });
+		await assert.rejects(sessions.load(`sid=${"A".repeat(43)}`), (error: unknown) => {
+			assert.ok(error instanceof SessionStoreError);
+			assert.equal(error.store, "flaky");
+			assert.equal(error.code, "SESSION_STORE");
+			assert.match(error.message, /^sessionkit\/flaky: get failed: connection refused/);
+			assert.equal((error.cause as Error).message, "connection refused");
+			return true;
+		});
+		assert.equal(events[0]?.type, "store-error");
+	});
+
+	it("fail the commit: nothing is silently dropped", async () => {
+		const sessions = createSessions({ store: failing("set") });
+		const session = await sessions.load(undefined);
+		session.set("a", 1);
+		await assert.rejects(sessions.commit(session, { secure: false }), SessionStoreError);
+	});
+});
+
+describe("manager operations", () => {
+	it("destroyById, count, gc and onDestroy", async () => {
+		const { sessions, clock, storeClock } = setup({ idleTimeout: 600 });
+		const destroyed: string[] = [];
+		const unsubscribe = sessions.onDestroy((s) => {
+			destroyed.push(`${s.reason}:${s.subject}`);
+		});
+		const a = await request(sessions, undefined, (s) => {
+			s.subject = "u1";
+			s.set("x", 1);
+		});
+		await request(sessions, undefined, (s) => s.set("x", 2));
+		assert.equal(await sessions.count(), 2);
+		await sessions.destroyById(a.session.id!);
+		assert.deepEqual(destroyed, ["by-id:u1"]);
+		assert.equal((await request(sessions, cookieOf(a.setCookie))).session.isNew, true);
+		await sessions.destroyById("not-an-id");
+		clock.advance(601);
+		storeClock.advance(601);
+		assert.equal(await sessions.gc(), 1);
+		assert.equal(await sessions.count(), 0);
+		unsubscribe();
+	});
+
+	it("listBySubject shows public ids and times, never tokens", async () => {
+		const { sessions } = setup();
+		const made = await request(sessions, undefined, (s) => {
+			s.subject = "u9";
+			s.set("x", 1);
+		});
+		const [info] = await sessions.listBySubject("u9");
+		assert.equal(info?.id, made.session.id);
+		assert.ok(!JSON.stringify(info).includes(cookieOf(made.setCookie).slice(4)));
+	});
+
+	it("events never carry the raw token", async () => {
+		const { sessions, events } = setup();
+		const made = await request(sessions, undefined, (s) => s.set("x", 1));
+		const token = cookieOf(made.setCookie).slice(4);
+		await request(sessions, `sid=${token}`, (s) => s.renew());
+		await request(sessions, `sid=${token}`);
+		assert.ok(events.length >= 3);
+		assert.ok(!JSON.stringify(events).includes(token));
+	});
+});

@@ -1,0 +1,222 @@
+import assert from "node:assert/strict";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { defaultCodec, SessionConfigError, SessionStoreError } from "sessionkit";
+import { fileStore } from "sessionkit/stores/file";
+import { randomKey, sleep } from "../helpers/keys.js";
+import { makeRecord, noChanges, storeConformance } from "../store-conformance.js";
+
+const HOUR = 3_600_000;
+
+storeConformance(
+	"file",
+	async () => {
+		const dir = await mkdtemp(join(tmpdir(), "sessionkit-file-"));
+		const store = fileStore({ dir });
+		return {
+			store,
+			async cleanup() {
+				await store.close();
+				await rm(dir, { recursive: true, force: true });
+			},
+		};
+	},
+	{ merge: true, subjects: true, count: true, selfExpiring: false, expiryResolutionMs: 1 },
+);
+
+/** Every file under `dir`, as paths relative to it. */
+async function tree(dir: string): Promise<string[]> {
+	return (await readdir(dir, { recursive: true })).sort();
+}
+
+describe("file store", () => {
+	let root: string;
+	let n = 0;
+	/** A fresh, not yet existing store directory inside the per-run temp dir. */
+	const freshDir = () => join(root, `store-${n++}`);
+
+	before(async () => {
+		root = await mkdtemp(join(tmpdir(), "sessionkit-file-"));
+	});
+	after(async () => {
+		await rm(root, { recursive: true, force: true });
+	});
+
+	it("refuses a missing dir or a bad gcInterval, at construction", () => {
+		assert.throws(() => fileStore({} as never), (error: unknown) => error instanceof SessionConfigError && error.option === "dir");
+		assert.throws(() => fileStore({ dir: "" }), SessionConfigError);
+		for (const gcInterval of [-1, Number.NaN, 30 * 86_400]) {
+			assert.throws(() => fileStore({ dir: freshDir(), gcInterval }), SessionConfigError, String(gcInterval));
+		}
+	});
+
+	it("never turns a hostile key into a path, inside or outside dir", async () => {
+		const parent = join(root, `hostile-${n++}`);
+		const dir = join(parent, "sessions");
+		await mkdir(dir, { recursive: true });
+		const store = fileStore({ dir, gcInterval: 0 });
+		const real = randomKey();
+		const hostile = [
+			"../escaped",
+			`../${real}`,
+			`${real.slice(0, 2)}/../../${real.slice(6)}xxxx`,
+			`/tmp/${real}`,
+			real.toUpperCase(),
+			`${real}.json`,
+			`${real}\u0000`,
+			`${real}/`,
+			"",
+		];
+		for (const key of hostile) {
+			await assert.rejects(store.set(key, makeRecord(), Date.now() + HOUR), SessionStoreError, JSON.stringify(key));
+			assert.equal(await store.get(key), null);
+			assert.equal(await store.replace(key, makeRecord(), Date.now() + HOUR), false);
+			assert.equal(await store.merge(key, noChanges({ set: { a: "1" } }), Date.now() + HOUR), false);
+			await store.touch(key, Date.now() + HOUR, Date.now() + HOUR);
+			await store.delete(key);
+		}
+		assert.deepEqual(await readdir(parent), ["sessions"], "nothing was written beside dir");
+		assert.deepEqual(await tree(dir), [], "nothing was written inside dir");
+	});
+
+	it("shards files by the first two hex characters of the key, readable by the owner only", async () => {
+		const dir = freshDir();
+		const store = fileStore({ dir, gcInterval: 0 });
+		const key = randomKey();
+		await store.set(key, makeRecord(), Date.now() + HOUR);
+		const shard = key.slice(0, 2);
+		assert.deepEqual(await tree(dir), [shard, join(shard, `${key}.json`)]);
+		assert.equal((await stat(join(dir, shard, `${key}.json`))).mode & 0o777, 0o600);
+		assert.equal((await stat(join(dir, shard))).mode & 0o777, 0o700);
+		await store.delete(key);
+		assert.deepEqual(await tree(dir), [shard]);
+	});
+
+	it("keeps the old record readable when a crash left a half-written temp file, and gc removes stale ones", async () => {
+		const dir = freshDir();
+		const store = fileStore({ dir, gcInterval: 0 });
+		const key = randomKey();
+		const record = makeRecord();
+		await store.set(key, record, Date.now() + HOUR);
+		const shard = join(dir, key.slice(0, 2));
+		const stale = join(shard, `${key}.json.00112233aabbccdd.tmp`);
+		const fresh = join(shard, `${key}.json.44556677eeff0011.tmp`);
+		await writeFile(stale, '{"expiresAt":9999999999999,"record":{"da');
+		await writeFile(fresh, '{"expiresAt":9999999999999,"record":{"da');
+		const hourAgo = new Date(Date.now() - HOUR);
+		await utimes(stale, hourAgo, hourAgo);
+
+		assert.deepEqual(await store.get(key), record);
+		const next = makeRecord({ data: { v: defaultCodec.encode(2) } });
+		await store.set(key, next, Date.now() + HOUR);
+		assert.deepEqual(await store.get(key), next, "a later write is not blocked by the stray temp file");
+
+		assert.equal(await store.gc(), 0, "temp files are not counted as sessions");
+		const left = await readdir(shard);
+		assert.ok(!left.includes(`${key}.json.00112233aabbccdd.tmp`), "a stale temp file is removed");
+		assert.ok(left.includes(`${key}.json.44556677eeff0011.tmp`), "a fresh one may belong to a write in progress");
+	});
+
+	it("treats an unreadable session file as no session, and gc removes it", async () => {
+		const dir = freshDir();
+		const store = fileStore({ dir, gcInterval: 0 });
+		const key = randomKey();
+		await store.set(key, makeRecord(), Date.now() + HOUR);
+		await writeFile(join(dir, key.slice(0, 2), `${key}.json`), "");
+		assert.equal(await store.get(key), null);
+		assert.equal(await store.merge(key, noChanges({ set: { a: "1" } }), Date.now() + HOUR), false);
+		assert.equal(await store.gc(), 1);
+		assert.deepEqual(await tree(dir), [key.slice(0, 2)]);
+	});
+
+	it("keeps sessions across a restart (a new store on the same dir)", async () => {
+		const dir = freshDir();
+		const first = fileStore({ dir, gcInterval: 0 });
+		const key = randomKey();
+		const record = makeRecord({ subject: "restart-user" });
+		await first.set(key, record, Date.now() + HOUR);
+		await first.close();
+
+		const second = fileStore({ dir, gcInterval: 0 });
+		assert.deepEqual(await second.get(key), record);
+		assert.equal(await second.merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), true);
+		assert.equal((await second.get(key))?.data.n, "1");
+		assert.deepEqual((await second.listBySubject("restart-user")).map((s) => s.key), [key]);
+		assert.equal(await second.count(), 1);
+		await second.close();
+	});
+
+	it("serialises writes to one key in this process, so a delete is never undone by a slower merge", async () => {
+		const dir = freshDir();
+		const store = fileStore({ dir, gcInterval: 0 });
+		const key = randomKey();
+		await store.set(key, makeRecord({ data: {} }), Date.now() + HOUR);
+		const merges = Array.from({ length: 10 }, () => store.merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR));
+		const deletion = store.delete(key);
+		const late = store.merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR);
+		assert.deepEqual(await Promise.all(merges), Array(10).fill(true));
+		await deletion;
+		assert.equal(await late, false);
+		assert.equal(await store.get(key), null);
+		await store.close();
+	});
+
+	it("writes nothing until the first session, and reads an empty or missing dir as no sessions", async () => {
+		const dir = freshDir();
+		const store = fileStore({ dir, gcInterval: 0 });
+		assert.equal(await store.get(randomKey()), null);
+		assert.equal(await store.count(), 0);
+		assert.deepEqual(await store.listBySubject("nobody"), []);
+		assert.equal(await store.deleteBySubject("nobody"), 0);
+		assert.equal(await store.gc(), 0);
+		await assert.rejects(stat(dir), { code: "ENOENT" });
+	});
+
+	it("starts its gc timer unref'd, so it never keeps the process alive", async () => {
+		const timers = () => process.getActiveResourcesInfo().filter((name) => name === "Timeout").length;
+		const before = timers();
+		const store = fileStore({ dir: freshDir() });
+		assert.equal(timers(), before);
+		await store.close();
+	});
+
+	it("runs gc on its timer every gcInterval seconds", async () => {
+		const dir = freshDir();
+		const store = fileStore({ dir, gcInterval: 0.05 });
+		const expiring = randomKey();
+		const live = randomKey();
+		await store.set(expiring, makeRecord(), Date.now() + 20);
+		await store.set(live, makeRecord(), Date.now() + HOUR);
+		await sleep(300);
+		assert.deepEqual(
+			(await tree(dir)).filter((name) => name.endsWith(".json")),
+			[join(live.slice(0, 2), `${live}.json`)],
+			"the timer deleted the expired file and kept the live one",
+		);
+		await store.close();
+	});
+
+	it("checks expiry against the injected clock", async () => {
+		let now = Date.UTC(2026, 0, 1);
+		const store = fileStore({ dir: freshDir(), gcInterval: 0, clock: () => now });
+		const key = randomKey();
+		await store.set(key, makeRecord(), now + 1000);
+		assert.ok(await store.get(key));
+		now += 1000;
+		assert.equal(await store.get(key), null);
+		assert.equal(await store.gc(), 1);
+	});
+
+	it("writes plain JSON that names its expiry", async () => {
+		const dir = freshDir();
+		const store = fileStore({ dir, gcInterval: 0 });
+		const key = randomKey();
+		const record = makeRecord();
+		const expiresAt = Date.now() + HOUR;
+		await store.set(key, record, expiresAt);
+		const content: unknown = JSON.parse(await readFile(join(dir, key.slice(0, 2), `${key}.json`), "utf8"));
+		assert.deepEqual(content, { expiresAt, record });
+	});
+});

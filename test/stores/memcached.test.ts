@@ -1,0 +1,211 @@
+import assert from "node:assert/strict";
+import { connect } from "node:net";
+import { after, before, describe, it } from "node:test";
+import memjs from "memjs";
+import { SessionConfigError, SessionStoreError, defaultCodec } from "sessionkit";
+import type { SessionStore } from "sessionkit";
+import { memcachedStore } from "sessionkit/stores/memcached";
+import { eventually, freePort, hasCommand, startChildServer } from "../helpers/child-server.js";
+import { randomKey, runId } from "../helpers/keys.js";
+import { makeRecord, storeConformance } from "../store-conformance.js";
+import { requireService, serviceURL } from "../services.js";
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+const silent = { log() {} };
+const skip = await requireService("memcached");
+const servers = serviceURL.memcached.split(",").map((s) => s.trim());
+
+function client(hosts = serviceURL.memcached): memjs.Client {
+	return memjs.Client.create(hosts, { retries: 1, timeout: 1, logger: silent });
+}
+
+/**
+ * memcached cannot list keys, so the test remembers what it wrote and deletes that afterwards.
+ * Not a mock: every call still goes to the real store.
+ */
+function tracked(store: SessionStore): { store: SessionStore; written: Set<string> } {
+	const written = new Set<string>();
+	return { written, store: { ...store, set: (key, record, expiresAt) => (written.add(key), store.set(key, record, expiresAt)) } };
+}
+
+/** The remaining TTL memcached itself reports for `key` (meta get), from whichever server holds it. */
+async function serverTTL(key: string): Promise<number | null> {
+	for (const hostPort of servers) {
+		const [host, port] = hostPort.split(":");
+		const reply = await new Promise<string>((resolve, reject) => {
+			const socket = connect({ host: host!, port: Number(port) }, () => socket.write(`mg ${key} t\r\n`));
+			let text = "";
+			socket.on("data", (chunk) => {
+				text += chunk.toString();
+				if (text.endsWith("\r\n")) (socket.end(), resolve(text.trim()));
+			});
+			socket.on("error", reject);
+		});
+		const ttl = /^HD t(-?\d+)/.exec(reply);
+		if (ttl) return Number(ttl[1]);
+	}
+	return null;
+}
+
+storeConformance(
+	"memcached",
+	async () => {
+		const memcached = client();
+		const { store, written } = tracked(memcachedStore({ client: memcached }, { prefix: `sktest:${runId()}:` }));
+		return {
+			store,
+			async cleanup() {
+				await Promise.all([...written].map((key) => store.delete(key)));
+				memcached.close();
+			},
+		};
+	},
+	{ merge: false, subjects: false, count: false, selfExpiring: true, expiryResolutionMs: 1000 },
+	skip,
+);
+
+describe("memcached store", () => {
+	it("refuses a bad prefix, timeout or connection at construction", () => {
+		const fake = { replace() {} } as unknown as memjs.Client;
+		for (const prefix of ["", "a b", "tab\t", "é:", "x".repeat(187)]) {
+			assert.throws(() => memcachedStore({ client: fake }, { prefix }), SessionConfigError, JSON.stringify(prefix));
+		}
+		assert.throws(() => memcachedStore({ client: fake }, { timeout: 0 }), SessionConfigError);
+		assert.throws(() => memcachedStore({ client: {} as memjs.Client }), SessionConfigError);
+		assert.throws(() => memcachedStore({ servers: " " }), SessionConfigError);
+	});
+
+	it("has no merge, subject index or count, so the core falls back to replace", () => {
+		const store = memcachedStore({ client: { replace() {} } as unknown as memjs.Client });
+		assert.equal(store.merge, undefined);
+		assert.equal(store.listBySubject, undefined);
+		assert.equal(store.deleteBySubject, undefined);
+		assert.equal(store.count, undefined);
+	});
+
+	describe("against two servers", { skip }, () => {
+		let memcached: memjs.Client;
+		let store: SessionStore;
+		let written: Set<string>;
+		const prefix = `sktest:${runId()}:`;
+		before(() => {
+			memcached = client();
+			({ store, written } = tracked(memcachedStore({ client: memcached }, { prefix })));
+		});
+		after(async () => {
+			await Promise.all([...written].map((key) => store.delete(key)));
+			memcached.close();
+		});
+
+		it("spreads keys over both servers", async () => {
+			const keys = Array.from({ length: 40 }, () => randomKey());
+			for (const key of keys) await store.set(key, makeRecord(), Date.now() + HOUR);
+			const counts = await Promise.all(
+				servers.map(async (server) => {
+					const single = client(server);
+					try {
+						const found = await Promise.all(keys.map(async (key) => (await single.get(prefix + key)).value !== null));
+						return found.filter(Boolean).length;
+					} finally {
+						single.close();
+					}
+				}),
+			);
+			assert.ok(counts.every((n) => n > 0), `keys per server: ${counts.join(", ")}`);
+			assert.equal(counts.reduce((a, b) => a + b, 0), keys.length, "each key lives on exactly one server");
+		});
+
+		it("stores an expiry past 30 days as an absolute time, so the record lives that long", async () => {
+			for (const days of [29, 30, 31, 40, 365]) {
+				const key = randomKey();
+				await store.set(key, makeRecord({ absoluteExpiresAt: Date.now() + days * DAY }), Date.now() + days * DAY);
+				assert.ok(await store.get(key), `a ${days}-day record is readable`);
+				const ttl = await serverTTL(prefix + key);
+				assert.ok(ttl !== null && Math.abs(ttl - days * 86_400) <= 2, `memcached reports ${ttl} s left for ${days} days`);
+			}
+		});
+
+		it("touch moves memcached's own expiry, past 30 days too", async () => {
+			const key = randomKey();
+			await store.set(key, makeRecord(), Date.now() + HOUR);
+			const later = Date.now() + 45 * DAY;
+			await store.touch(key, later, later);
+			assert.equal((await store.get(key))?.idleExpiresAt, later);
+			const ttl = await serverTTL(prefix + key);
+			assert.ok(ttl !== null && Math.abs(ttl - 45 * 86_400) <= 2, `memcached reports ${ttl} s left`);
+		});
+
+		it("names memcached's 1 MB value limit when a record is over it", async () => {
+			const record = makeRecord({ data: { big: defaultCodec.encode("z".repeat(1_100_000)) } });
+			await assert.rejects(store.set(randomKey(), record, Date.now() + HOUR), (error: unknown) => {
+				assert.ok(error instanceof SessionStoreError);
+				assert.match(error.message, /1 MB/);
+				return true;
+			});
+		});
+
+		it("with { servers } connects by itself, and close() closes only that connection", async () => {
+			const owned = memcachedStore({ servers }, { prefix });
+			const key = randomKey();
+			written.add(key);
+			await owned.set(key, makeRecord(), Date.now() + HOUR);
+			assert.ok(await owned.get(key));
+			await owned.close!();
+			const borrowed = memcachedStore({ client: memcached }, { prefix });
+			await borrowed.close!();
+			assert.ok(await borrowed.get(key), "a client passed in stays open");
+		});
+	});
+
+	const noServer = skip ?? (hasCommand("memcached") ? undefined : "memcached is not installed");
+	describe("when memcached is down", { skip: noServer }, () => {
+		it("rejects with SessionStoreError naming the store within its timeout (nothing ever listened)", async () => {
+			const store = memcachedStore({ servers: `127.0.0.1:${await freePort()}` }, { timeout: 1 });
+			const started = Date.now();
+			await assert.rejects(store.get(randomKey()), (error: unknown) => {
+				assert.ok(error instanceof SessionStoreError);
+				assert.equal(error.store, "memcached");
+				assert.match(error.message, /^sessionkit\/memcached: get /);
+				return true;
+			});
+			assert.ok(Date.now() - started < 1500, `took ${Date.now() - started} ms`);
+			await store.close!();
+		});
+
+		it("fails while its server is stopped or frozen, and recovers by itself when it is back", async () => {
+			const port = await freePort();
+			const args = ["-p", String(port), "-l", "127.0.0.1", "-U", "0", ...(process.getuid?.() === 0 ? ["-u", "root"] : [])];
+			let server = await startChildServer("memcached", args, port);
+			const memcached = client(`127.0.0.1:${port}`);
+			const store = memcachedStore({ client: memcached }, { timeout: 1 });
+			try {
+				const key = randomKey();
+				await store.set(key, makeRecord(), Date.now() + HOUR);
+				assert.ok(await store.get(key));
+
+				await server.pause();
+				const frozen = Date.now();
+				await assert.rejects(store.get(key), (error: unknown) => error instanceof SessionStoreError && error.store === "memcached");
+				assert.ok(Date.now() - frozen < 1500, `took ${Date.now() - frozen} ms`);
+				server.resume();
+				assert.ok(await eventually(() => store.get(key), 5000), "answers again once the server runs");
+
+				await server.stop();
+				for (const operation of [() => store.get(key), () => store.replace(key, makeRecord(), Date.now() + HOUR), () => store.set(key, makeRecord(), Date.now() + HOUR)]) {
+					const started = Date.now();
+					await assert.rejects(operation(), (error: unknown) => error instanceof SessionStoreError && error.store === "memcached");
+					assert.ok(Date.now() - started < 1500, `took ${Date.now() - started} ms`);
+				}
+
+				server = await startChildServer("memcached", args, port);
+				assert.equal(await eventually(() => store.get(key), 10_000), null, "a restarted memcached is empty, and answers");
+				await store.set(key, makeRecord(), Date.now() + HOUR);
+				assert.ok(await store.get(key));
+			} finally {
+				memcached.close();
+				await server.stop();
+			}
+		});
+	});
+});

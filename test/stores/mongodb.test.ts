@@ -1,0 +1,240 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { BSON, MongoClient } from "mongodb";
+import type { Collection } from "mongodb";
+import { defaultCodec, SessionConfigError, SessionStoreError } from "sessionkit";
+import { decodeFieldName, encodeFieldName, mongodbStore } from "sessionkit/stores/mongodb";
+import type { MongoDBSessionDocument, MongoDBStore } from "sessionkit/stores/mongodb";
+import { randomKey, runId } from "../helpers/keys.js";
+import { requireService, serviceURL } from "../services.js";
+import { makeRecord, noChanges, storeConformance } from "../store-conformance.js";
+
+const skip = await requireService("mongodb");
+const HOUR = 3_600_000;
+
+/** A collection of its own for each caller, dropped by `cleanup`. */
+async function openCollection(): Promise<{ client: MongoClient; collection: Collection<MongoDBSessionDocument>; cleanup(): Promise<void> }> {
+	const client = new MongoClient(serviceURL.mongodb, { serverSelectionTimeoutMS: 5000 });
+	const collection = client.db().collection<MongoDBSessionDocument>(`sessionkit_test_${runId()}`);
+	return {
+		client,
+		collection,
+		async cleanup() {
+			await collection.drop();
+			await client.close();
+		},
+	};
+}
+
+storeConformance(
+	"mongodb",
+	async () => {
+		const { collection, cleanup } = await openCollection();
+		const store = mongodbStore({ collection });
+		return {
+			store,
+			async cleanup() {
+				await store.close();
+				await cleanup();
+			},
+		};
+	},
+	{ merge: true, subjects: true, count: true, selfExpiring: true, expiryResolutionMs: 1 },
+	skip,
+);
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const awkwardKeys = ["a.b", "$where", "$", "a$b.c", "..", "%", "%002E", "__proto", "__", "ü.🍪", "a\u0000b", "\uD800", "x\uDC00y", "日本語.キー"];
+
+describe("mongodb store against a real server", { skip }, () => {
+	let client: MongoClient;
+	let collection: Collection<MongoDBSessionDocument>;
+	let cleanup: () => Promise<void>;
+	let store: MongoDBStore;
+
+	before(async () => {
+		({ client, collection, cleanup } = await openCollection());
+		store = mongodbStore({ collection });
+		await store.ready();
+	});
+	after(async () => {
+		await store?.close();
+		await cleanup?.();
+	});
+
+	it("creates a TTL index on expiresAt and a sparse index on subject", async () => {
+		const indexes = await collection.listIndexes().toArray();
+		const ttl = indexes.find((index) => index.name === "expiresAt_1");
+		assert.deepEqual(ttl?.key, { expiresAt: 1 });
+		assert.equal(ttl?.expireAfterSeconds, 0);
+		const subject = indexes.find((index) => index.name === "subject_1");
+		assert.deepEqual(subject?.key, { subject: 1 });
+		assert.equal(subject?.sparse, true);
+		await store.ready(); // a second call is a no-op, not a conflict
+	});
+
+	it("stores the documented shape: a Date expiry, and no subject field without a subject", async () => {
+		const key = randomKey();
+		const record = makeRecord();
+		await store.set(key, record, record.idleExpiresAt);
+		const raw = await collection.findOne({ _id: key });
+		assert.ok(raw);
+		assert.ok(raw.expiresAt instanceof Date);
+		assert.equal(raw.expiresAt.getTime(), record.idleExpiresAt);
+		assert.equal("subject" in raw, false);
+		await store.merge(key, noChanges({ subject: "alice" }), Date.now() + HOUR);
+		assert.equal((await collection.findOne({ _id: key }))?.subject, "alice");
+		await store.merge(key, noChanges({ subject: null }), Date.now() + HOUR);
+		assert.equal("subject" in ((await collection.findOne({ _id: key })) ?? {}), false);
+	});
+
+	it("keeps keys with dots, dollars, NUL and lone surrogates apart and intact, through set and merge", async () => {
+		const key = randomKey();
+		const data = Object.fromEntries(awkwardKeys.map((name, i) => [name, defaultCodec.encode(i)]));
+		const record = makeRecord({ data, flash: { "flash.key": defaultCodec.encode("f"), $f: defaultCodec.encode("g") } });
+		await store.set(key, record, record.idleExpiresAt);
+		assert.deepEqual(await store.get(key), record);
+
+		const ok = await store.merge(key, noChanges({ delete: ["a.b"], set: { "$where": defaultCodec.encode("set") }, increment: { "..": 10, "new.key": 1 }, flashDelete: ["flash.key"], flashSet: { "x.y": defaultCodec.encode("z") } }), Date.now() + HOUR);
+		assert.equal(ok, true);
+		const loaded = await store.get(key);
+		assert.ok(loaded);
+		assert.equal("a.b" in loaded.data, false);
+		assert.equal(loaded.data.$where, defaultCodec.encode("set"));
+		assert.equal(loaded.data[".."], "14");
+		assert.equal(loaded.data["new.key"], "1");
+		assert.equal(loaded.data["%002E"], defaultCodec.encode(awkwardKeys.indexOf("%002E")));
+		assert.deepEqual(loaded.flash, { $f: defaultCodec.encode("g"), "x.y": defaultCodec.encode("z") });
+	});
+
+	it("writes values that look like operators or field paths as plain text", async () => {
+		const key = randomKey();
+		await store.set(key, makeRecord({ data: {} }), Date.now() + HOUR);
+		await store.merge(key, noChanges({ set: { a: "$data", b: "$$NOW", c: "{\"$literal\":1}" } }), Date.now() + HOUR);
+		assert.deepEqual((await store.get(key))?.data, { a: "$data", b: "$$NOW", c: "{\"$literal\":1}" });
+	});
+
+	it("increments exactly: large integers stay whole, fractions stay numbers, non-numbers are replaced", async () => {
+		const key = randomKey();
+		await store.set(key, makeRecord({ data: { big: "1234567", huge: "9007199254740000", half: "0.5", text: defaultCodec.encode("abc"), neg: "-3" } }), Date.now() + HOUR);
+		await store.merge(key, noChanges({ increment: { big: 1, huge: 1, half: 0.25, text: 2, neg: 3 } }), Date.now() + HOUR);
+		const data = (await store.get(key))?.data ?? {};
+		assert.equal(data.big, "1234568");
+		assert.equal(data.huge, "9007199254740001");
+		assert.equal(defaultCodec.decode(data.half!), 0.75);
+		assert.equal(data.text, "2");
+		assert.equal(defaultCodec.decode(data.neg!), 0);
+	});
+
+	it("set then increment of one key in one merge applies both, in order", async () => {
+		const key = randomKey();
+		await store.set(key, makeRecord({ data: { n: "100" } }), Date.now() + HOUR);
+		await store.merge(key, noChanges({ set: { n: "5" }, increment: { n: 2 } }), Date.now() + HOUR);
+		assert.equal((await store.get(key))?.data.n, "7");
+	});
+
+	it("gc() removes expired documents at once, before the TTL monitor", async () => {
+		const key = randomKey();
+		await store.set(key, makeRecord(), Date.now() - 1000);
+		assert.ok(await store.gc() >= 1);
+		assert.equal(await collection.findOne({ _id: key }), null);
+	});
+
+	it("with url, opens its own client, creates the collection's indexes, and close() closes only that client", async () => {
+		const name = `sessionkit_test_${runId()}`;
+		const own = mongodbStore({ url: serviceURL.mongodb, collectionName: name });
+		const key = randomKey();
+		const record = makeRecord();
+		await own.set(key, record, record.idleExpiresAt);
+		assert.deepEqual(await own.get(key), record);
+		const indexes = await client.db().collection(name).listIndexes().toArray();
+		assert.ok(indexes.some((index) => index.name === "expiresAt_1"));
+		await own.close();
+		await client.db().collection(name).drop();
+		assert.ok(await store.count() >= 0, "the caller's client still works");
+	});
+
+	it("with createIndexes: false, creates no index", async () => {
+		const own = await openCollection();
+		const plain = mongodbStore({ collection: own.collection }, { createIndexes: false });
+		await plain.set(randomKey(), makeRecord(), Date.now() + HOUR);
+		const names = (await own.collection.listIndexes().toArray()).map((index) => index.name);
+		assert.deepEqual(names, ["_id_"]);
+		await own.cleanup();
+	});
+});
+
+describe("mongodb store without a server", () => {
+	it("round-trips awkward keys through encodeFieldName and decodeFieldName", () => {
+		const keys = [...awkwardKeys, "userId", "__x__", "a__b", "ünïcödé", "🍪", "%41", "%%", "a%", "100%.$", "\uD83C\uDF6A.\uD83C"];
+		for (const key of keys) {
+			const field = encodeFieldName(key);
+			assert.equal(decodeFieldName(field), key, JSON.stringify(key));
+			assert.doesNotMatch(field, /[.$\0]/, `${JSON.stringify(key)} → ${JSON.stringify(field)}`);
+			assert.doesNotMatch(field, LONE_SURROGATE, `${JSON.stringify(key)} has no lone surrogate once encoded`);
+		}
+		assert.equal(encodeFieldName("userId"), "userId", "ordinary keys are stored as they are");
+		assert.equal(encodeFieldName("a.b"), "a%002Eb");
+		assert.equal(encodeFieldName("__"), "__");
+		assert.equal(new Set(keys.map(encodeFieldName)).size, keys.length, "distinct keys stay distinct");
+	});
+
+	it("encoded names survive the driver's BSON encoding, where raw ones do not", () => {
+		for (const key of awkwardKeys) {
+			const field = encodeFieldName(key);
+			const back = BSON.deserialize(BSON.serialize({ data: { [field]: "v" } })) as { data: Record<string, string> };
+			assert.deepEqual(Object.keys(back.data).map(decodeFieldName), [key]);
+		}
+		assert.throws(() => BSON.serialize({ data: { "a\u0000b": "v" } }), "NUL is refused in a raw field name");
+		const lone = BSON.deserialize(BSON.serialize({ data: { "\uD800": "v" } })) as { data: Record<string, string> };
+		assert.notDeepEqual(Object.keys(lone.data), ["\uD800"], "a raw lone surrogate does not come back");
+	});
+
+	it("refuses bad options at construction with SessionConfigError naming the option", () => {
+		const collection = new MongoClient("mongodb://127.0.0.1:1").db("x").collection<MongoDBSessionDocument>("sessions");
+		const cases: Array<[unknown, unknown, string]> = [
+			[undefined, undefined, "collection"],
+			[{}, undefined, "collection"],
+			[{ collection: {} }, undefined, "collection"],
+			[{ collection: "sessions" }, undefined, "collection"],
+			[{ collection, url: "mongodb://127.0.0.1" }, undefined, "collection"],
+			[{ collection, database: "app" }, undefined, "database"],
+			[{ collection, collectionName: "s" }, undefined, "collectionName"],
+			[{ url: "postgres://127.0.0.1" }, undefined, "url"],
+			[{ url: 42 }, undefined, "url"],
+			[{ url: "mongodb://127.0.0.1", database: "a.b" }, undefined, "database"],
+			[{ url: "mongodb://127.0.0.1", database: "" }, undefined, "database"],
+			[{ url: "mongodb://127.0.0.1", collectionName: "$cmd" }, undefined, "collectionName"],
+			[{ url: "mongodb://127.0.0.1", collectionName: "system.users" }, undefined, "collectionName"],
+			[{ url: "mongodb://127.0.0.1", colection: "typo" }, undefined, "colection"],
+			[{ collection }, { timeout: 0 }, "timeout"],
+			[{ collection }, { timeout: -1 }, "timeout"],
+			[{ collection }, { timeout: "5" }, "timeout"],
+			[{ collection }, { createIndexes: "yes" }, "createIndexes"],
+			[{ collection }, { createIndex: false }, "createIndex"],
+			[{ collection }, null, "options"],
+		];
+		for (const [source, options, option] of cases) {
+			assert.throws(() => mongodbStore(source as never, options as never), (error: unknown) => {
+				assert.ok(error instanceof SessionConfigError, `expected a SessionConfigError for ${option}, got ${String(error)}`);
+				assert.equal(error.option, option);
+				return true;
+			});
+		}
+		assert.doesNotThrow(() => mongodbStore({ collection }, { timeout: 0.5, createIndexes: false }));
+		assert.doesNotThrow(() => mongodbStore({ url: "mongodb+srv://cluster.example.net/app", database: "app", collectionName: "web_sessions" }));
+	});
+
+	it("rejects with SessionStoreError, within the timeout, when the server cannot be reached", async () => {
+		const store = mongodbStore({ url: "mongodb://127.0.0.1:1/sessionkit" }, { timeout: 0.5 });
+		const started = Date.now();
+		await assert.rejects(store.get(randomKey()), (error: unknown) => {
+			assert.ok(error instanceof SessionStoreError);
+			assert.equal(error.store, "mongodb");
+			assert.ok(error.cause instanceof Error, "the driver's error is the cause");
+			return true;
+		});
+		assert.ok(Date.now() - started < 3000, `gave up after ${Date.now() - started} ms`);
+		await store.close();
+	});
+});

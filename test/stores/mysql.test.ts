@@ -1,0 +1,265 @@
+import assert from "node:assert/strict";
+import { createServer, type Socket } from "node:net";
+import { after, before, describe, it } from "node:test";
+import mysql from "mysql2/promise";
+import type { Pool, PoolOptions, RowDataPacket } from "mysql2/promise";
+import { applyChanges, SessionConfigError, SessionStoreError } from "sessionkit";
+import { mysqlSchema, mysqlStore } from "sessionkit/stores/mysql";
+import { randomKey, runId, sleep } from "../helpers/keys.js";
+import { requireService, serviceURL } from "../services.js";
+import { makeRecord, noChanges, storeConformance } from "../store-conformance.js";
+
+const skip = await requireService("mysql");
+const HOUR = 3_600_000;
+
+function newPool(options: PoolOptions = {}): Pool {
+	return mysql.createPool({ uri: serviceURL.mysql, ...options });
+}
+
+storeConformance(
+	"mysql",
+	async () => {
+		const pool = newPool();
+		const table = `sessions_test_${runId()}`;
+		const store = mysqlStore({ pool }, { table, gcInterval: 0 });
+		return {
+			store,
+			async cleanup() {
+				await store.close();
+				await pool.query(`DROP TABLE IF EXISTS \`${table}\``);
+				await pool.end();
+			},
+		};
+	},
+	{ merge: true, subjects: true, count: true, selfExpiring: false, expiryResolutionMs: 1 },
+	skip,
+);
+
+function assertStoreError(error: unknown): true {
+	assert.ok(error instanceof SessionStoreError, `expected a SessionStoreError, got ${String(error)}`);
+	assert.equal(error.store, "mysql");
+	assert.match(error.message, /^sessionkit\/mysql: /);
+	return true;
+}
+
+describe("mysql store", { skip }, () => {
+	let admin: Pool;
+	const tables: string[] = [];
+
+	function newTable(): string {
+		const table = `sessions_test_${runId()}`;
+		tables.push(table);
+		return table;
+	}
+
+	async function exists(table: string): Promise<boolean> {
+		const [rows] = await admin.query<RowDataPacket[]>("SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?", [table]);
+		return rows.length === 1;
+	}
+
+	async function rowCount(table: string): Promise<number> {
+		const [rows] = await admin.query<RowDataPacket[]>(`SELECT COUNT(*) AS n FROM \`${table}\``);
+		return Number(rows[0]!.n);
+	}
+
+	before(() => {
+		admin = newPool();
+	});
+	after(async () => {
+		for (const table of tables) await admin.query(`DROP TABLE IF EXISTS \`${table}\``);
+		await admin.end();
+	});
+
+	it("refuses a table name that is not a plain, optionally database-qualified identifier", async () => {
+		for (const table of ["sessions; DROP TABLE users", "sessions`", "a.b.c", "", "1sessions", "ses-sions", ".sessions", "x".repeat(49)]) {
+			assert.throws(() => mysqlStore({ pool: admin }, { table }), SessionConfigError, table);
+			assert.throws(() => mysqlSchema(table), SessionConfigError, table);
+		}
+		assert.equal(mysqlStore({ pool: admin }, { table: "app_1.Sessions_2", gcInterval: 0 }).table, "app_1.Sessions_2");
+	});
+
+	it("refuses bad options and connections at construction", async () => {
+		assert.throws(() => mysqlStore({ pool: admin }, { timeout: 0 }), SessionConfigError);
+		assert.throws(() => mysqlStore({ pool: admin }, { timeout: Number.NaN }), SessionConfigError);
+		assert.throws(() => mysqlStore({ pool: admin }, { gcInterval: -1 }), SessionConfigError);
+		assert.throws(() => mysqlStore({ pool: admin }, { createTable: "yes" as unknown as boolean }), SessionConfigError);
+		assert.throws(() => mysqlStore({} as never), SessionConfigError);
+		assert.throws(() => mysqlStore({ pool: admin, url: serviceURL.mysql } as never), SessionConfigError);
+		assert.throws(() => mysqlStore({ url: "" }), SessionConfigError);
+		assert.throws(() => mysqlStore({ pool: {} as Pool }), SessionConfigError);
+		const callbackPool = (await import("mysql2")).createPool({ uri: serviceURL.mysql });
+		assert.throws(() => mysqlStore({ pool: callbackPool as unknown as Pool }), /pool\.promise\(\)/);
+		await new Promise((resolve) => callbackPool.end(resolve));
+	});
+
+	it("creates the table and its indexes on first use, once, even when several stores start together", async () => {
+		const table = newTable();
+		const pool = newPool({ connectionLimit: 10 });
+		const stores = Array.from({ length: 5 }, () => mysqlStore({ pool }, { table, gcInterval: 0 }));
+		assert.equal(await exists(table), false, "constructing a store does not touch the database");
+		await Promise.all(stores.map((store) => store.get(randomKey())));
+		assert.equal(await exists(table), true);
+		const [indexes] = await admin.query<RowDataPacket[]>(`SHOW INDEX FROM \`${table}\``);
+		assert.deepEqual([...new Set(indexes.map((row) => row.Key_name as string))].sort(), ["PRIMARY", `${table}_expires_at_idx`, `${table}_subject_idx`]);
+		await pool.end();
+	});
+
+	it("with createTable off, a missing table fails with a SessionStoreError that says what to run", async () => {
+		const store = mysqlStore({ pool: admin }, { table: newTable(), createTable: false, gcInterval: 0 });
+		await assert.rejects(store.get(randomKey()), (error: unknown) => {
+			assertStoreError(error);
+			assert.match((error as Error).message, /does not exist.*mysqlSchema\(\)/);
+			return true;
+		});
+	});
+
+	it("mysqlSchema is the DDL the store needs: it runs twice, and a store with createTable off works on it", async () => {
+		const table = newTable();
+		assert.match(mysqlSchema(table), new RegExp(`CREATE TABLE IF NOT EXISTS \`${table}\``));
+		await admin.query(mysqlSchema(table));
+		await admin.query(mysqlSchema(table));
+		const store = mysqlStore({ pool: admin }, { table, createTable: false, gcInterval: 0 });
+		const key = randomKey();
+		const record = makeRecord({ subject: "s" });
+		await store.set(key, record, record.idleExpiresAt);
+		assert.deepEqual(await store.get(key), record);
+		await store.close();
+	});
+
+	it("works with a database-qualified table", async () => {
+		const table = newTable();
+		const store = mysqlStore({ pool: admin }, { table: `test.${table}`, gcInterval: 0 });
+		const key = randomKey();
+		await store.set(key, makeRecord(), Date.now() + HOUR);
+		assert.ok(await store.get(key));
+		assert.equal(await rowCount(table), 1);
+		await store.close();
+	});
+
+	it("matches keys and subjects byte for byte, never by a case-insensitive or space-padding collation", async () => {
+		const store = mysqlStore({ pool: admin }, { table: newTable(), gcInterval: 0 });
+		const key = randomKey();
+		await store.set(key, makeRecord({ subject: "alice" }), Date.now() + HOUR);
+		assert.equal(await store.get(`${key} `), null);
+		assert.equal(await store.get(key.toUpperCase()), null);
+		assert.deepEqual(await store.listBySubject("ALICE"), []);
+		assert.deepEqual(await store.listBySubject("alice "), []);
+		assert.equal(await store.deleteBySubject("Alice"), 0);
+		assert.equal((await store.listBySubject("alice")).length, 1);
+		await store.close();
+	});
+
+	it("gc() deletes expired rows and keeps live ones, and the gcInterval timer does it unprompted", async () => {
+		const table = newTable();
+		const store = mysqlStore({ pool: admin }, { table, gcInterval: 0.2 });
+		const live = randomKey();
+		await store.set(live, makeRecord(), Date.now() + HOUR);
+		for (let i = 0; i < 3; i++) await store.set(randomKey(), makeRecord(), Date.now() - 1000);
+		assert.equal(await rowCount(table), 4);
+		await sleep(700);
+		assert.equal(await rowCount(table), 1, "the timer deleted the expired rows");
+		assert.ok(await store.get(live));
+		await store.close();
+
+		const manual = mysqlStore({ pool: admin }, { table, gcInterval: 0 });
+		for (let i = 0; i < 1005; i++) await manual.set(randomKey(), makeRecord(), Date.now() - 1000);
+		assert.equal(await manual.gc(), 1005, "gc goes on past one batch");
+		assert.equal(await rowCount(table), 1);
+		await manual.close();
+	});
+
+	it("merge increments exactly as applyChanges does, non-numbers counting as 0", async () => {
+		const store = mysqlStore({ pool: admin }, { table: newTable(), gcInterval: 0 });
+		const key = randomKey();
+		const record = makeRecord({ data: { text: '"abc"', fraction: "1.5", exp: "1e3", neg: "-7", bool: "true" } });
+		await store.set(key, record, Date.now() + HOUR);
+		const changes = noChanges({ set: { text: '"abc"' }, increment: { text: 2, fraction: 1, exp: 1, neg: -3, bool: 1, missing: 0.25 } });
+		assert.equal(await store.merge(key, changes, Date.now() + HOUR), true);
+		assert.deepEqual((await store.get(key))?.data, applyChanges(record, changes).data);
+		await store.close();
+	});
+
+	describe("faults", () => {
+		it("a store pointed at a closed port rejects with a SessionStoreError naming the store, within the timeout", async () => {
+			const store = mysqlStore({ url: "mysql://root@127.0.0.1:1/test" }, { timeout: 1, gcInterval: 0 });
+			const started = Date.now();
+			await assert.rejects(store.get(randomKey()), assertStoreError);
+			assert.ok(Date.now() - started < 1500, `took ${Date.now() - started} ms`);
+			await store.close();
+		});
+
+		it("a server that accepts connections but never answers makes the call time out", async () => {
+			const sockets = new Set<Socket>();
+			const silent = createServer((socket) => sockets.add(socket));
+			await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+			const { port } = silent.address() as { port: number };
+			const store = mysqlStore({ url: `mysql://root@127.0.0.1:${port}/test` }, { timeout: 0.5, gcInterval: 0 });
+			const started = Date.now();
+			await assert.rejects(store.get(randomKey()), assertStoreError);
+			const elapsed = Date.now() - started;
+			assert.ok(elapsed >= 450 && elapsed < 1500, `took ${elapsed} ms`);
+			await store.close();
+			for (const socket of sockets) socket.destroy();
+			await new Promise((resolve) => silent.close(resolve));
+		});
+
+		it("a merge blocked by another transaction's row lock times out, is not applied late, and the store carries on", async () => {
+			const table = newTable();
+			const store = mysqlStore({ url: serviceURL.mysql }, { table, timeout: 1, gcInterval: 0 });
+			const key = randomKey();
+			await store.set(key, makeRecord({ data: {} }), Date.now() + HOUR);
+
+			const locker = await admin.getConnection();
+			try {
+				await locker.query("START TRANSACTION");
+				await locker.query(`SELECT 1 FROM \`${table}\` WHERE \`key\` = ? FOR UPDATE`, [key]);
+				const started = Date.now();
+				await assert.rejects(store.merge(key, noChanges({ set: { late: "1" } }), Date.now() + HOUR), assertStoreError);
+				assert.ok(Date.now() - started < 1500, `took ${Date.now() - started} ms`);
+				// InnoDB checks lock waits about once a second: wait past the server's own timeout.
+				await sleep(1500);
+				await locker.query("COMMIT");
+			} finally {
+				locker.release();
+			}
+			await sleep(200);
+			assert.deepEqual((await store.get(key))?.data, {}, "the timed-out merge was rolled back");
+			assert.equal(await store.merge(key, noChanges({ set: { now: "1" } }), Date.now() + HOUR), true);
+			assert.deepEqual((await store.get(key))?.data, { now: "1" });
+			await store.close();
+		});
+
+		it("recovers by itself after the server kills every one of its connections", async () => {
+			const pool = newPool({ connectionLimit: 4 });
+			const threads = new Set<number>();
+			let ended = 0;
+			pool.pool.on("connection", (connection) => {
+				threads.add(connection.threadId);
+				connection.once("end", () => ended++);
+			});
+			const store = mysqlStore({ pool }, { table: newTable(), gcInterval: 0 });
+			const key = randomKey();
+			await store.set(key, makeRecord(), Date.now() + HOUR);
+			await Promise.all(Array.from({ length: 4 }, () => store.merge(key, noChanges(), Date.now() + HOUR)));
+			assert.ok(threads.size >= 1, "the store had connections to kill");
+			// The store opens new connections after the kill: snapshot the ones being killed.
+			const killed = [...threads];
+			for (const id of killed) await admin.query(`KILL ${Number(id)}`);
+			// The pool drops each connection as the server's close arrives; no one tells the store.
+			for (let waited = 0; ended < killed.length && waited < 2000; waited += 20) await sleep(20);
+			assert.equal(ended, killed.length);
+			assert.ok(await store.get(key), "the next call works on a new connection");
+			assert.equal(await store.merge(key, noChanges({ set: { after: "1" } }), Date.now() + HOUR), true);
+			// KILL is asynchronous: a killed thread stays listed until the server has torn it down.
+			let alive: RowDataPacket[] = [];
+			for (let waited = 0; waited <= 5000; waited += 50) {
+				[alive] = await admin.query<RowDataPacket[]>("SELECT id FROM information_schema.processlist WHERE id IN (?)", [killed]);
+				if (alive.length === 0) break;
+				await sleep(50);
+			}
+			assert.deepEqual(alive, [], "every old connection is gone");
+			await store.close();
+			await pool.end();
+		});
+	});
+});

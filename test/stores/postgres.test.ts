@@ -1,0 +1,248 @@
+import assert from "node:assert/strict";
+import { createServer, type Socket } from "node:net";
+import { after, before, describe, it } from "node:test";
+import pg from "pg";
+import { applyChanges, SessionConfigError, SessionStoreError } from "sessionkit";
+import { postgresSchema, postgresStore } from "sessionkit/stores/postgres";
+import { randomKey, runId, sleep } from "../helpers/keys.js";
+import { requireService, serviceURL } from "../services.js";
+import { makeRecord, noChanges, storeConformance } from "../store-conformance.js";
+
+const skip = await requireService("postgres");
+const HOUR = 3_600_000;
+
+function newPool(config: pg.PoolConfig = {}): pg.Pool {
+	const pool = new pg.Pool({ connectionString: serviceURL.postgres, ...config });
+	// pg requires a listener: the fault tests terminate connections on purpose.
+	pool.on("error", () => undefined);
+	return pool;
+}
+
+storeConformance(
+	"postgres",
+	async () => {
+		const pool = newPool();
+		const table = `sessions_test_${runId()}`;
+		const store = postgresStore({ pool }, { table, gcInterval: 0 });
+		return {
+			store,
+			async cleanup() {
+				await store.close();
+				await pool.query(`DROP TABLE IF EXISTS "${table}"`);
+				await pool.end();
+			},
+		};
+	},
+	{ merge: true, subjects: true, count: true, selfExpiring: false, expiryResolutionMs: 1 },
+	skip,
+);
+
+function assertStoreError(error: unknown): true {
+	assert.ok(error instanceof SessionStoreError, `expected a SessionStoreError, got ${String(error)}`);
+	assert.equal(error.store, "postgres");
+	assert.match(error.message, /^sessionkit\/postgres: /);
+	return true;
+}
+
+describe("postgres store", { skip }, () => {
+	let admin: pg.Pool;
+	const tables: string[] = [];
+
+	function newTable(): string {
+		const table = `sessions_test_${runId()}`;
+		tables.push(table);
+		return table;
+	}
+
+	async function exists(table: string): Promise<boolean> {
+		const { rows } = await admin.query<{ t: string | null }>("SELECT to_regclass($1) AS t", [`"${table}"`]);
+		return rows[0]!.t !== null;
+	}
+
+	async function rowCount(table: string): Promise<number> {
+		const { rows } = await admin.query<{ n: string }>(`SELECT count(*) AS n FROM "${table}"`);
+		return Number(rows[0]!.n);
+	}
+
+	before(() => {
+		admin = newPool();
+	});
+	after(async () => {
+		for (const table of tables) await admin.query(`DROP TABLE IF EXISTS "${table}"`);
+		await admin.end();
+	});
+
+	it("refuses a table name that is not a plain, optionally schema-qualified identifier", () => {
+		const pool = newPool();
+		for (const table of ["sessions; DROP TABLE users", 'sessions"', "a.b.c", "", "1sessions", "ses-sions", ".sessions", "x".repeat(49)]) {
+			assert.throws(() => postgresStore({ pool }, { table }), SessionConfigError, table);
+			assert.throws(() => postgresSchema(table), SessionConfigError, table);
+		}
+		assert.equal(postgresStore({ pool }, { table: "app_1.Sessions_2", gcInterval: 0 }).table, "app_1.Sessions_2");
+		return pool.end();
+	});
+
+	it("refuses bad options and connections at construction", () => {
+		const pool = newPool();
+		assert.throws(() => postgresStore({ pool }, { timeout: 0 }), SessionConfigError);
+		assert.throws(() => postgresStore({ pool }, { timeout: Number.NaN }), SessionConfigError);
+		assert.throws(() => postgresStore({ pool }, { gcInterval: -1 }), SessionConfigError);
+		assert.throws(() => postgresStore({ pool }, { createTable: "yes" as unknown as boolean }), SessionConfigError);
+		assert.throws(() => postgresStore({} as never), SessionConfigError);
+		assert.throws(() => postgresStore({ pool, url: serviceURL.postgres } as never), SessionConfigError);
+		assert.throws(() => postgresStore({ url: "" }), SessionConfigError);
+		assert.throws(() => postgresStore({ pool: {} as pg.Pool }), SessionConfigError);
+		return pool.end();
+	});
+
+	it("creates the table and its indexes on first use, once, even when several stores start together", async () => {
+		const table = newTable();
+		const pool = newPool({ max: 10 });
+		const stores = Array.from({ length: 5 }, () => postgresStore({ pool }, { table, gcInterval: 0 }));
+		assert.equal(await exists(table), false, "constructing a store does not touch the database");
+		await Promise.all(stores.map((store) => store.get(randomKey())));
+		assert.equal(await exists(table), true);
+		const { rows } = await admin.query<{ indexname: string }>("SELECT indexname FROM pg_indexes WHERE tablename = $1 ORDER BY indexname", [table]);
+		assert.deepEqual(rows.map((r) => r.indexname), [`${table}_expires_at_idx`, `${table}_pkey`, `${table}_subject_idx`]);
+		await pool.end();
+	});
+
+	it("with createTable off, a missing table fails with a SessionStoreError that says what to run", async () => {
+		const pool = newPool();
+		const store = postgresStore({ pool }, { table: newTable(), createTable: false, gcInterval: 0 });
+		await assert.rejects(store.get(randomKey()), (error: unknown) => {
+			assertStoreError(error);
+			assert.match((error as Error).message, /does not exist.*postgresSchema\(\)/);
+			return true;
+		});
+		await pool.end();
+	});
+
+	it("postgresSchema is the DDL the store needs: it runs twice, and a store with createTable off works on it", async () => {
+		const table = newTable();
+		assert.match(postgresSchema(table), new RegExp(`CREATE TABLE IF NOT EXISTS "${table}"`));
+		await admin.query(postgresSchema(table));
+		await admin.query(postgresSchema(table));
+		const store = postgresStore({ pool: admin }, { table, createTable: false, gcInterval: 0 });
+		const key = randomKey();
+		const record = makeRecord({ subject: "s" });
+		await store.set(key, record, record.idleExpiresAt);
+		assert.deepEqual(await store.get(key), record);
+		await store.close();
+	});
+
+	it("works with a schema-qualified table", async () => {
+		const table = newTable();
+		const store = postgresStore({ pool: admin }, { table: `public.${table}`, gcInterval: 0 });
+		const key = randomKey();
+		await store.set(key, makeRecord(), Date.now() + HOUR);
+		assert.ok(await store.get(key));
+		assert.equal(await rowCount(table), 1);
+		await store.close();
+	});
+
+	it("gc() deletes expired rows and keeps live ones, and the gcInterval timer does it unprompted", async () => {
+		const table = newTable();
+		const store = postgresStore({ pool: admin }, { table, gcInterval: 0.2 });
+		const live = randomKey();
+		await store.set(live, makeRecord(), Date.now() + HOUR);
+		for (let i = 0; i < 3; i++) await store.set(randomKey(), makeRecord(), Date.now() - 1000);
+		assert.equal(await rowCount(table), 4);
+		await sleep(700);
+		assert.equal(await rowCount(table), 1, "the timer deleted the expired rows");
+		assert.ok(await store.get(live));
+		await store.close();
+
+		const manual = postgresStore({ pool: admin }, { table, gcInterval: 0 });
+		for (let i = 0; i < 1005; i++) await manual.set(randomKey(), makeRecord(), Date.now() - 1000);
+		assert.equal(await manual.gc(), 1005, "gc goes on past one batch");
+		assert.equal(await rowCount(table), 1);
+		await manual.close();
+	});
+
+	it("merge increments exactly as applyChanges does, non-numbers counting as 0", async () => {
+		const store = postgresStore({ pool: admin }, { table: newTable(), gcInterval: 0 });
+		const key = randomKey();
+		const record = makeRecord({ data: { text: '"abc"', fraction: "1.5", exp: "1e3", neg: "-7", bool: "true" } });
+		await store.set(key, record, Date.now() + HOUR);
+		const changes = noChanges({ set: { text: '"abc"' }, increment: { text: 2, fraction: 1, exp: 1, neg: -3, bool: 1, missing: 0.25 } });
+		assert.equal(await store.merge(key, changes, Date.now() + HOUR), true);
+		assert.deepEqual((await store.get(key))?.data, applyChanges(record, changes).data);
+		await store.close();
+	});
+
+	describe("faults", () => {
+		it("a store pointed at a closed port rejects with a SessionStoreError naming the store, within the timeout", async () => {
+			const store = postgresStore({ url: "postgres://postgres@127.0.0.1:1/test" }, { timeout: 1, gcInterval: 0 });
+			const started = Date.now();
+			await assert.rejects(store.get(randomKey()), assertStoreError);
+			assert.ok(Date.now() - started < 1500, `took ${Date.now() - started} ms`);
+			await store.close();
+		});
+
+		it("a server that accepts connections but never answers makes the call time out", async () => {
+			const sockets = new Set<Socket>();
+			const silent = createServer((socket) => sockets.add(socket));
+			await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+			const { port } = silent.address() as { port: number };
+			const store = postgresStore({ url: `postgres://postgres@127.0.0.1:${port}/test` }, { timeout: 0.5, gcInterval: 0 });
+			const started = Date.now();
+			await assert.rejects(store.get(randomKey()), (error: unknown) => {
+				assertStoreError(error);
+				assert.match((error as Error).message, /timed out after 0.5 s|timeout/i);
+				return true;
+			});
+			const elapsed = Date.now() - started;
+			assert.ok(elapsed >= 450 && elapsed < 1500, `took ${elapsed} ms`);
+			await store.close();
+			for (const socket of sockets) socket.destroy();
+			await new Promise((resolve) => silent.close(resolve));
+		});
+
+		it("a call blocked by another transaction's row lock times out, is not applied late, and the store carries on", async () => {
+			const table = newTable();
+			const store = postgresStore({ url: serviceURL.postgres }, { table, timeout: 1, gcInterval: 0 });
+			const key = randomKey();
+			const record = makeRecord();
+			await store.set(key, record, record.idleExpiresAt);
+
+			const locker = await admin.connect();
+			try {
+				await locker.query("BEGIN");
+				await locker.query(`SELECT 1 FROM "${table}" WHERE key = $1 FOR UPDATE`, [key]);
+				const started = Date.now();
+				await assert.rejects(store.touch(key, record.idleExpiresAt + HOUR, record.idleExpiresAt + HOUR), assertStoreError);
+				assert.ok(Date.now() - started < 1500, `took ${Date.now() - started} ms`);
+				await sleep(300);
+				await locker.query("COMMIT");
+			} finally {
+				locker.release();
+			}
+			await sleep(200);
+			assert.equal((await store.get(key))?.idleExpiresAt, record.idleExpiresAt, "the server cancelled the timed-out statement");
+			await store.touch(key, record.idleExpiresAt + HOUR, record.idleExpiresAt + HOUR);
+			assert.equal((await store.get(key))?.idleExpiresAt, record.idleExpiresAt + HOUR);
+			await store.close();
+		});
+
+		it("recovers by itself after the server terminates every one of its connections", async () => {
+			const applicationName = `sessionkit_test_${runId()}`;
+			const pool = newPool({ application_name: applicationName, max: 4 });
+			const store = postgresStore({ pool }, { table: newTable(), gcInterval: 0 });
+			const key = randomKey();
+			await store.set(key, makeRecord(), Date.now() + HOUR);
+			await Promise.all(Array.from({ length: 4 }, () => store.get(key)));
+			const { rowCount: terminated } = await admin.query(
+				"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+				[applicationName],
+			);
+			assert.ok((terminated ?? 0) >= 1, "the store had connections to terminate");
+			// The pool drops each client as the server's goodbye arrives; no one tells the store.
+			for (let waited = 0; pool.totalCount > 0 && waited < 2000; waited += 20) await sleep(20);
+			assert.equal(pool.totalCount, 0);
+			assert.ok(await store.get(key), "the next call opens a new connection");
+			await store.close();
+			await pool.end();
+		});
+	});
+});

@@ -1,0 +1,96 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { Cluster } from "ioredis";
+import { redisStore } from "sessionkit/stores/redis";
+import { randomKey, runId } from "../helpers/keys.js";
+import { makeRecord, noChanges, storeConformance } from "../store-conformance.js";
+import { requireService, serviceURL } from "../services.js";
+
+const HOUR = 3_600_000;
+const skip = await requireService("redis-cluster");
+
+function cluster(): Cluster {
+	const nodes = serviceURL["redis-cluster"].split(",").map((hostPort) => {
+		const [host, port] = hostPort.trim().split(":");
+		return { host: host!, port: Number(port) };
+	});
+	const client = new Cluster(nodes, { redisOptions: { maxRetriesPerRequest: 1 } });
+	client.on("error", () => {});
+	return client;
+}
+
+/** Every key under `prefix`, master by master (each master holds only its own slots). */
+async function keysByMaster(client: Cluster, prefix: string): Promise<string[][]> {
+	return Promise.all(
+		client.nodes("master").map(async (node) => {
+			const found: string[] = [];
+			let cursor = "0";
+			do {
+				const [next, keys] = await node.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+				cursor = next;
+				found.push(...keys);
+			} while (cursor !== "0");
+			return found;
+		}),
+	);
+}
+
+async function dropPrefix(client: Cluster, prefix: string): Promise<void> {
+	const masters = client.nodes("master");
+	const byMaster = await keysByMaster(client, prefix);
+	// One DEL per key: keys in different slots cannot share a command, even on one master.
+	await Promise.all(byMaster.flatMap((keys, n) => keys.map((key) => masters[n]!.del(key))));
+	await client.quit();
+}
+
+storeConformance(
+	"redis cluster",
+	async () => {
+		const client = cluster();
+		const prefix = `sktest:${runId()}:`;
+		return { store: redisStore({ client }, { prefix }), cleanup: () => dropPrefix(client, prefix) };
+	},
+	{ merge: true, subjects: true, count: true, selfExpiring: true, expiryResolutionMs: 1 },
+	skip,
+);
+
+describe("redis store on a cluster", { skip }, () => {
+	let client: Cluster;
+	const prefix = `sktest:${runId()}:`;
+	before(async () => {
+		client = cluster();
+		await client.set(`${prefix}{warm}`, "1"); // the slot map is loaded on first use
+	});
+	after(() => dropPrefix(client, prefix));
+
+	it("keeps each session in one key, in the slot of its own hash tag", async () => {
+		const store = redisStore({ client }, { prefix });
+		const key = randomKey();
+		await store.set(key, makeRecord({ subject: `s-${runId()}` }), Date.now() + HOUR);
+		await store.merge!(key, noChanges({ set: { a: "1" }, increment: { n: 2 }, flashSet: { f: "x" } }), Date.now() + HOUR);
+		await store.touch(key, Date.now() + 2 * HOUR, Date.now() + 2 * HOUR);
+		const sessionKeys = (await keysByMaster(client, prefix)).flat().filter((k) => k.includes(key));
+		assert.deepEqual(sessionKeys, [`${prefix}{${key}}`], "every operation on the session touched only its one key");
+		assert.equal(await client.cluster("KEYSLOT", `${prefix}{${key}}`), await client.cluster("KEYSLOT", key));
+	});
+
+	it("lists and deletes one subject's sessions spread over every master", async () => {
+		const store = redisStore({ client }, { prefix });
+		const subject = `user-${runId()}`;
+		const keys = Array.from({ length: 24 }, () => randomKey());
+		for (const key of keys) await store.set(key, makeRecord({ subject }), Date.now() + HOUR);
+
+		const masters = client.nodes("master");
+		assert.equal(masters.length, 3);
+		const wanted = new Set(keys.map((k) => `${prefix}{${k}}`));
+		const onMaster = (await keysByMaster(client, prefix)).map((found) => found.filter((k) => wanted.has(k)).length);
+		assert.ok(onMaster.every((n) => n > 0), `sessions on every master: ${onMaster.join(", ")}`);
+		assert.equal(onMaster.reduce((a, b) => a + b, 0), keys.length);
+
+		assert.deepEqual((await store.listBySubject!(subject)).map((s) => s.key).sort(), [...keys].sort());
+		assert.ok((await store.count!()) >= keys.length, "count adds up every master");
+		assert.equal(await store.deleteBySubject!(subject), keys.length);
+		for (const key of keys) assert.equal(await store.get(key), null);
+		assert.deepEqual(await store.listBySubject!(subject), []);
+	});
+});

@@ -1,0 +1,200 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { Redis } from "ioredis";
+import { SessionConfigError, SessionStoreError, defaultCodec } from "sessionkit";
+import { redisStore } from "sessionkit/stores/redis";
+import { eventually, freePort, hasCommand, startChildServer } from "../helpers/child-server.js";
+import { randomKey, runId } from "../helpers/keys.js";
+import { makeRecord, noChanges, storeConformance } from "../store-conformance.js";
+import { requireService, serviceURL } from "../services.js";
+
+const HOUR = 3_600_000;
+const skip = await requireService("redis");
+
+function client(): Redis {
+	const redis = new Redis(serviceURL.redis, { maxRetriesPerRequest: 1 });
+	redis.on("error", () => {});
+	return redis;
+}
+
+/** Deletes every key under `prefix` (SCAN, never KEYS) and closes the client. */
+async function dropPrefix(redis: Redis, prefix: string): Promise<void> {
+	let cursor = "0";
+	do {
+		const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+		cursor = next;
+		if (keys.length > 0) await redis.del(...keys);
+	} while (cursor !== "0");
+	await redis.quit();
+}
+
+storeConformance(
+	"redis",
+	async () => {
+		const redis = client();
+		const prefix = `sktest:${runId()}:`;
+		return { store: redisStore({ client: redis }, { prefix }), cleanup: () => dropPrefix(redis, prefix) };
+	},
+	{ merge: true, subjects: true, count: true, selfExpiring: true, expiryResolutionMs: 1 },
+	skip,
+);
+
+describe("redis store", () => {
+	it("refuses a bad prefix, timeout or connection at construction", () => {
+		const fake = { evalsha() {} } as unknown as Redis;
+		for (const prefix of ["", "a b", "tab\t", "{tag}:", "x}", "nul\u0000"]) {
+			assert.throws(() => redisStore({ client: fake }, { prefix }), SessionConfigError, JSON.stringify(prefix));
+		}
+		for (const timeout of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
+			assert.throws(() => redisStore({ client: fake }, { timeout }), SessionConfigError);
+		}
+		assert.throws(() => redisStore({ client: {} as Redis }), SessionConfigError);
+		assert.throws(() => redisStore({ url: "" }), SessionConfigError);
+	});
+
+	describe("against the server", { skip }, () => {
+		let redis: Redis;
+		const prefix = `sktest:${runId()}:`;
+		before(() => {
+			redis = client();
+		});
+		after(() => dropPrefix(redis, prefix));
+
+		it("keeps a session as one hash whose Redis expiry is the deadline it was given", async () => {
+			const store = redisStore({ client: redis }, { prefix });
+			const key = randomKey();
+			const expiresAt = Date.now() + 90_000;
+			await store.set(key, makeRecord({ data: { a: "1" }, flash: { n: "2" }, subject: "s" }), expiresAt);
+			assert.equal(await redis.type(`${prefix}{${key}}`), "hash");
+			assert.equal(await redis.pexpiretime(`${prefix}{${key}}`), expiresAt);
+			assert.deepEqual(Object.keys(await redis.hgetall(`${prefix}{${key}}`)).sort(), ["a", "c", "d:a", "e", "f:n", "i", "s"]);
+			const touched = expiresAt + 60_000;
+			await store.touch(key, touched, touched);
+			assert.equal(await redis.pexpiretime(`${prefix}{${key}}`), touched);
+		});
+
+		it("increments like JavaScript numbers: fractions, exponents, and a non-number replaced", async () => {
+			const store = redisStore({ client: redis }, { prefix });
+			const key = randomKey();
+			await store.set(key, makeRecord({ data: { f: "0.1", big: "9007199254740990", text: defaultCodec.encode("abc"), e: "1e21" } }), Date.now() + HOUR);
+			await store.merge!(key, noChanges({ increment: { f: 0.2, big: 1, text: 5, e: 1, fresh: 0.5 } }), Date.now() + HOUR);
+			const data = (await store.get(key))!.data;
+			assert.equal(data.f, String(0.1 + 0.2));
+			assert.equal(data.big, String(9007199254740991));
+			assert.equal(data.text, "5");
+			assert.equal(Number(data.e), 1e21);
+			assert.equal(data.fresh, "0.5");
+		});
+
+		it("reloads its scripts when the server's script cache was flushed", async () => {
+			const store = redisStore({ client: redis }, { prefix });
+			const key = randomKey();
+			await store.set(key, makeRecord({ data: {} }), Date.now() + HOUR);
+			await redis.script("FLUSH");
+			assert.equal(await store.merge!(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), true);
+			assert.equal((await store.get(key))?.data.n, "1");
+		});
+
+		it("keeps the subject index alive as long as its longest-lived session, and prunes dead members", async () => {
+			const store = redisStore({ client: redis }, { prefix });
+			const subject = `sub-${runId()}`;
+			const [short, long, gone] = [randomKey(), randomKey(), randomKey()];
+			const now = Date.now();
+			await store.set(short, makeRecord({ subject, absoluteExpiresAt: now + HOUR }), now + 60_000);
+			await store.set(long, makeRecord({ subject, absoluteExpiresAt: now + 5 * HOUR }), now + 60_000);
+			await store.set(gone, makeRecord({ subject, absoluteExpiresAt: now + 2 * HOUR }), now + 60_000);
+			const index = `${prefix}subject:{${subject}}`;
+			assert.equal(await redis.pexpiretime(index), now + 5 * HOUR);
+			await store.delete(gone);
+			assert.deepEqual((await store.listBySubject!(subject)).map((s) => s.key).sort(), [short, long].sort());
+			assert.deepEqual((await redis.zrange(index, "0", "-1")).sort(), [short, long].sort(), "the deleted session left the index");
+		});
+
+		it("deleteBySubject leaves a session that moved to another subject alone", async () => {
+			const store = redisStore({ client: redis }, { prefix });
+			const [first, second] = [`a-${runId()}`, `b-${runId()}`];
+			const key = randomKey();
+			await store.set(key, makeRecord({ subject: first }), Date.now() + HOUR);
+			await store.merge!(key, noChanges({ subject: second }), Date.now() + HOUR);
+			assert.equal(await store.deleteBySubject!(first), 0);
+			assert.ok(await store.get(key));
+			assert.equal(await store.deleteBySubject!(second), 1);
+		});
+
+		it("counts only its own prefix, even one with glob characters", async () => {
+			const globPrefix = `${prefix}g*?[x]:`;
+			const store = redisStore({ client: redis }, { prefix: globPrefix });
+			const other = redisStore({ client: redis }, { prefix: `${prefix}gAB[x]:` });
+			await store.set(randomKey(), makeRecord(), Date.now() + HOUR);
+			await store.set(randomKey(), makeRecord({ subject: "x" }), Date.now() + HOUR);
+			await other.set(randomKey(), makeRecord(), Date.now() + HOUR);
+			assert.equal(await store.count!(), 2, "the subject index and the other prefix are not counted");
+		});
+
+		it("with { url } connects by itself, and close() quits only that connection", async () => {
+			const owned = redisStore({ url: serviceURL.redis }, { prefix });
+			const key = randomKey();
+			await owned.set(key, makeRecord(), Date.now() + HOUR);
+			assert.ok(await owned.get(key));
+			await owned.close!();
+			await assert.rejects(owned.get(key), SessionStoreError, "its own client is closed");
+
+			const borrowed = redisStore({ client: redis }, { prefix });
+			await borrowed.close!();
+			assert.ok(await borrowed.get(key), "a client passed in stays open");
+		});
+	});
+
+	const noServer = skip ?? (hasCommand("redis-server") ? undefined : "redis-server is not installed");
+	describe("when Redis is down", { skip: noServer }, () => {
+		it("rejects with SessionStoreError naming the store within its timeout (nothing ever listened)", async () => {
+			const store = redisStore({ url: `redis://127.0.0.1:${await freePort()}` }, { timeout: 1 });
+			const started = Date.now();
+			await assert.rejects(store.get(randomKey()), (error: unknown) => {
+				assert.ok(error instanceof SessionStoreError);
+				assert.equal(error.store, "redis");
+				assert.match(error.message, /^sessionkit\/redis: get /);
+				return true;
+			});
+			assert.ok(Date.now() - started < 1500, `took ${Date.now() - started} ms`);
+			await store.close!();
+		});
+
+		it("fails while its server is stopped or frozen, and recovers by itself when it is back", async () => {
+			const port = await freePort();
+			const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+			let server = await startChildServer("redis-server", args, port);
+			const redis = new Redis({ host: "127.0.0.1", port, maxRetriesPerRequest: 1 });
+			redis.on("error", () => {});
+			const store = redisStore({ client: redis }, { timeout: 1 });
+			try {
+				const key = randomKey();
+				await store.set(key, makeRecord(), Date.now() + HOUR);
+				assert.ok(await store.get(key));
+
+				await server.pause();
+				const frozen = Date.now();
+				await assert.rejects(store.get(key), (error: unknown) => error instanceof SessionStoreError && /no answer within 1 s/.test(error.message));
+				assert.ok(Date.now() - frozen < 1500, `took ${Date.now() - frozen} ms`);
+				server.resume();
+				assert.ok(await store.get(key), "answers again once the server runs");
+
+				await server.stop();
+				for (const operation of [() => store.get(key), () => store.merge!(key, noChanges(), Date.now() + HOUR), () => store.set(key, makeRecord(), Date.now() + HOUR)]) {
+					const started = Date.now();
+					await assert.rejects(operation(), (error: unknown) => error instanceof SessionStoreError && error.store === "redis");
+					assert.ok(Date.now() - started < 1500, `took ${Date.now() - started} ms`);
+				}
+
+				server = await startChildServer("redis-server", args, port);
+				// A fresh server (no persistence) has lost the record, but answers: null, not an error.
+				assert.equal(await eventually(() => store.get(key), 10_000), null);
+				await store.set(key, makeRecord(), Date.now() + HOUR);
+				assert.ok(await store.get(key));
+			} finally {
+				redis.disconnect();
+				await server.stop();
+			}
+		});
+	});
+});
