@@ -19,7 +19,17 @@ export type { NumericKeys, FlashOptions } from "./core/session.js";
 export type { Codec } from "./core/codec.js";
 export type { SessionErrorCode } from "./core/errors.js";
 export type { SessionEvent, DestroyedSession, DestroyReason } from "./core/events.js";
-export type { SessionStore, SealedCookieStore, AnyStore, StoredRecord, RecordChanges, SubjectSession } from "./core/store.js";
+export type {
+	SessionStore,
+	AsyncSessionStore,
+	SyncSessionStore,
+	SealedCookieStore,
+	AnyStore,
+	StoredRecord,
+	RecordChanges,
+	SubjectSession,
+} from "./core/store.js";
+export type { Awaitable } from "./core/steps.js";
 
 /**
  * Augment this interface to type `req.session` in every adapter:

@@ -87,7 +87,7 @@ async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
 export function createApp(
 	sessions: SessionManager<AppSessionData>,
 	options: DemoOptions = {},
-): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
+): (req: IncomingMessage, res: ServerResponse) => void | Promise<void> {
 	const logErrors = options.logErrors ?? true;
 	return withSessions(sessions, route, {
 		trustProxy: options.trustProxy ?? false,

@@ -26,20 +26,35 @@ declare global {
  * app.get("/", (req, res) => res.send(`visits: ${req.session.increment("visits")}`));
  */
 export function sessionMiddleware<Data extends object = AppSessionData>(sessions: SessionManager<Data>): RequestHandler {
+	function start(req: Request, res: Response, next: NextFunction, session: Session<Data>): void {
+		(req as { session: unknown }).session = session;
+		beforeHeaders(
+			res,
+			(statusCode) => {
+				if (statusCode >= 500) return;
+				const result = sessions.commit(session, { secure: req.secure });
+				if (!isPromiseLike(result)) return applyCommit(res, result);
+				return result.then((settled) => applyCommit(res, settled));
+			},
+			next,
+		);
+		next();
+	}
 	return (req: Request, res: Response, next: NextFunction): void => {
-		sessions.load(req.headers.cookie).then((session) => {
-			(req as { session: unknown }).session = session;
-			beforeHeaders(
-				res,
-				async (statusCode) => {
-					if (statusCode >= 500) return;
-					applyCommit(res, await sessions.commit(session, { secure: req.secure }));
-				},
-				next,
-			);
-			next();
-		}, next);
+		let loaded: Session<Data> | Promise<Session<Data>>;
+		try {
+			loaded = sessions.load(req.headers.cookie);
+		} catch (error) {
+			next(error);
+			return;
+		}
+		if (isPromiseLike(loaded)) loaded.then((session) => start(req, res, next, session), next);
+		else start(req, res, next, loaded);
 	};
+}
+
+function isPromiseLike<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
+	return typeof (value as PromiseLike<T> | null)?.then === "function";
 }
 
 /** `req.session`, or `SessionNotLoadedError` when `sessionMiddleware` did not run for this request. */

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { TLSSocket } from "node:tls";
 import type { AppSessionData, CommitResult, Session, SessionManager } from "../index.js";
-import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError } from "../index.js";
+import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError, SessionUsageError } from "../index.js";
 
 /** Options of {@link withSessions}. */
 export interface NodeSessionOptions {
@@ -10,8 +10,6 @@ export interface NodeSessionOptions {
 	/** Answers a request whose session could not be loaded or committed, or whose handler threw. @default a plain 500 */
 	onError?: (error: unknown, req: IncomingMessage, res: ServerResponse) => void;
 }
-
-const sessionsByRequest = new WeakMap<IncomingMessage, Session<object>>();
 
 /** True when the request reached us over TLS, or (with `trustProxy`) a proxy says it did. */
 export function isSecureRequest(req: IncomingMessage, trustProxy: boolean): boolean {
@@ -32,66 +30,110 @@ export function applyCommit(res: ServerResponse, result: CommitResult): void {
 	if (!/(^|,)\s*(cookie|\*)\s*(,|$)/i.test(current)) res.setHeader("Vary", current ? `${current}, Cookie` : "Cookie");
 }
 
-type Deferred = () => void;
+const HOOK = Symbol("sessionkit.beforeHeaders");
+
+interface Hook {
+	readonly commit: (statusCode: number) => void | PromiseLike<void>;
+	readonly onError: (error: unknown) => void;
+	readonly writeHead: ServerResponse["writeHead"];
+	readonly write: ServerResponse["write"];
+	readonly end: ServerResponse["end"];
+	readonly flushHeaders: ServerResponse["flushHeaders"];
+	phase: "waiting" | "committing" | "done";
+	/** Calls made while an asynchronous commit runs, replayed in order after it. */
+	queue: Array<() => void>;
+}
+
+type HookedResponse = ServerResponse & { [HOOK]?: Hook };
+
+function restore(res: HookedResponse, hook: Hook): void {
+	res.writeHead = hook.writeHead;
+	res.write = hook.write;
+	res.end = hook.end;
+	res.flushHeaders = hook.flushHeaders;
+	hook.phase = "done";
+}
+
+/**
+ * Starts the commit on the first call that would send headers. "now": the commit is done (it
+ * finished synchronously, or earlier), so the call goes through; "later": the call was queued
+ * behind a running commit; "dropped": the commit failed and `onError` answers instead.
+ */
+function settle(res: HookedResponse, hook: Hook, statusCode: number, call: () => void): "now" | "later" | "dropped" {
+	if (hook.phase === "done") return "now";
+	hook.queue.push(call);
+	if (hook.phase === "committing") return "later";
+	hook.phase = "committing";
+	let result: void | PromiseLike<void>;
+	try {
+		result = hook.commit(statusCode);
+	} catch (error) {
+		restore(res, hook);
+		hook.queue.length = 0;
+		hook.onError(error);
+		return "dropped";
+	}
+	if (typeof (result as PromiseLike<void> | undefined)?.then !== "function") {
+		restore(res, hook);
+		hook.queue.length = 0;
+		return "now";
+	}
+	(result as PromiseLike<void>).then(
+		() => {
+			restore(res, hook);
+			for (const deferred of hook.queue.splice(0)) deferred();
+		},
+		(error: unknown) => {
+			restore(res, hook);
+			hook.queue.length = 0;
+			hook.onError(error);
+		},
+	);
+	return "later";
+}
+
+function hookedWriteHead(this: HookedResponse, ...args: unknown[]): ServerResponse {
+	const hook = this[HOOK]!;
+	const call = () => (hook.writeHead as (...a: unknown[]) => unknown).apply(this, args);
+	if (settle(this, hook, typeof args[0] === "number" ? args[0] : this.statusCode, call) === "now") call();
+	return this;
+}
+
+function hookedWrite(this: HookedResponse, ...args: unknown[]): boolean {
+	const hook = this[HOOK]!;
+	const call = () => (hook.write as (...a: unknown[]) => unknown).apply(this, args) as boolean;
+	return settle(this, hook, this.statusCode, call) === "now" ? call() : true;
+}
+
+function hookedEnd(this: HookedResponse, ...args: unknown[]): ServerResponse {
+	const hook = this[HOOK]!;
+	const call = () => (hook.end as (...a: unknown[]) => unknown).apply(this, args);
+	if (settle(this, hook, this.statusCode, call) === "now") call();
+	return this;
+}
+
+function hookedFlushHeaders(this: HookedResponse): void {
+	const hook = this[HOOK]!;
+	const call = () => hook.flushHeaders.call(this);
+	if (settle(this, hook, this.statusCode, call) === "now") call();
+}
 
 /**
  * Runs `commit` once, before the response's headers go out, however the handler writes
- * (`writeHead`, `write`, `end`, `flushHeaders`, a piped stream). Calls made while the commit
- * runs are queued and replayed in order afterwards. If `commit` rejects, the queued calls are
- * dropped, the response is left unsent, and `onError` decides what to send.
+ * (`writeHead`, `write`, `end`, `flushHeaders`, a piped stream). A commit that completes
+ * synchronously lets the call through at once; while an asynchronous one runs, calls are
+ * queued and replayed in order afterwards. If `commit` fails, the queued calls are dropped,
+ * the response is left unsent, and `onError` decides what to send.
  *
  * `commit` receives the status code the response is about to be sent with.
  */
-export function beforeHeaders(res: ServerResponse, commit: (statusCode: number) => Promise<void>, onError: (error: unknown) => void): void {
-	const writeHead = res.writeHead;
-	const write = res.write;
-	const end = res.end;
-	const flushHeaders = res.flushHeaders;
-	let phase: "waiting" | "committing" | "done" = "waiting";
-	const queue: Deferred[] = [];
-
-	function restore(): void {
-		res.writeHead = writeHead;
-		res.write = write;
-		res.end = end;
-		res.flushHeaders = flushHeaders;
-	}
-
-	function defer(call: Deferred, statusCode: number): void {
-		queue.push(call);
-		if (phase !== "waiting") return;
-		phase = "committing";
-		commit(statusCode).then(
-			() => {
-				restore();
-				phase = "done";
-				for (const deferred of queue.splice(0)) deferred();
-			},
-			(error: unknown) => {
-				restore();
-				phase = "done";
-				queue.length = 0;
-				onError(error);
-			},
-		);
-	}
-
-	res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
-		const status = typeof args[0] === "number" ? args[0] : res.statusCode;
-		defer(() => (writeHead as (...a: unknown[]) => unknown).apply(res, args), status);
-		return res;
-	} as ServerResponse["writeHead"];
-	res.write = function (this: ServerResponse, ...args: unknown[]) {
-		defer(() => (write as (...a: unknown[]) => unknown).apply(res, args), res.statusCode);
-		return true;
-	} as ServerResponse["write"];
-	res.end = function (this: ServerResponse, ...args: unknown[]) {
-		defer(() => (end as (...a: unknown[]) => unknown).apply(res, args), res.statusCode);
-		return res;
-	} as ServerResponse["end"];
-	res.flushHeaders = function (this: ServerResponse) {
-		defer(() => flushHeaders.call(res), res.statusCode);
-	};
+export function beforeHeaders(res: ServerResponse, commit: (statusCode: number) => void | PromiseLike<void>, onError: (error: unknown) => void): void {
+	const hooked = res as HookedResponse;
+	hooked[HOOK] = { commit, onError, writeHead: res.writeHead, write: res.write, end: res.end, flushHeaders: res.flushHeaders, phase: "waiting", queue: [] };
+	res.writeHead = hookedWriteHead as ServerResponse["writeHead"];
+	res.write = hookedWrite as ServerResponse["write"];
+	res.end = hookedEnd as ServerResponse["end"];
+	res.flushHeaders = hookedFlushHeaders;
 }
 
 function defaultOnError(error: unknown, _req: IncomingMessage, res: ServerResponse): void {
@@ -105,12 +147,54 @@ function defaultOnError(error: unknown, _req: IncomingMessage, res: ServerRespon
 	res.end("Internal Server Error");
 }
 
+const CONTEXT = Symbol("sessionkit.request");
+
+/** What `getSession` finds on a request inside `withSessions`. */
+interface RequestContext {
+	readonly session: Session<object>;
+	readonly res: ServerResponse;
+	readonly binding: Binding;
+	/** The commit runs before the headers: set up on the first `getSession`. */
+	hooked: boolean;
+}
+
+interface Binding {
+	readonly sessions: SessionManager<object>;
+	readonly trustProxy: boolean;
+	readonly onError: (error: unknown, req: IncomingMessage, res: ServerResponse) => void;
+}
+
+type RequestWithContext = IncomingMessage & { [CONTEXT]?: RequestContext };
+
+function hookCommit(req: IncomingMessage, context: RequestContext): void {
+	const { session, res, binding } = context;
+	if (res.headersSent) {
+		throw new SessionUsageError("getSession(req) was first called after the response headers were sent, so the session could not be saved. Call it before writing the response.");
+	}
+	context.hooked = true;
+	beforeHeaders(
+		res,
+		(statusCode) => {
+			if (statusCode >= 500) return;
+			const result = binding.sessions.commit(session, { secure: isSecureRequest(req, binding.trustProxy) });
+			if (isPromiseLike(result)) return result.then((settled) => applyCommit(res, settled));
+			applyCommit(res, result);
+		},
+		(error) => binding.onError(error, req, res),
+	);
+}
+
+function isPromiseLike<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
+	return typeof (value as PromiseLike<T> | null)?.then === "function";
+}
+
 /**
  * Wraps a node:http handler so that each request has a session (read it with
  * `getSession(req)`), committed before the response headers are sent.
  *
  * Changes are committed unless the response is a server error (status 500 or above), so a
- * handler that throws after changing the session leaves the session as it was.
+ * handler that throws after changing the session leaves the session as it was. A request whose
+ * handler never calls `getSession` costs no store call and no write.
  *
  * @example
  * const server = http.createServer(withSessions(sessions, (req, res) => {
@@ -122,37 +206,43 @@ export function withSessions<Data extends object = AppSessionData>(
 	sessions: SessionManager<Data>,
 	handler: (req: IncomingMessage, res: ServerResponse) => unknown,
 	options: NodeSessionOptions = {},
-): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
-	const trustProxy = options.trustProxy ?? false;
-	const onError = options.onError ?? defaultOnError;
-	return async (req, res) => {
-		let session: Session<Data>;
+): (req: IncomingMessage, res: ServerResponse) => void | Promise<void> {
+	const binding: Binding = {
+		sessions: sessions as unknown as SessionManager<object>,
+		trustProxy: options.trustProxy ?? false,
+		onError: options.onError ?? defaultOnError,
+	};
+	function run(req: IncomingMessage, res: ServerResponse, session: Session<object>): void | Promise<void> {
+		(req as RequestWithContext)[CONTEXT] = { session, res, binding, hooked: false };
+		let result: unknown;
 		try {
-			session = await sessions.load(req.headers.cookie);
+			result = handler(req, res);
 		} catch (error) {
-			onError(error, req, res);
+			binding.onError(error, req, res);
 			return;
 		}
-		sessionsByRequest.set(req, session as Session<object>);
-		beforeHeaders(
-			res,
-			async (statusCode) => {
-				if (statusCode >= 500) return;
-				applyCommit(res, await sessions.commit(session, { secure: isSecureRequest(req, trustProxy) }));
-			},
-			(error) => onError(error, req, res),
-		);
+		if (isPromiseLike(result)) return Promise.resolve(result).then(undefined, (error: unknown) => binding.onError(error, req, res));
+	}
+	return (req, res) => {
+		let loaded: Session<Data> | Promise<Session<Data>>;
 		try {
-			await handler(req, res);
+			loaded = sessions.load(req.headers.cookie);
 		} catch (error) {
-			onError(error, req, res);
+			binding.onError(error, req, res);
+			return;
 		}
+		if (!isPromiseLike(loaded)) return run(req, res, loaded as Session<object>);
+		return loaded.then(
+			(session) => run(req, res, session as Session<object>),
+			(error: unknown) => binding.onError(error, req, res),
+		);
 	};
 }
 
 /** The session of a request inside `withSessions`; throws `SessionNotLoadedError` outside it. */
 export function getSession<Data extends object = AppSessionData>(req: IncomingMessage): Session<Data> {
-	const session = sessionsByRequest.get(req);
-	if (!session) throw new SessionNotLoadedError("withSessions(sessions, handler)");
-	return session as Session<Data>;
+	const context = (req as RequestWithContext)[CONTEXT];
+	if (!context) throw new SessionNotLoadedError("withSessions(sessions, handler)");
+	if (!context.hooked) hookCommit(req, context);
+	return context.session as Session<Data>;
 }

@@ -3,8 +3,10 @@ import { SessionError, SessionStoreError, SessionTooLargeError } from "./errors.
 import type { DestroyedSession, SessionEvent } from "./events.js";
 import type { ResolvedOptions, SessionOptions } from "./options.js";
 import { resolveOptions } from "./options.js";
-import { changesOf, encodedSize, recordOf, Session, STATE } from "./session.js";
-import type { SessionState } from "./session.js";
+import { changesOf, encodedSize, recordOf, Session, STATE, USED } from "./session.js";
+import type { LazyLoad, LoadedRecord, SessionState } from "./session.js";
+import { isPromiseLike, runSteps } from "./steps.js";
+import type { Steps } from "./steps.js";
 import type { SealedCookieStore, SessionStore, StoredRecord } from "./store.js";
 import { isSealedCookieStore } from "./store.js";
 import { generateToken, hashToken, isWellFormedKey, isWellFormedToken } from "./token.js";
@@ -26,6 +28,13 @@ export interface SessionInfo {
 }
 
 /** Headers every response that sets the session cookie carries: no cache may keep or share it. */
+const NO_CHANGE: CommitResult = Object.freeze({ setCookie: null });
+
+const NOTHING_TO_LOAD = (): LazyLoad => ({ loaded: null, pending: null });
+
+// Any well-formed token: tells at start-up whether hashing answers synchronously (node:crypto).
+const PROBE_TOKEN = "A".repeat(43);
+
 export const SESSION_RESPONSE_HEADERS: Readonly<Record<string, string>> = Object.freeze({
 	"Cache-Control": "no-store",
 	Vary: "Cookie",
@@ -37,14 +46,20 @@ export interface SessionManager<Data extends object = Record<string, unknown>> {
 	readonly cookieName: string;
 	/** The validated options with defaults filled in. */
 	readonly options: Readonly<ResolvedOptions>;
-	/** The session for a request, from its `Cookie` header. One store round trip at most; none without a cookie. */
-	load(cookieHeader: string | null | undefined): Promise<Session<Data>>;
+	/**
+	 * The session for a request, from its `Cookie` header. One store round trip at most; none
+	 * without a cookie. With a synchronous store (memory) the session is returned at once and
+	 * loaded when the handler first uses it; otherwise a promise of the loaded session.
+	 */
+	load(cookieHeader: string | null | undefined): Session<Data> | Promise<Session<Data>>;
 	/**
 	 * Writes what the request changed (or nothing) and says which `Set-Cookie` to send. Call it
 	 * after the handler, before headers are sent. `secure`: the request came over HTTPS.
 	 * Rejects with `SessionStoreError` or `SessionTooLargeError`; the response must then fail.
+	 * Like `load`, it completes synchronously when there is nothing to write or the store answers
+	 * at once (memory), and returns a promise otherwise: `await` it either way.
 	 */
-	commit(session: Session<Data>, request: { secure: boolean }): Promise<CommitResult>;
+	commit(session: Session<Data>, request: { secure: boolean }): CommitResult | Promise<CommitResult>;
 	/** The live sessions of `subject` (needs a store with `listBySubject`). */
 	listBySubject(subject: string): Promise<SessionInfo[]>;
 	/** Ends every session of `subject` ("log out everywhere"); resolves to the number ended. */
@@ -81,6 +96,8 @@ class Manager<Data extends object> implements SessionManager<Data> {
 	readonly #sealed: SealedCookieStore | null;
 	readonly #destroyListeners = new Set<(session: DestroyedSession) => void | Promise<void>>();
 	readonly #maxCookieBytes: number;
+	/** Load on first use: the store answers synchronously and so does hashing. */
+	readonly #lazy: boolean;
 
 	constructor(options: ResolvedOptions) {
 		this.options = options;
@@ -89,6 +106,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		this.#sealed = isSealedCookieStore(store) ? store : null;
 		this.#store = isSealedCookieStore(store) ? null : store;
 		this.#maxCookieBytes = this.#sealed ? this.#sealed.maxCookieBytes : 64;
+		this.#lazy = this.#store?.synchronous === true && typeof hashToken(PROBE_TOKEN) === "string";
 	}
 
 	#emit(event: SessionEvent): void {
@@ -108,76 +126,113 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		return new SessionStoreError(name, `${operation} failed: ${detail}`, { cause: error });
 	}
 
-	async load(cookieHeader: string | null | undefined): Promise<Session<Data>> {
-		const read = readSessionCookie(cookieHeader, this.cookieName, this.#maxCookieBytes);
-		if (read.kind === "absent") return this.#newSession();
-		if (read.kind === "rejected") {
-			this.#emit({ type: "cookie-rejected", reason: read.reason });
-			return this.#newSession();
-		}
-		return this.#sealed ? this.#loadSealed(this.#sealed, read.value) : this.#loadStored(this.#store!, read.value);
+	load(cookieHeader: string | null | undefined): Session<Data> | Promise<Session<Data>> {
+		const { codec, clock, idleTimeoutMs, absoluteTimeoutMs } = this.options;
+		if (cookieHeader === undefined || cookieHeader === null || cookieHeader === "") return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, NOTHING_TO_LOAD);
+		if (this.#lazy) return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, () => this.#loadLazily(cookieHeader));
+		const loaded = runSteps(this.#loadSteps(cookieHeader, null));
+		return isPromiseLike(loaded) ? loaded.then((record) => this.#sessionOf(record)) : this.#sessionOf(loaded);
 	}
 
-	async #loadStored(store: SessionStore, token: string): Promise<Session<Data>> {
+	#sessionOf(loaded: LoadedRecord | null): Session<Data> {
+		const { codec, clock, idleTimeoutMs, absoluteTimeoutMs } = this.options;
+		return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, loaded ?? undefined);
+	}
+
+	#loadLazily(cookieHeader: string): LazyLoad {
+		const deferred: Array<Promise<void>> = [];
+		const loaded = runSteps(this.#loadSteps(cookieHeader, deferred));
+		if (isPromiseLike(loaded)) {
+			throw new SessionStoreError(this.options.store.name, "the store says it is synchronous but returned a promise; drop `synchronous: true` from it.");
+		}
+		if (deferred.length === 0) return { loaded, pending: null };
+		const pending = Promise.all(deferred).then(() => undefined);
+		// Awaited by commit; until then a rejection must not count as unhandled.
+		pending.catch(() => undefined);
+		return { loaded, pending };
+	}
+
+	/**
+	 * Reads the cookie and loads its record: `null` for no session. An expired record is deleted;
+	 * `deferred` collects the `onDestroy` work a lazy load cannot wait for (commit waits instead).
+	 */
+	*#loadSteps(cookieHeader: string, deferred: Array<Promise<void>> | null): Steps<LoadedRecord | null> {
+		const read = readSessionCookie(cookieHeader, this.cookieName, this.#maxCookieBytes);
+		if (read.kind === "absent") return null;
+		if (read.kind === "rejected") {
+			this.#emit({ type: "cookie-rejected", reason: read.reason });
+			return null;
+		}
+		if (this.#sealed) {
+			let record: StoredRecord | null;
+			try {
+				record = (yield this.#sealed.unseal(read.value)) as StoredRecord | null;
+			} catch (error) {
+				throw this.#storeError("unseal", error);
+			}
+			if (record === null) {
+				this.#emit({ type: "cookie-rejected", reason: "unsealable" });
+				return null;
+			}
+			const reason = this.#expiryReason(record);
+			if (reason !== null) {
+				this.#emit({ type: "session-expired", id: null, reason });
+				return null;
+			}
+			return { token: null, key: null, record };
+		}
+		const store = this.#store!;
+		const token = read.value;
 		if (!isWellFormedToken(token)) {
 			this.#emit({ type: "cookie-rejected", reason: "malformed" });
-			return this.#newSession();
+			return null;
 		}
-		const hashed = hashToken(token);
-		const key = typeof hashed === "string" ? hashed : await hashed;
+		const key = (yield hashToken(token)) as string;
 		let record: StoredRecord | null;
 		try {
-			record = await store.get(key);
+			record = (yield store.get(key)) as StoredRecord | null;
 		} catch (error) {
 			throw this.#storeError("get", error);
 		}
 		if (record === null) {
 			this.#emit({ type: "session-unknown", id: key });
-			return this.#newSession();
+			return null;
 		}
-		if (await this.#expired(record, key)) return this.#newSession();
-		const { codec, clock, idleTimeoutMs, absoluteTimeoutMs } = this.options;
-		return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, { token, key, record });
-	}
-
-	async #loadSealed(sealed: SealedCookieStore, value: string): Promise<Session<Data>> {
-		let record: StoredRecord | null;
-		try {
-			record = await sealed.unseal(value);
-		} catch (error) {
-			throw this.#storeError("unseal", error);
-		}
-		if (record === null) {
-			this.#emit({ type: "cookie-rejected", reason: "unsealable" });
-			return this.#newSession();
-		}
-		if (await this.#expired(record, null)) return this.#newSession();
-		const { codec, clock, idleTimeoutMs, absoluteTimeoutMs } = this.options;
-		return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, { token: null, key: null, record });
-	}
-
-	/** True (and the record deleted) if the record is past either deadline. */
-	async #expired(record: StoredRecord, key: string | null): Promise<boolean> {
-		const now = this.options.clock();
-		const reason = now >= record.absoluteExpiresAt ? "absolute" : now >= record.idleExpiresAt ? "idle" : null;
-		if (reason === null) return false;
+		const reason = this.#expiryReason(record);
+		if (reason === null) return { token, key, record };
 		this.#emit({ type: "session-expired", id: key, reason });
-		if (key !== null && this.#store) {
-			try {
-				await this.#store.delete(key);
-			} catch (error) {
-				throw this.#storeError("delete", error);
-			}
-			await this.#notifyDestroyed({ id: key, subject: record.subject, reason: "expired" });
+		try {
+			yield store.delete(key);
+		} catch (error) {
+			throw this.#storeError("delete", error);
 		}
-		return true;
+		const notified = this.#notifyDestroyed({ id: key, subject: record.subject, reason: "expired" });
+		if (notified) {
+			if (deferred) deferred.push(notified);
+			else yield notified;
+		}
+		return null;
 	}
 
-	async commit(session: Session<Data>, request: { secure: boolean }): Promise<CommitResult> {
+	#expiryReason(record: StoredRecord): "absolute" | "idle" | null {
+		const now = this.options.clock();
+		return now >= record.absoluteExpiresAt ? "absolute" : now >= record.idleExpiresAt ? "idle" : null;
+	}
+
+	commit(session: Session<Data>, request: { secure: boolean }): CommitResult | Promise<CommitResult> {
+		// Never read nor changed in this request: nothing to write, nothing to refresh.
+		if (!session[USED]) return NO_CHANGE;
 		const state = session[STATE];
 		const secure = this.options.cookie.secure === "auto" ? request.secure : this.options.cookie.secure;
-		if (this.#sealed) return this.#commitSealed(this.#sealed, state, secure);
-		const store = this.#store!;
+		return runSteps(this.#sealed ? this.#commitSealed(this.#sealed, state, secure) : this.#commitStored(this.#store!, state, secure));
+	}
+
+	*#commitStored(store: SessionStore, state: SessionState, secure: boolean): Steps<CommitResult> {
+		if (state.pending) {
+			const pending = state.pending;
+			state.pending = null;
+			yield pending;
+		}
 
 		const now = this.options.clock();
 		const idleExpiresAt = Math.min(now + this.options.idleTimeoutMs, state.absoluteExpiresAt);
@@ -188,11 +243,10 @@ class Manager<Data extends object> implements SessionManager<Data> {
 				const record = recordOf(state, idleExpiresAt);
 				this.#checkSize(record);
 				const token = generateToken();
-				const hashed = hashToken(token);
-				const key = typeof hashed === "string" ? hashed : await hashed;
+				const key = (yield hashToken(token)) as string;
 				const expiresAt = Math.min(idleExpiresAt, record.absoluteExpiresAt);
 				try {
-					await store.set(key, record, expiresAt);
+					yield store.set(key, record, expiresAt);
 				} catch (error) {
 					throw this.#storeError("set", error);
 				}
@@ -210,11 +264,11 @@ class Manager<Data extends object> implements SessionManager<Data> {
 					if (store.merge) {
 						const changes = changesOf(state, idleExpiresAt);
 						this.#checkSize(recordOf(state, idleExpiresAt));
-						written = await store.merge(state.key!, changes, expiresAt);
+						written = (yield store.merge(state.key!, changes, expiresAt)) as boolean;
 					} else {
 						const record = recordOf(state, idleExpiresAt);
 						this.#checkSize(record);
-						written = await store.replace(state.key!, record, expiresAt);
+						written = (yield store.replace(state.key!, record, expiresAt)) as boolean;
 					}
 				} catch (error) {
 					if (error instanceof SessionTooLargeError) throw error;
@@ -232,7 +286,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		} else if (state.stored && this.#touchDue(state, now)) {
 			const expiresAt = Math.min(idleExpiresAt, state.absoluteExpiresAt);
 			try {
-				await store.touch(state.key!, idleExpiresAt, expiresAt);
+				yield store.touch(state.key!, idleExpiresAt, expiresAt);
 			} catch (error) {
 				throw this.#storeError("touch", error);
 			}
@@ -243,22 +297,22 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		// Old keys go last: if writing the new record failed, the old session still works.
 		for (const retired of state.retired) {
 			try {
-				await store.delete(retired.key);
+				yield store.delete(retired.key);
 			} catch (error) {
 				throw this.#storeError("delete", error);
 			}
 			if (retired.reason === "destroyed") {
 				this.#emit({ type: "session-destroyed", id: retired.key });
-				await this.#notifyDestroyed({ id: retired.key, subject: retired.subject, reason: "destroyed" });
+				yield this.#notifyDestroyed({ id: retired.key, subject: retired.subject, reason: "destroyed" });
 			}
 		}
 		state.retired.length = 0;
 
 		if (setCookie === null && state.destroyed && !state.stored) setCookie = serializeExpiredCookie(this.options.cookie, secure);
-		return { setCookie };
+		return setCookie === null ? NO_CHANGE : { setCookie };
 	}
 
-	async #commitSealed(sealed: SealedCookieStore, state: SessionState, secure: boolean): Promise<CommitResult> {
+	*#commitSealed(sealed: SealedCookieStore, state: SessionState, secure: boolean): Steps<CommitResult> {
 		const now = this.options.clock();
 		if (state.modified || (state.stored && this.#touchDue(state, now))) {
 			const idleExpiresAt = Math.min(now + this.options.idleTimeoutMs, state.absoluteExpiresAt);
@@ -266,7 +320,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 			this.#checkSize(record);
 			let value: string;
 			try {
-				value = await sealed.seal(record);
+				value = (yield sealed.seal(record)) as string;
 			} catch (error) {
 				if (error instanceof SessionTooLargeError) throw error;
 				throw this.#storeError("seal", error);
@@ -282,7 +336,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 			this.#emit({ type: "session-destroyed", id: null });
 			return { setCookie: serializeExpiredCookie(this.options.cookie, secure) };
 		}
-		return { setCookie: null };
+		return NO_CHANGE;
 	}
 
 	#touchDue(state: SessionState, now: number): boolean {
@@ -303,8 +357,14 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		if (size > this.options.maxSize) throw new SessionTooLargeError(size, this.options.maxSize);
 	}
 
-	async #notifyDestroyed(session: DestroyedSession): Promise<void> {
-		for (const listener of this.#destroyListeners) await listener(session);
+	/** Runs the `onDestroy` callbacks in order; a promise only if one of them returned one. */
+	#notifyDestroyed(session: DestroyedSession): void | Promise<void> {
+		if (this.#destroyListeners.size === 0) return;
+		return runSteps(this.#notifySteps(session));
+	}
+
+	*#notifySteps(session: DestroyedSession): Steps<void> {
+		for (const listener of [...this.#destroyListeners]) yield listener(session);
 	}
 
 	#requireStore(feature: string, method: keyof SessionStore): SessionStore {

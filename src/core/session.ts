@@ -60,10 +60,31 @@ export interface SessionState {
 	subjectChanged: boolean;
 	data: Map<string, DataEntry>;
 	flashes: Map<string, FlashEntry>;
+	/** Work the load started that must finish before the commit (see `LazyLoad`). */
+	pending: Promise<void> | null;
 }
 
 /** Symbol under which a Session keeps its state for the manager. */
 export const STATE = Symbol("sessionkit.state");
+
+/** Symbol of the getter that tells whether the handler used the session at all. */
+export const USED = Symbol("sessionkit.used");
+
+/** A record that came with the request, and the token and key it came under. */
+export interface LoadedRecord {
+	token: string | null;
+	key: string | null;
+	record: StoredRecord;
+}
+
+/**
+ * What a lazily loaded session finds on first use: the record (or `null`: a new session), and
+ * work the load started that `commit` must wait for (e.g. `onDestroy` callbacks of an expired one).
+ */
+export interface LazyLoad {
+	loaded: LoadedRecord | null;
+	pending: Promise<void> | null;
+}
 
 const MAX_KEY_LENGTH = 256;
 
@@ -84,37 +105,65 @@ function checkKey(key: unknown, what = "key"): asserts key is string {
  * session until it is `set` again.
  */
 export class Session<Data extends object = Record<string, unknown>> {
-	readonly [STATE]: SessionState;
+	#state: SessionState | undefined;
+	#lazy: (() => LazyLoad) | undefined;
 	readonly #codec: Codec;
 	readonly #now: () => number;
 	readonly #idleTimeoutMs: number;
 	readonly #absoluteTimeoutMs: number;
 
-	/** @internal Sessions are made by the manager (`sessions.load`), never by user code. */
-	constructor(codec: Codec, now: () => number, idleTimeoutMs: number, absoluteTimeoutMs: number, loaded?: { token: string | null; key: string | null; record: StoredRecord }) {
+	/**
+	 * @internal Sessions are made by the manager (`sessions.load`), never by user code. `source`
+	 * is the loaded record, nothing (a new session), or a function that loads it synchronously
+	 * when the session is first used: a request that never touches its session costs nothing.
+	 */
+	constructor(codec: Codec, now: () => number, idleTimeoutMs: number, absoluteTimeoutMs: number, source?: LoadedRecord | (() => LazyLoad)) {
 		this.#codec = codec;
 		this.#now = now;
 		this.#idleTimeoutMs = idleTimeoutMs;
 		this.#absoluteTimeoutMs = absoluteTimeoutMs;
-		const createdAt = loaded ? loaded.record.createdAt : now();
+		if (typeof source === "function") this.#lazy = source;
+		else this.#state = this.#build(source ?? null, null);
+	}
+
+	/** @internal The state the manager commits; the first access loads a lazy session. */
+	get [STATE](): SessionState {
+		return this.#state ?? this.#load();
+	}
+
+	/** @internal True once anything read or changed the session in this request. */
+	get [USED](): boolean {
+		return this.#state !== undefined;
+	}
+
+	#load(): SessionState {
+		// A throwing loader (a store failure) leaves the session unloaded: the next access throws too.
+		const { loaded, pending } = this.#lazy!();
+		this.#lazy = undefined;
+		return (this.#state = this.#build(loaded, pending));
+	}
+
+	#build(loaded: LoadedRecord | null, pending: Promise<void> | null): SessionState {
+		const createdAt = loaded ? loaded.record.createdAt : this.#now();
 		const data = new Map<string, DataEntry>();
 		const flashes = new Map<string, FlashEntry>();
 		if (loaded) {
-			for (const key of Object.keys(loaded.record.data)) {
-				if (!isForbiddenKey(key)) data.set(key, { encoded: loaded.record.data[key]!, value: undefined, decoded: false });
+			const stored = loaded.record;
+			for (const key of Object.keys(stored.data)) {
+				if (!isForbiddenKey(key)) data.set(key, { encoded: stored.data[key]!, value: undefined, decoded: false });
 			}
-			for (const key of Object.keys(loaded.record.flash)) {
-				if (!isForbiddenKey(key)) flashes.set(key, { encoded: loaded.record.flash[key]!, value: undefined, decoded: false, source: "stored" });
+			for (const key of Object.keys(stored.flash)) {
+				if (!isForbiddenKey(key)) flashes.set(key, { encoded: stored.flash[key]!, value: undefined, decoded: false, source: "stored" });
 			}
 		}
-		this[STATE] = {
+		return {
 			token: loaded?.token ?? null,
 			key: loaded?.key ?? null,
-			stored: loaded !== undefined,
-			loaded: loaded !== undefined,
+			stored: loaded !== null,
+			loaded: loaded !== null,
 			createdAt,
-			idleExpiresAt: loaded ? loaded.record.idleExpiresAt : createdAt + idleTimeoutMs,
-			absoluteExpiresAt: loaded ? loaded.record.absoluteExpiresAt : createdAt + absoluteTimeoutMs,
+			idleExpiresAt: loaded ? loaded.record.idleExpiresAt : createdAt + this.#idleTimeoutMs,
+			absoluteExpiresAt: loaded ? loaded.record.absoluteExpiresAt : createdAt + this.#absoluteTimeoutMs,
 			subject: loaded ? loaded.record.subject : null,
 			modified: false,
 			destroyed: false,
@@ -129,6 +178,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 			subjectChanged: false,
 			data,
 			flashes,
+			pending,
 		};
 	}
 

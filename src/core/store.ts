@@ -1,3 +1,5 @@
+import type { Awaitable } from "./steps.js";
+
 /**
  * A persisted session as stores see it. The store never sees the token: its key is the
  * SHA-256 hash of the token (64 lowercase hex characters).
@@ -80,49 +82,66 @@ export interface SessionStore {
 	/** A short name used in error messages, e.g. `"redis"`. */
 	readonly name: string;
 
+	/**
+	 * True when every method returns its result directly, never a promise (an in-process store
+	 * such as memory). The manager then loads a session only when the handler first uses it, so
+	 * a request that never touches its session costs no hashing and no lookup. Methods of other
+	 * stores may return promises or values.
+	 */
+	readonly synchronous?: boolean;
+
 	/** The record for `key`, or `null` if it is missing or expired at the time of the call. */
-	get(key: string): Promise<StoredRecord | null>;
+	get(key: string): Awaitable<StoredRecord | null>;
 
 	/** Inserts or replaces the record (a new session, or the new key of a renewed one). */
-	set(key: string, record: StoredRecord, expiresAt: number): Promise<void>;
+	set(key: string, record: StoredRecord, expiresAt: number): Awaitable<void>;
 
 	/**
 	 * Replaces the record only if a live record exists under `key`; resolves `false` and writes
 	 * nothing otherwise, so a slow request cannot bring back a session that a parallel request
 	 * destroyed or renewed. Used when the store has no `merge`.
 	 */
-	replace(key: string, record: StoredRecord, expiresAt: number): Promise<boolean>;
+	replace(key: string, record: StoredRecord, expiresAt: number): Awaitable<boolean>;
 
 	/**
 	 * Optional: applies `changes` atomically to the live record under `key` and moves its expiry
 	 * to `expiresAt`. Resolves `false` and writes nothing if there is no live record.
 	 */
-	merge?(key: string, changes: RecordChanges, expiresAt: number): Promise<boolean>;
+	merge?(key: string, changes: RecordChanges, expiresAt: number): Awaitable<boolean>;
 
 	/** Removes the record. A no-op if it does not exist. */
-	delete(key: string): Promise<void>;
+	delete(key: string): Awaitable<void>;
 
 	/**
 	 * Moves the idle deadline to `idleExpiresAt` and the backend expiry to `expiresAt` without
 	 * rewriting data. A no-op if the record does not exist.
 	 */
-	touch(key: string, idleExpiresAt: number, expiresAt: number): Promise<void>;
+	touch(key: string, idleExpiresAt: number, expiresAt: number): Awaitable<void>;
 
 	/** Optional: the live sessions of `subject` ("where am I logged in"). */
-	listBySubject?(subject: string): Promise<SubjectSession[]>;
+	listBySubject?(subject: string): Awaitable<SubjectSession[]>;
 
 	/** Optional: deletes every session of `subject`; resolves to the number deleted. */
-	deleteBySubject?(subject: string): Promise<number>;
+	deleteBySubject?(subject: string): Awaitable<number>;
 
 	/** Optional: the number of live sessions. */
-	count?(): Promise<number>;
+	count?(): Awaitable<number>;
 
 	/** Optional: deletes expired records where the backend does not expire them by itself; resolves to the number deleted. */
-	gc?(): Promise<number>;
+	gc?(): Awaitable<number>;
 
 	/** Optional: releases what the store created itself (timers, connections it opened). Never closes a client the user passed in. */
-	close?(): Promise<void>;
+	close?(): Awaitable<void>;
 }
+
+type Promised<F> = F extends (...args: infer A) => Awaitable<infer R> ? (...args: A) => Promise<R> : F;
+type Settled<F> = F extends (...args: infer A) => Awaitable<infer R> ? (...args: A) => R : F;
+
+/** The contract with every method returning a promise: the type of a store that talks to a server. */
+export type AsyncSessionStore = { [K in keyof SessionStore]: Promised<SessionStore[K]> };
+
+/** The contract with every method answering at once: the type of an in-process store (`synchronous: true`). */
+export type SyncSessionStore = { [K in keyof SessionStore]: Settled<SessionStore[K]> };
 
 /**
  * A store that keeps the whole record in the cookie itself, sealed with authenticated

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { SessionConfigError, SessionError, SessionStoreError } from "../core/errors.js";
-import type { RecordChanges, SessionStore, StoredRecord, SubjectSession } from "../core/store.js";
+import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } from "../core/store.js";
 import { applyChanges } from "../core/store.js";
 import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
 
@@ -18,8 +18,8 @@ export interface FileStoreOptions {
 
 type Capabilities = "merge" | "listBySubject" | "deleteBySubject" | "count" | "gc" | "close";
 
-/** The file store: every optional capability of {@link SessionStore} is present. */
-export interface FileStore extends Omit<SessionStore, Capabilities>, Required<Pick<SessionStore, Capabilities>> {
+/** The file store: every optional capability of {@link AsyncSessionStore} is present. */
+export interface FileStore extends Omit<AsyncSessionStore, Capabilities>, Required<Pick<AsyncSessionStore, Capabilities>> {
 	/** The absolute directory the store uses. */
 	readonly dir: string;
 }

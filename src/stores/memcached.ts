@@ -1,6 +1,6 @@
 import type { Client } from "memjs";
 import { SessionConfigError, SessionStoreError } from "../core/errors.js";
-import type { SessionStore, StoredRecord } from "../core/store.js";
+import type { AsyncSessionStore, StoredRecord } from "../core/store.js";
 
 /** Where {@link memcachedStore} gets its connection: your own memjs client, or servers it connects to. */
 export type MemcachedConnection =
@@ -116,7 +116,7 @@ async function connect(servers: string, timeout: number): Promise<Client> {
  * const client = memjs.Client.create("10.0.0.1:11211,10.0.0.2:11211", { retries: 1 });
  * const sessions = createSessions({ store: memcachedStore({ client }) });
  */
-export function memcachedStore(connection: MemcachedConnection, options: MemcachedStoreOptions = {}): SessionStore {
+export function memcachedStore(connection: MemcachedConnection, options: MemcachedStoreOptions = {}): AsyncSessionStore {
 	const prefix = validatePrefix(options.prefix ?? "sess:");
 	const timeoutSeconds = validateTimeout(options.timeout ?? 5);
 

@@ -1,5 +1,5 @@
 import { SessionConfigError } from "../core/errors.js";
-import type { RecordChanges, SessionStore, StoredRecord, SubjectSession } from "../core/store.js";
+import type { RecordChanges, StoredRecord, SubjectSession, SyncSessionStore } from "../core/store.js";
 import { applyChanges } from "../core/store.js";
 
 /** Options of {@link memoryStore}. */
@@ -17,8 +17,12 @@ interface Entry {
 	expiresAt: number;
 }
 
-/** The memory store, with its extras. */
-export interface MemoryStore extends SessionStore {
+/**
+ * The memory store, with its extras. Every method answers synchronously (`synchronous: true`),
+ * so the manager loads a session only when a handler first uses it.
+ */
+export interface MemoryStore extends SyncSessionStore {
+	readonly synchronous: true;
 	/** Live and not-yet-swept sessions held right now. */
 	readonly size: number;
 }
@@ -110,40 +114,43 @@ export function memoryStore(options: MemoryStoreOptions = {}): MemoryStore {
 
 	return {
 		name: "memory",
+		synchronous: true,
 		get size() {
 			return entries.size;
 		},
-		async get(key) {
+		get(key) {
 			const entry = live(key);
 			if (!entry) return null;
 			entries.delete(key);
 			entries.set(key, entry);
-			return copy(entry.record);
+			// Stored records are never changed in place (touch and merge replace them), so the
+			// caller may share this one; it must not change it either.
+			return entry.record;
 		},
-		async set(key, record, expiresAt) {
+		set(key, record, expiresAt) {
 			put(key, copy(record), expiresAt);
 		},
-		async replace(key, record, expiresAt) {
+		replace(key, record, expiresAt) {
 			if (!live(key)) return false;
 			put(key, copy(record), expiresAt);
 			return true;
 		},
-		async merge(key: string, changes: RecordChanges, expiresAt: number) {
+		merge(key: string, changes: RecordChanges, expiresAt: number) {
 			const entry = live(key);
 			if (!entry) return false;
 			put(key, applyChanges(entry.record, changes), expiresAt);
 			return true;
 		},
-		async delete(key) {
+		delete(key) {
 			remove(key);
 		},
-		async touch(key, idleExpiresAt, expiresAt) {
+		touch(key, idleExpiresAt, expiresAt) {
 			const entry = live(key);
 			if (!entry) return;
-			entry.record.idleExpiresAt = idleExpiresAt;
+			entry.record = { ...entry.record, idleExpiresAt };
 			entry.expiresAt = expiresAt;
 		},
-		async listBySubject(subject): Promise<SubjectSession[]> {
+		listBySubject(subject): SubjectSession[] {
 			const out: SubjectSession[] = [];
 			for (const key of bySubject.get(subject) ?? []) {
 				const entry = live(key);
@@ -151,21 +158,21 @@ export function memoryStore(options: MemoryStoreOptions = {}): MemoryStore {
 			}
 			return out;
 		},
-		async deleteBySubject(subject) {
+		deleteBySubject(subject) {
 			let deleted = 0;
 			for (const key of [...(bySubject.get(subject) ?? [])]) {
 				if (live(key) && remove(key)) deleted++;
 			}
 			return deleted;
 		},
-		async count() {
+		count() {
 			sweep();
 			return entries.size;
 		},
-		async gc() {
+		gc() {
 			return sweep();
 		},
-		async close() {
+		close() {
 			if (timer) clearInterval(timer);
 			timer = undefined;
 		},

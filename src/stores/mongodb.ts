@@ -1,6 +1,6 @@
 import type { Collection, Document, Filter, MongoClient } from "mongodb";
 import { SessionConfigError, SessionError, SessionStoreError } from "../core/errors.js";
-import type { RecordChanges, SessionStore, StoredRecord, SubjectSession } from "../core/store.js";
+import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } from "../core/store.js";
 
 /**
  * One session as the MongoDB store keeps it. Field names inside `data` and `flash` are
@@ -53,7 +53,7 @@ export interface MongoDBStoreOptions {
 }
 
 /** The MongoDB store, with its extras. */
-export interface MongoDBStore extends SessionStore {
+export interface MongoDBStore extends AsyncSessionStore {
 	merge(key: string, changes: RecordChanges, expiresAt: number): Promise<boolean>;
 	listBySubject(subject: string): Promise<SubjectSession[]>;
 	deleteBySubject(subject: string): Promise<number>;

@@ -1,6 +1,6 @@
 import type { Pool, PoolConnection, ResultSetHeader, RowDataPacket } from "mysql2/promise";
 import { SessionConfigError, SessionStoreError } from "../core/errors.js";
-import type { RecordChanges, SessionStore, StoredRecord, SubjectSession } from "../core/store.js";
+import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } from "../core/store.js";
 import { applyChanges } from "../core/store.js";
 import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
 import type { TableName } from "./internal/sql-common.js";
@@ -50,8 +50,8 @@ export interface MySQLStoreOptions {
 
 type Capabilities = "merge" | "listBySubject" | "deleteBySubject" | "count" | "gc" | "close";
 
-/** The MySQL/MariaDB store: every optional capability of {@link SessionStore} is present. */
-export interface MySQLStore extends Omit<SessionStore, Capabilities>, Required<Pick<SessionStore, Capabilities>> {
+/** The MySQL/MariaDB store: every optional capability of {@link AsyncSessionStore} is present. */
+export interface MySQLStore extends Omit<AsyncSessionStore, Capabilities>, Required<Pick<AsyncSessionStore, Capabilities>> {
 	/** The table the store uses, as given (`"sessions"`, `"app.sessions"`). */
 	readonly table: string;
 }

@@ -1,6 +1,6 @@
 import type { Pool, QueryConfig, QueryResult, QueryResultRow } from "pg";
 import { SessionConfigError, SessionStoreError } from "../core/errors.js";
-import type { RecordChanges, SessionStore, StoredRecord, SubjectSession } from "../core/store.js";
+import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } from "../core/store.js";
 import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
 import type { TableName } from "./internal/sql-common.js";
 import { checkConnection, checkCreateTable, checkTimeout, jsonColumn, messageOf, onceUntilSuccess, parseTable, withDeadline } from "./internal/sql-common.js";
@@ -47,8 +47,8 @@ export interface PostgresStoreOptions {
 
 type Capabilities = "merge" | "listBySubject" | "deleteBySubject" | "count" | "gc" | "close";
 
-/** The PostgreSQL store: every optional capability of {@link SessionStore} is present. */
-export interface PostgresStore extends Omit<SessionStore, Capabilities>, Required<Pick<SessionStore, Capabilities>> {
+/** The PostgreSQL store: every optional capability of {@link AsyncSessionStore} is present. */
+export interface PostgresStore extends Omit<AsyncSessionStore, Capabilities>, Required<Pick<AsyncSessionStore, Capabilities>> {
 	/** The table the store uses, as given (`"sessions"`, `"app.sessions"`). */
 	readonly table: string;
 }

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { Cluster, Redis } from "ioredis";
 import { SessionConfigError, SessionStoreError } from "../core/errors.js";
-import type { RecordChanges, SessionStore, StoredRecord, SubjectSession } from "../core/store.js";
+import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } from "../core/store.js";
 
 /** Where {@link redisStore} gets its connection: your own client, or a URL it connects to itself. */
 export type RedisConnection =
@@ -274,7 +274,7 @@ async function connect(url: string): Promise<Redis> {
  * const client = new Redis(process.env.REDIS_URL, { maxRetriesPerRequest: 1 });
  * const sessions = createSessions({ store: redisStore({ client }, { prefix: "myapp:sess:" }) });
  */
-export function redisStore(connection: RedisConnection, options: RedisStoreOptions = {}): SessionStore {
+export function redisStore(connection: RedisConnection, options: RedisStoreOptions = {}): AsyncSessionStore {
 	const prefix = validatePrefix(options.prefix ?? "sess:");
 	const timeoutMs = validateTimeout(options.timeout ?? 5) * 1000;
 

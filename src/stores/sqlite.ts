@@ -1,6 +1,6 @@
 import type BetterSqlite3 from "better-sqlite3";
 import { SessionConfigError, SessionError, SessionStoreError } from "../core/errors.js";
-import type { RecordChanges, SessionStore, StoredRecord, SubjectSession } from "../core/store.js";
+import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } from "../core/store.js";
 import { applyChanges } from "../core/store.js";
 import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
 
@@ -39,8 +39,8 @@ export type SQLiteStoreOptions = SQLiteStoreBaseOptions &
 
 type Capabilities = "merge" | "listBySubject" | "deleteBySubject" | "count" | "gc" | "close";
 
-/** The SQLite store: every optional capability of {@link SessionStore} is present. */
-export interface SQLiteStore extends Omit<SessionStore, Capabilities>, Required<Pick<SessionStore, Capabilities>> {
+/** The SQLite store: every optional capability of {@link AsyncSessionStore} is present. */
+export interface SQLiteStore extends Omit<AsyncSessionStore, Capabilities>, Required<Pick<AsyncSessionStore, Capabilities>> {
 	/** The table the store uses. */
 	readonly table: string;
 }

@@ -43,6 +43,18 @@ describe("one request", () => {
 		assert.equal(setCookie, null, "no Set-Cookie for a read-only request");
 	});
 
+	it("that never uses its session costs no store call and no write, even with a cookie and a touch due", async () => {
+		const { sessions, clock, calls, reset } = setup({ idleTimeout: 600, touchAfter: 60 });
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);
+		reset();
+		clock.advance(300);
+		const { setCookie } = await request(sessions, cookie, () => {});
+		assert.deepEqual(calls, {});
+		assert.equal(setCookie, null);
+		clock.advance(200);
+		assert.equal((await request(sessions, cookie)).session.get("a"), 1, "an unused request did not count as activity, but did not end the session");
+	});
+
 	it("writes a modified session with one merge and no new cookie", async () => {
 		const { sessions, calls, reset } = setup();
 		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);
@@ -225,6 +237,7 @@ describe("store failures", () => {
 		return {
 			...inner,
 			name: "flaky",
+			synchronous: false,
 			[operation]: async () => {
 				throw new Error("connection refused");
 			},
@@ -234,7 +247,7 @@ describe("store failures", () => {
 	it("fail the load with a typed error naming the store, the driver error as cause", async () => {
 		const events: SessionEvent[] = [];
 		const sessions = createSessions({ store: failing("get"), onEvent: (e) => events.push(e) });
-		await assert.rejects(sessions.load(`sid=${"A".repeat(43)}`), (error: unknown) => {
+		await assert.rejects(async () => sessions.load(`sid=${"A".repeat(43)}`), (error: unknown) => {
 			assert.ok(error instanceof SessionStoreError);
 			assert.equal(error.store, "flaky");
 			assert.equal(error.code, "SESSION_STORE");
@@ -245,11 +258,20 @@ describe("store failures", () => {
 		assert.equal(events[0]?.type, "store-error");
 	});
 
+	it("with a synchronous store, fail the first use of the session with the same typed error", async () => {
+		const inner = memoryStore({ sweepInterval: 0 });
+		const store = { ...inner, name: "flaky-sync", get: () => { throw new Error("disk on fire"); } } as SessionStore;
+		const sessions = createSessions({ store });
+		const session = await sessions.load(`sid=${"A".repeat(43)}`);
+		assert.throws(() => session.get("a"), (error: unknown) => error instanceof SessionStoreError && error.store === "flaky-sync" && /get failed: disk on fire/.test(error.message));
+		assert.throws(() => session.get("a"), SessionStoreError, "and on every later use: never an empty session in its place");
+	});
+
 	it("fail the commit: nothing is silently dropped", async () => {
 		const sessions = createSessions({ store: failing("set") });
 		const session = await sessions.load(undefined);
 		session.set("a", 1);
-		await assert.rejects(sessions.commit(session, { secure: false }), SessionStoreError);
+		await assert.rejects(async () => sessions.commit(session, { secure: false }), SessionStoreError);
 	});
 });
 

@@ -159,7 +159,7 @@ describe("cookie store", () => {
 		const sessions = createSessions({ store });
 		const session = await sessions.load(undefined);
 		session.set("big", randomBytes(3000).toString("base64"));
-		await assert.rejects(sessions.commit(session, { secure: true }), (error: unknown) => {
+		await assert.rejects(async () => sessions.commit(session, { secure: true }), (error: unknown) => {
 			assert.ok(error instanceof SessionTooLargeError);
 			assert.equal(error.limit, 4096);
 			assert.ok(error.size > 4096);

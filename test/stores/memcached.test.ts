@@ -138,7 +138,7 @@ describe("memcached store", () => {
 
 		it("names memcached's 1 MB value limit when a record is over it", async () => {
 			const record = makeRecord({ data: { big: defaultCodec.encode("z".repeat(1_100_000)) } });
-			await assert.rejects(store.set(randomKey(), record, Date.now() + HOUR), (error: unknown) => {
+			await assert.rejects(async () => store.set(randomKey(), record, Date.now() + HOUR), (error: unknown) => {
 				assert.ok(error instanceof SessionStoreError);
 				assert.match(error.message, /1 MB/);
 				return true;

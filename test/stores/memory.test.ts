@@ -9,7 +9,7 @@ storeConformance(
 	"memory",
 	async () => {
 		const store = memoryStore();
-		return { store, cleanup: () => store.close!() };
+		return { store, cleanup: async () => store.close!() };
 	},
 	{ merge: true, subjects: true, count: true, selfExpiring: false, expiryResolutionMs: 1 },
 );
