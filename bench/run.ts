@@ -11,7 +11,7 @@
  *   --frameworks=a,b      only these (node, express, fastify, koa, hono)
  *   --stores=a,b          only these (memory, cookie, redis, postgres, sqlite)
  *   --duration=N          seconds per measured run (default 4, quick 1)
- *   --connections=N       concurrent connections (default 64)
+ *   --connections=N       concurrent connections (default 10, as in the benchmark issue)
  *   --no-micro            skip the micro-benchmarks
  *   --profile             instead of the matrix: CPU-profile sessionkit's Express and node:http servers
  *                         under the counter load, write bench/results/profile.md
@@ -50,7 +50,7 @@ const settings = {
 	warmupSeconds: quick ? 2 : 3,
 	/** Requests sent (16 at a time) from the driver before every scenario. */
 	warmupBurst: quick ? 800 : 1500,
-	connections: Number(option("connections") ?? 32),
+	connections: Number(option("connections") ?? 10),
 	/** Sequential requests used to count Redis round trips. */
 	probeRequests: quick ? 10 : 20,
 };

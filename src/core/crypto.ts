@@ -14,6 +14,9 @@ const nodeCrypto: typeof NodeCrypto | undefined = (() => {
 	return typeof load === "function" ? (load("node:crypto") as typeof NodeCrypto) : undefined;
 })();
 
+// crypto.hash (Node ≥ 20.12, Bun, Deno) skips the Hash object: about half the cost per token.
+const oneShotHash = typeof nodeCrypto?.hash === "function" ? nodeCrypto.hash : undefined;
+
 /** Fills a new array with `length` bytes from the platform CSPRNG. */
 export function randomBytes(length: number): Uint8Array {
 	if (nodeCrypto) return nodeCrypto.randomBytes(length);
@@ -24,6 +27,7 @@ export function randomBytes(length: number): Uint8Array {
 
 /** SHA-256 of a UTF-8 string, as 64 lowercase hex characters. */
 export function sha256Hex(input: string): string | Promise<string> {
+	if (oneShotHash) return oneShotHash("sha256", input, "hex");
 	if (nodeCrypto) return nodeCrypto.createHash("sha256").update(input).digest("hex");
 	return globalThis.crypto.subtle
 		.digest("SHA-256", new TextEncoder().encode(input))

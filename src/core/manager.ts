@@ -3,7 +3,7 @@ import { SessionError, SessionStoreError, SessionTooLargeError } from "./errors.
 import type { DestroyedSession, SessionEvent } from "./events.js";
 import type { ResolvedOptions, SessionOptions } from "./options.js";
 import { resolveOptions } from "./options.js";
-import { changesOf, encodedSize, recordOf, Session, STATE, USED } from "./session.js";
+import { changesOf, encodedSize, recordOf, Session, STATE, stateSize, USED } from "./session.js";
 import type { LazyLoad, LoadedRecord, SessionState } from "./session.js";
 import { isPromiseLike, runSteps } from "./steps.js";
 import type { Steps } from "./steps.js";
@@ -263,7 +263,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 				try {
 					if (store.merge) {
 						const changes = changesOf(state, idleExpiresAt);
-						this.#checkSize(recordOf(state, idleExpiresAt));
+						this.#checkSize(stateSize(state));
 						written = (yield store.merge(state.key!, changes, expiresAt)) as boolean;
 					} else {
 						const record = recordOf(state, idleExpiresAt);
@@ -352,8 +352,8 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		return serializeSessionCookie(this.options.cookie, value, secure, maxAge);
 	}
 
-	#checkSize(record: StoredRecord): void {
-		const size = encodedSize(record);
+	#checkSize(recordOrSize: StoredRecord | number): void {
+		const size = typeof recordOrSize === "number" ? recordOrSize : encodedSize(recordOrSize);
 		if (size > this.options.maxSize) throw new SessionTooLargeError(size, this.options.maxSize);
 	}
 

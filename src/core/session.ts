@@ -445,6 +445,17 @@ export function recordOf(state: SessionState, idleExpiresAt: number): StoredReco
 	};
 }
 
+/** UTF-8 bytes the session's data and flash take once encoded, as `recordOf` would store them. */
+export function stateSize(state: SessionState): number {
+	let size = 0;
+	for (const [key, entry] of state.data) size += utf8Length(key) + utf8Length(entry.encoded);
+	for (const [key, entry] of state.flashes) {
+		if (entry.source === "stored" && !state.flashOut.has(key)) size += utf8Length(key) + utf8Length(entry.encoded);
+	}
+	for (const [key, encoded] of state.flashOut) size += utf8Length(key) + utf8Length(encoded);
+	return size;
+}
+
 /** UTF-8 bytes the record's data and flash take once encoded (keys and values). */
 export function encodedSize(record: StoredRecord): number {
 	let size = 0;
