@@ -2,6 +2,7 @@ import type { NextFunction, Request, RequestHandler, Response } from "express";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
 import { SessionNotLoadedError } from "../index.js";
 import { applyCommit, beforeHeaders } from "./node.js";
+import { isPromiseLike } from "./internal/common.js";
 
 declare global {
 	// biome-ignore lint: Express's own augmentation point is a namespace.
@@ -53,9 +54,6 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 	};
 }
 
-function isPromiseLike<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
-	return typeof (value as PromiseLike<T> | null)?.then === "function";
-}
 
 /** `req.session`, or `SessionNotLoadedError` when `sessionMiddleware` did not run for this request. */
 export function getSession<Data extends object = AppSessionData>(req: Request): Session<Data> {

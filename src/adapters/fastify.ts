@@ -1,8 +1,8 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import { fastifyPlugin } from "fastify-plugin";
-import type { AppSessionData, Session, SessionManager } from "../index.js";
+import type { AppSessionData, CommitResult, Session, SessionManager } from "../index.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError } from "../index.js";
-import { assertManager, varyWithCookie } from "./internal/common.js";
+import { assertManager, isPromiseLike, varyWithCookie } from "./internal/common.js";
 
 declare module "fastify" {
 	interface FastifyRequest {
@@ -17,8 +17,11 @@ export interface SessionPluginOptions {
 	sessions: SessionManager<AppSessionData>;
 }
 
-/** Requests whose session went through `commit` already (an error reply runs `onSend` again). */
-const committed = new WeakSet<FastifyRequest>();
+/** Set on a request whose session went through `commit` already (an error reply runs `onSend` again). */
+const COMMITTED = Symbol("sessionkit.committed");
+
+type CommittableRequest = FastifyRequest & { [COMMITTED]?: true };
+
 
 /**
  * Fastify 5 plugin: sets `request.session` in an `onRequest` hook and commits it in `onSend`,
@@ -49,24 +52,54 @@ async function plugin(fastify: FastifyInstance, options: SessionPluginOptions): 
 	// Fastify 5 refuses reference values as decorators; each request gets its own in onRequest.
 	fastify.decorateRequest("session", null, []);
 
-	fastify.addHook("onRequest", async (request) => {
-		request.session = await sessions.load(request.headers.cookie);
+	// Callback-style hooks: with a synchronous store (memory) a request never waits for a microtask.
+	fastify.addHook("onRequest", (request, _reply, done) => {
+		let loaded: Session<AppSessionData> | Promise<Session<AppSessionData>>;
+		try {
+			loaded = sessions.load(request.headers.cookie);
+		} catch (error) {
+			done(error as Error);
+			return;
+		}
+		if (!isPromiseLike(loaded)) {
+			request.session = loaded;
+			done();
+			return;
+		}
+		loaded.then(
+			(session) => {
+				request.session = session;
+				done();
+			},
+			(error: unknown) => done(error as Error),
+		);
 	});
 
-	fastify.addHook("onSend", async (request, reply, payload) => {
+	fastify.addHook("onSend", (request: CommittableRequest, reply, payload, done) => {
 		const session = request.session as Session<AppSessionData> | null;
-		if (session === null || reply.statusCode >= 500 || committed.has(request)) return payload;
-		committed.add(request);
-		let setCookie: string | null;
-		try {
-			({ setCookie } = await sessions.commit(session, { secure: request.protocol === "https" }));
-		} catch (error) {
+		if (session === null || reply.statusCode >= 500 || request[COMMITTED]) {
+			done(null, payload);
+			return;
+		}
+		request[COMMITTED] = true;
+		const fail = (error: unknown) => {
 			// The error handler sends its own payload: release the one that will never be sent.
 			discard(payload);
-			throw error;
+			done(error as Error);
+		};
+		let result: CommitResult | Promise<CommitResult>;
+		try {
+			result = sessions.commit(session, { secure: request.protocol === "https" });
+		} catch (error) {
+			fail(error);
+			return;
 		}
-		if (setCookie !== null) addCookieHeaders(reply, setCookie);
-		return payload;
+		const finish = ({ setCookie }: CommitResult) => {
+			if (setCookie !== null) addCookieHeaders(reply, setCookie);
+			done(null, payload);
+		};
+		if (isPromiseLike(result)) result.then(finish, fail);
+		else finish(result);
 	});
 }
 

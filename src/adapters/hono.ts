@@ -5,7 +5,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError } from "../index.js";
-import { assertManager, forwardedHTTPS, varyWithCookie } from "./internal/common.js";
+import { assertManager, forwardedHTTPS, isPromiseLike, varyWithCookie } from "./internal/common.js";
 
 declare module "hono" {
 	interface ContextVariableMap {
@@ -51,12 +51,19 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 	assertManager(sessions, "sessionMiddleware");
 	const trustProxy = options.trustProxy ?? false;
 	return async (c, next) => {
-		const session = await sessions.load(c.req.header("Cookie"));
+		const loaded = sessions.load(c.req.header("Cookie"));
+		const session = isPromiseLike(loaded) ? await loaded : loaded;
 		c.set("session", session as Session<object> as Session<AppSessionData>);
 		await next();
 		if (c.error !== undefined || c.res.status >= 500) return;
-		const secure = c.req.url.startsWith("https:") || (trustProxy && forwardedHTTPS(c.req.header("X-Forwarded-Proto")));
-		const { setCookie } = await sessions.commit(session, { secure });
+		// A getter: commit reads it only when it sets a cookie with `secure: "auto"`.
+		const request = {
+			get secure() {
+				return c.req.url.startsWith("https:") || (trustProxy && forwardedHTTPS(c.req.header("X-Forwarded-Proto")));
+			},
+		};
+		const committed = sessions.commit(session, request);
+		const { setCookie } = isPromiseLike(committed) ? await committed : committed;
 		if (setCookie === null) return;
 		try {
 			addCookieHeaders(c.res.headers, setCookie);

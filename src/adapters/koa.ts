@@ -1,7 +1,7 @@
 import type { ExtendableContext, Middleware } from "koa";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError, SessionUsageError } from "../index.js";
-import { assertManager } from "./internal/common.js";
+import { assertManager, isPromiseLike } from "./internal/common.js";
 
 declare module "koa" {
 	// ExtendableContext is part of every context type, whatever custom ContextT an app declares.
@@ -32,11 +32,13 @@ declare module "koa" {
 export function sessionMiddleware<Data extends object = AppSessionData>(sessions: SessionManager<Data>): Middleware {
 	assertManager(sessions, "sessionMiddleware");
 	return async (ctx, next) => {
-		const session = await sessions.load(ctx.headers.cookie);
+		const loaded = sessions.load(ctx.headers.cookie);
+		const session = isPromiseLike(loaded) ? await loaded : loaded;
 		(ctx as { session: unknown }).session = session;
 		await next();
 		if (ctx.status >= 500) return;
-		const { setCookie } = await sessions.commit(session, { secure: ctx.secure });
+		const committed = sessions.commit(session, { secure: ctx.secure });
+		const { setCookie } = isPromiseLike(committed) ? await committed : committed;
 		if (setCookie === null) return;
 		if (ctx.headerSent) {
 			throw new SessionUsageError(

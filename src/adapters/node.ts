@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { TLSSocket } from "node:tls";
 import type { AppSessionData, CommitResult, Session, SessionManager } from "../index.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError, SessionUsageError } from "../index.js";
+import { isPromiseLike } from "./internal/common.js";
 
 /** Options of {@link withSessions}. */
 export interface NodeSessionOptions {
@@ -184,9 +185,6 @@ function hookCommit(req: IncomingMessage, context: RequestContext): void {
 	);
 }
 
-function isPromiseLike<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
-	return typeof (value as PromiseLike<T> | null)?.then === "function";
-}
 
 /**
  * Wraps a node:http handler so that each request has a session (read it with

@@ -1,5 +1,5 @@
 /**
- * Helpers shared by the Fastify, Koa and Hono adapters. Web-standard code only (no `node:`
+ * Helpers shared by the adapters. Web-standard code only (no `node:`
  * imports), so the Hono adapter stays runnable on Bun, Deno and Workers. Never exported.
  */
 import type { SessionManager } from "../../index.js";
@@ -33,4 +33,9 @@ export function forwardedHTTPS(header: string | null | undefined): boolean {
 	if (!header) return false;
 	const comma = header.indexOf(",");
 	return (comma < 0 ? header : header.slice(0, comma)).trim().toLowerCase() === "https";
+}
+
+/** True for a promise (or thenable): store work that is still running. Sync stores answer with plain values. */
+export function isPromiseLike<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
+	return typeof (value as PromiseLike<T> | null)?.then === "function";
 }
