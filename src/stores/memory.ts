@@ -88,12 +88,12 @@ export function memoryStore(options: MemoryStoreOptions = {}): MemoryStore {
 
 	function put(key: string, record: StoredRecord, expiresAt: number): void {
 		const previous = entries.get(key);
-		if (previous) {
-			entries.delete(key);
-			unindex(key, previous.record.subject);
+		if (previous) entries.delete(key);
+		if (previous?.record.subject !== record.subject) {
+			if (previous) unindex(key, previous.record.subject);
+			index(key, record.subject);
 		}
 		entries.set(key, { record, expiresAt });
-		index(key, record.subject);
 		while (entries.size > maxSessions) remove(entries.keys().next().value!);
 	}
 
