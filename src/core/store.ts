@@ -154,9 +154,9 @@ export interface SealedCookieStore {
 	/** The largest cookie value it will produce, in bytes; sealing more throws `SessionTooLargeError`. */
 	readonly maxCookieBytes: number;
 	/** Encrypts and authenticates the record into a cookie-safe string. */
-	seal(record: StoredRecord): Promise<string>;
+	seal(record: StoredRecord): Awaitable<string>;
 	/** The record, or `null` if the value was tampered with, truncated, or sealed with an unknown key. */
-	unseal(value: string): Promise<StoredRecord | null>;
+	unseal(value: string): Awaitable<StoredRecord | null>;
 	close?(): Promise<void>;
 }
 

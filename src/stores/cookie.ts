@@ -1,7 +1,10 @@
 /**
  * The encrypted-cookie store: the whole session record lives in the cookie, sealed with
- * AES-256-GCM through Web Crypto only, so it runs unchanged on Node, Bun, Deno and Workers.
+ * AES-256-GCM. Where node:crypto is reachable without an import (`process.getBuiltinModule`:
+ * Node, Bun, Deno) it seals synchronously; elsewhere (Workers) it uses Web Crypto. Both derive
+ * the same keys and write the same format, so either opens the other's cookies.
  */
+import type * as NodeCrypto from "node:crypto";
 import { fromBase64Url, toBase64Url } from "../core/crypto.js";
 import { SessionConfigError, SessionTooLargeError } from "../core/errors.js";
 import type { SealedCookieStore, StoredRecord } from "../core/store.js";
@@ -80,43 +83,115 @@ export function cookieStore(options: CookieStoreOptions): SealedCookieStore {
 	if (typeof clock !== "function") throw new SessionConfigError("clock", "must be a function returning epoch milliseconds.");
 
 	const secretList: readonly string[] = [...secrets];
-	let keys: Promise<CryptoKey[]> | undefined;
-	const getKeys = (): Promise<CryptoKey[]> => (keys ??= Promise.all(secretList.map(deriveKey)));
+	const sealer = nodeCrypto ? nodeSealer(nodeCrypto, secretList) : webSealer(secretList);
+
+	function finishSeal(sealed: Uint8Array): string {
+		const value = VERSION + toBase64Url(sealed);
+		const size = COOKIE_NAME_RESERVE + value.length;
+		if (size > maxCookieBytes) throw new SessionTooLargeError(size, maxCookieBytes, "maxCookieBytes");
+		return value;
+	}
+
+	function finishUnseal(plaintext: Uint8Array | null): StoredRecord | null {
+		if (plaintext === null) return null;
+		const record = fromPayload(plaintext);
+		if (record === null) return null;
+		const now = clock();
+		return now >= record.idleExpiresAt || now >= record.absoluteExpiresAt ? null : record;
+	}
 
 	return {
 		name: "cookie",
 		kind: "sealed-cookie",
 		maxCookieBytes,
 
-		async seal(record: StoredRecord): Promise<string> {
-			const [key] = await getKeys();
+		seal(record: StoredRecord) {
 			const iv = globalThis.crypto.getRandomValues(new Uint8Array(IV_BYTES));
 			const plaintext = encoder.encode(JSON.stringify(toPayload(record)));
-			const ciphertext = new Uint8Array(await globalThis.crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData: ADDITIONAL_DATA }, key!, plaintext));
-			const sealed = new Uint8Array(IV_BYTES + ciphertext.length);
-			sealed.set(iv);
-			sealed.set(ciphertext, IV_BYTES);
-			const value = VERSION + toBase64Url(sealed);
-			const size = COOKIE_NAME_RESERVE + value.length;
-			if (size > maxCookieBytes) throw new SessionTooLargeError(size, maxCookieBytes, "maxCookieBytes");
-			return value;
+			const sealed = sealer.encrypt(iv, plaintext);
+			return sealed instanceof Uint8Array ? finishSeal(sealed) : sealed.then(finishSeal);
 		},
 
-		async unseal(value: string): Promise<StoredRecord | null> {
+		unseal(value: string) {
 			if (typeof value !== "string" || value.length > maxCookieBytes || !value.startsWith(VERSION)) return null;
 			const text = value.slice(VERSION.length);
 			const bytes = fromBase64Url(text);
 			// Unused low bits of the last character must be zero, or two values would open alike.
 			if (bytes === null || bytes.length < IV_BYTES + TAG_BYTES + 1 || toBase64Url(bytes) !== text) return null;
-			const iv = bytes.slice(0, IV_BYTES);
-			const ciphertext = bytes.slice(IV_BYTES);
+			const opened = sealer.decrypt(bytes.subarray(0, IV_BYTES), bytes.subarray(IV_BYTES));
+			return opened instanceof Promise ? opened.then(finishUnseal) : finishUnseal(opened);
+		},
+	};
+}
+
+const nodeCrypto: typeof NodeCrypto | undefined = (() => {
+	const load = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process?.getBuiltinModule;
+	return typeof load === "function" ? (load("node:crypto") as typeof NodeCrypto) : undefined;
+})();
+
+/** AES-256-GCM under the first key; opening tries every key. Ciphertext is followed by its 16-byte tag, as Web Crypto writes it. */
+interface Sealer {
+	encrypt(iv: Uint8Array, plaintext: Uint8Array): Uint8Array | Promise<Uint8Array>;
+	/** The plaintext, or `null` when no key authenticates the bytes. */
+	decrypt(iv: Uint8Array, ciphertext: Uint8Array): Uint8Array | null | Promise<Uint8Array | null>;
+}
+
+function nodeSealer(crypto: typeof NodeCrypto, secrets: readonly string[]): Sealer {
+	const keys = secrets.map((secret) => crypto.createSecretKey(new Uint8Array(crypto.hkdfSync("sha256", secret, new Uint8Array(0), KEY_INFO, 32))));
+	return {
+		encrypt(iv, plaintext) {
+			const cipher = crypto.createCipheriv("aes-256-gcm", keys[0]!, iv);
+			cipher.setAAD(ADDITIONAL_DATA);
+			const head = cipher.update(plaintext);
+			const tail = cipher.final();
+			const tag = cipher.getAuthTag();
+			const sealed = new Uint8Array(IV_BYTES + head.length + tail.length + TAG_BYTES);
+			sealed.set(iv);
+			sealed.set(head, IV_BYTES);
+			sealed.set(tail, IV_BYTES + head.length);
+			sealed.set(tag, IV_BYTES + head.length + tail.length);
+			return sealed;
+		},
+		decrypt(iv, ciphertext) {
+			const body = ciphertext.subarray(0, ciphertext.length - TAG_BYTES);
+			const tag = ciphertext.subarray(ciphertext.length - TAG_BYTES);
+			for (const key of keys) {
+				const decipher = crypto.createDecipheriv("aes-256-gcm", key, iv);
+				decipher.setAAD(ADDITIONAL_DATA);
+				decipher.setAuthTag(tag);
+				const head = decipher.update(body);
+				try {
+					const tail = decipher.final();
+					if (tail.length === 0) return head;
+					const plaintext = new Uint8Array(head.length + tail.length);
+					plaintext.set(head);
+					plaintext.set(tail, head.length);
+					return plaintext;
+				} catch {
+					// The tag did not verify under this key: try the next one.
+				}
+			}
+			return null;
+		},
+	};
+}
+
+function webSealer(secrets: readonly string[]): Sealer {
+	let keys: Promise<CryptoKey[]> | undefined;
+	const getKeys = (): Promise<CryptoKey[]> => (keys ??= Promise.all(secrets.map(deriveKey)));
+	return {
+		async encrypt(iv, plaintext) {
+			const [key] = await getKeys();
+			const ciphertext = await globalThis.crypto.subtle.encrypt({ name: "AES-GCM", iv: iv as Uint8Array<ArrayBuffer>, additionalData: ADDITIONAL_DATA }, key!, plaintext as Uint8Array<ArrayBuffer>);
+			const sealed = new Uint8Array(IV_BYTES + ciphertext.byteLength);
+			sealed.set(iv);
+			sealed.set(new Uint8Array(ciphertext), IV_BYTES);
+			return sealed;
+		},
+		async decrypt(iv, ciphertext) {
 			for (const key of await getKeys()) {
-				const plaintext = await decrypt(key, iv, ciphertext);
-				if (plaintext === null) continue;
-				const record = fromPayload(plaintext);
-				if (record === null) return null;
-				const now = clock();
-				return now >= record.idleExpiresAt || now >= record.absoluteExpiresAt ? null : record;
+				const plaintext = await decrypt(key, iv.slice(), ciphertext.slice());
+				if (plaintext !== null) return plaintext;
 			}
 			return null;
 		},

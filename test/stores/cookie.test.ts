@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { describe, it } from "node:test";
+import { promisify } from "node:util";
 import { createSessions, defaultCodec, isSealedCookieStore, SessionConfigError, SessionTooLargeError } from "sessionkit";
 import type { SealedCookieStore, SessionEvent, StoredRecord } from "sessionkit";
 import { cookieStore } from "sessionkit/stores/cookie";
@@ -168,7 +170,7 @@ describe("cookie store", () => {
 		});
 
 		const small = cookieStore({ secrets: newSecret(), maxCookieBytes: 1024 });
-		await assert.rejects(small.seal(makeRecord({ data: { big: defaultCodec.encode("z".repeat(900)) } })), SessionTooLargeError);
+		await assert.rejects(async () => small.seal(makeRecord({ data: { big: defaultCodec.encode("z".repeat(900)) } })), SessionTooLargeError);
 	});
 
 	it("keeps every cookie it produces within the browser budget, the name included", async () => {
@@ -236,8 +238,31 @@ describe("cookie store", () => {
 		assert.doesNotThrow(() => cookieStore({ secrets: "x".repeat(32) }));
 	});
 
-	it("imports nothing from node: (it must run on Workers, Bun and Deno)", async () => {
+	it("imports nothing from node: at runtime (it must run on Workers, Bun and Deno)", async () => {
 		const source = await readFile(new URL("../../src/stores/cookie.ts", import.meta.url), "utf8");
-		assert.doesNotMatch(source, /from\s+["']node:|import\(\s*["']node:/);
+		const runtimeImports = source.split("\n").filter((line) => /^import\s/.test(line) && !/^import\s+type\s/.test(line));
+		assert.ok(runtimeImports.length > 0);
+		for (const line of runtimeImports) assert.doesNotMatch(line, /["']node:/);
+		assert.doesNotMatch(source, /import\(\s*["']node:/);
+	});
+
+	it("seals alike with Web Crypto (Workers) and node:crypto: each opens the other's cookies", async () => {
+		const secret = newSecret();
+		const record = makeRecord({ subject: "user-1" });
+		// A child without process.getBuiltinModule takes the Web Crypto path, as on Workers.
+		const script = `
+			delete process.getBuiltinModule;
+			const { cookieStore } = await import("sessionkit/stores/cookie");
+			const store = cookieStore({ secrets: ${JSON.stringify(secret)} });
+			const record = JSON.parse(process.argv[1]);
+			const opened = await store.unseal(process.argv[2]);
+			console.log(JSON.stringify({ sealed: await store.seal(record), opened }));
+		`;
+		const store = cookieStore({ secrets: secret });
+		const sealedHere = await store.seal(record);
+		const { stdout } = await promisify(execFile)(process.execPath, ["--conditions=sessionkit-source", "--import", "tsx", "--input-type=module", "-e", script, JSON.stringify(record), sealedHere]);
+		const { sealed, opened } = JSON.parse(stdout) as { sealed: string; opened: unknown };
+		assert.deepEqual(opened, record, "Web Crypto opens a cookie node:crypto sealed");
+		assert.deepEqual(await store.unseal(sealed), record, "node:crypto opens a cookie Web Crypto sealed");
 	});
 });
