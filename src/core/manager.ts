@@ -106,7 +106,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		this.#sealed = isSealedCookieStore(store) ? store : null;
 		this.#store = isSealedCookieStore(store) ? null : store;
 		this.#maxCookieBytes = this.#sealed ? this.#sealed.maxCookieBytes : 64;
-		this.#lazy = this.#store?.synchronous === true && typeof hashToken(PROBE_TOKEN) === "string";
+		this.#lazy = this.#sealed ? this.#sealed.synchronous === true : this.#store?.synchronous === true && typeof hashToken(PROBE_TOKEN) === "string";
 	}
 
 	#emit(event: SessionEvent): void {

@@ -153,6 +153,8 @@ export interface SealedCookieStore {
 	readonly kind: "sealed-cookie";
 	/** The largest cookie value it will produce, in bytes; sealing more throws `SessionTooLargeError`. */
 	readonly maxCookieBytes: number;
+	/** `seal` and `unseal` answer with plain values, never promises: the session then loads only when first used. */
+	readonly synchronous?: boolean;
 	/** Encrypts and authenticates the record into a cookie-safe string. */
 	seal(record: StoredRecord): Awaitable<string>;
 	/** The record, or `null` if the value was tampered with, truncated, or sealed with an unknown key. */

@@ -104,6 +104,7 @@ export function cookieStore(options: CookieStoreOptions): SealedCookieStore {
 		name: "cookie",
 		kind: "sealed-cookie",
 		maxCookieBytes,
+		synchronous: sealer.synchronous,
 
 		seal(record: StoredRecord) {
 			const iv = globalThis.crypto.getRandomValues(new Uint8Array(IV_BYTES));
@@ -131,6 +132,7 @@ const nodeCrypto: typeof NodeCrypto | undefined = (() => {
 
 /** AES-256-GCM under the first key; opening tries every key. Ciphertext is followed by its 16-byte tag, as Web Crypto writes it. */
 interface Sealer {
+	readonly synchronous: boolean;
 	encrypt(iv: Uint8Array, plaintext: Uint8Array): Uint8Array | Promise<Uint8Array>;
 	/** The plaintext, or `null` when no key authenticates the bytes. */
 	decrypt(iv: Uint8Array, ciphertext: Uint8Array): Uint8Array | null | Promise<Uint8Array | null>;
@@ -139,6 +141,7 @@ interface Sealer {
 function nodeSealer(crypto: typeof NodeCrypto, secrets: readonly string[]): Sealer {
 	const keys = secrets.map((secret) => crypto.createSecretKey(new Uint8Array(crypto.hkdfSync("sha256", secret, new Uint8Array(0), KEY_INFO, 32))));
 	return {
+		synchronous: true,
 		encrypt(iv, plaintext) {
 			const cipher = crypto.createCipheriv("aes-256-gcm", keys[0]!, iv);
 			cipher.setAAD(ADDITIONAL_DATA);
@@ -180,6 +183,7 @@ function webSealer(secrets: readonly string[]): Sealer {
 	let keys: Promise<CryptoKey[]> | undefined;
 	const getKeys = (): Promise<CryptoKey[]> => (keys ??= Promise.all(secrets.map(deriveKey)));
 	return {
+		synchronous: false,
 		async encrypt(iv, plaintext) {
 			const [key] = await getKeys();
 			const ciphertext = await globalThis.crypto.subtle.encrypt({ name: "AES-GCM", iv: iv as Uint8Array<ArrayBuffer>, additionalData: ADDITIONAL_DATA }, key!, plaintext as Uint8Array<ArrayBuffer>);
