@@ -93,8 +93,37 @@ function settle(res: HookedResponse, hook: Hook, statusCode: number, call: () =>
 	return "later";
 }
 
-function hookedWriteHead(this: HookedResponse, ...args: unknown[]): ServerResponse {
+/**
+ * Moves the headers given to `writeHead(status, [message], headers)` onto the response, so the
+ * commit adds to them instead of being overwritten by them (Node sets those last): the session
+ * cookie joins a `Set-Cookie` the handler passed, and `Cache-Control: no-store` wins.
+ */
+function takeHeaders(res: ServerResponse, args: unknown[]): unknown[] {
+	const last = args[args.length - 1];
+	if (args.length < 2 || typeof last !== "object" || last === null) return args;
+	const pairs: Array<[string, unknown]> = [];
+	if (Array.isArray(last)) {
+		// [[name, value], …] or the raw [name, value, name, value, …]
+		if (Array.isArray(last[0])) for (const [name, value] of last as Array<[string, unknown]>) pairs.push([name, value]);
+		else for (let i = 0; i + 1 < last.length; i += 2) pairs.push([String(last[i]), last[i + 1]]);
+	} else {
+		for (const name of Object.keys(last)) pairs.push([name, (last as Record<string, unknown>)[name]]);
+	}
+	for (const [name, value] of pairs) {
+		if (value === undefined) continue;
+		if (name.toLowerCase() === "set-cookie") res.appendHeader(name, value as string | string[]);
+		else res.setHeader(name, value as string | number | string[]);
+	}
+	return args.slice(0, -1);
+}
+
+function hookedWriteHead(this: HookedResponse, ...given: unknown[]): ServerResponse {
 	const hook = this[HOOK]!;
+	if (hook.phase === "done") {
+		(hook.writeHead as (...a: unknown[]) => unknown).apply(this, given);
+		return this;
+	}
+	const args = takeHeaders(this, given);
 	const call = () => (hook.writeHead as (...a: unknown[]) => unknown).apply(this, args);
 	if (settle(this, hook, typeof args[0] === "number" ? args[0] : this.statusCode, call) === "now") call();
 	return this;

@@ -16,10 +16,15 @@ export function readSessionCookie(header: string | null | undefined, name: strin
 	const first = findCookie(header, name, 0);
 	if (first < 0) return { kind: "absent" };
 	if (findCookie(header, name, first + name.length + 1) >= 0) return { kind: "rejected", reason: "duplicated" };
-	const value = parse(header)[name];
+	// No percent-decoding: a token has one spelling, so logs and filters see what the store sees.
+	const value = parse(header, { decode: keepAsSent })[name];
 	if (value === undefined || value === "") return { kind: "absent" };
 	if (value.length > maxBytes) return { kind: "rejected", reason: "oversized" };
 	return { kind: "value", value };
+}
+
+function keepAsSent(value: string): string {
+	return value;
 }
 
 /** Index of `name=` at a cookie boundary in `header`, from `from`; -1 if none. */

@@ -9,6 +9,10 @@ describe("reading the session cookie", () => {
 		assert.deepEqual(readSessionCookie("a=1;sid=abc", "sid", 64), { kind: "value", value: "abc" });
 	});
 
+	it("reads the value as sent, without percent-decoding (a token has one spelling only)", () => {
+		assert.deepEqual(readSessionCookie("sid=%41bc", "sid", 64), { kind: "value", value: "%41bc" });
+	});
+
 	it("does not mistake a cookie whose name ends or starts with the session name", () => {
 		assert.deepEqual(readSessionCookie("xsid=abc; sidx=def", "sid", 64), { kind: "absent" });
 		assert.deepEqual(readSessionCookie("other=sid=abc", "sid", 64), { kind: "absent" });
