@@ -45,7 +45,8 @@ const list = (name: string) => option(name)?.split(",").map((s) => s.trim()).fil
 
 const quick = flag("quick");
 const settings = {
-	duration: Number(option("duration") ?? (quick ? 1 : 4)),
+	/** Measured 1-s windows of each scenario; each is paired with a window of the ceiling (ABBA order). */
+	duration: Number(option("duration") ?? (quick ? 1 : 2)),
 	/** Warm-up before a server's first scenario: a load run of this many seconds (JIT tiers up in ~2 s). */
 	warmupSeconds: quick ? 2 : 3,
 	/** Requests sent (16 at a time) from the driver before every scenario. */
@@ -192,13 +193,25 @@ async function readCounter(server: RunningServer, cookie: string | null): Promis
 }
 
 /**
- * The measured load: `seconds` back-to-back 1-second wrk runs. req/s, p50 and p99 are the best
+ * The measured load: `seconds` 1-second wrk windows on `url`. req/s, p50 and p99 are the best
  * window's (other processes share this machine and steal whole seconds at a time); requests,
  * duration and errors are the totals, which the per-request counters divide.
+ *
+ * With `ceilingUrl`, every window is paired with a 1-second window on the framework's
+ * no-session server, in ABBA order (ceiling, variant, variant, ceiling, …), so that the ratio
+ * compares loads a second apart and a drift of the machine's speed cancels out.
  */
-async function loadWindows(url: string, seconds: number, cookie: string | null): Promise<LoadResult & { windows: number[] }> {
+async function loadWindows(url: string, seconds: number, cookie: string | null, ceilingUrl: string | null = null): Promise<LoadResult & { windows: number[]; ceilingWindows: number[] | null }> {
 	const runs: LoadResult[] = [];
-	for (let i = 0; i < seconds; i++) runs.push(await load(url, { seconds: 1, connections: settings.connections, cookie }));
+	const ceilingWindows: number[] = [];
+	const ceilingWindow = async () => {
+		if (ceilingUrl) ceilingWindows.push(Math.round((await load(ceilingUrl, { seconds: 1, connections: settings.connections, cookie: null })).reqPerSec));
+	};
+	for (let i = 0; i < seconds; i++) {
+		if (i % 2 === 0) await ceilingWindow();
+		runs.push(await load(url, { seconds: 1, connections: settings.connections, cookie }));
+		if (i % 2 === 1 || i === seconds - 1) await ceilingWindow();
+	}
 	const best = runs.reduce((a, b) => (b.reqPerSec > a.reqPerSec ? b : a));
 	return {
 		requests: runs.reduce((s, r) => s + r.requests, 0),
@@ -208,6 +221,7 @@ async function loadWindows(url: string, seconds: number, cookie: string | null):
 		p50Ms: best.p50Ms,
 		p99Ms: best.p99Ms,
 		windows: runs.map((r) => Math.round(r.reqPerSec)),
+		ceilingWindows: ceilingUrl ? ceilingWindows : null,
 	};
 }
 
@@ -218,7 +232,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const entries: Entry[] = [];
 const storedBytes: StoredBytes[] = [];
 
-function blankEntry(variant: Variant, scenario: Entry["scenario"], result: LoadResult & { windows: number[] }): Entry {
+function blankEntry(variant: Variant, scenario: Entry["scenario"], result: LoadResult & { windows: number[]; ceilingWindows: number[] | null }): Entry {
 	return {
 		framework: variant.framework,
 		store: variant.store,
@@ -229,6 +243,7 @@ function blankEntry(variant: Variant, scenario: Entry["scenario"], result: LoadR
 		reqPerSec: result.reqPerSec,
 		windows: result.windows,
 		medianReqPerSec: median(result.windows),
+		ceilingWindows: result.ceilingWindows,
 		p50Ms: result.p50Ms,
 		p99Ms: result.p99Ms,
 		requests: result.requests,
@@ -279,6 +294,9 @@ async function measureStoredBytes(variant: Variant, server: RunningServer, login
 	}
 }
 
+/** The framework's no-session server, kept running while its variants are measured (paired windows). */
+let ceilingServer: RunningServer | null = null;
+
 async function runVariant(variant: Variant): Promise<void> {
 	log(`\n▶ ${describe(variant)}`);
 	try {
@@ -320,7 +338,8 @@ async function runVariant(variant: Variant): Promise<void> {
 			const statsBefore = await controlStats(server);
 			const redisBefore: RedisSnapshot | null = variant.store === "redis" ? await redis!.snapshot() : null;
 			const seconds = variant.kind === "ceiling" ? Math.ceil(settings.duration * 1.5) : settings.duration;
-			const result = await loadWindows(url, seconds, sendCookie);
+			const ceilingUrl = variant.kind !== "ceiling" && ceilingServer ? `http://127.0.0.1:${ceilingServer.port}/counter` : null;
+			const result = await loadWindows(url, seconds, sendCookie, ceilingUrl);
 			await sleep(250);
 			const redisAfter: RedisSnapshot | null = variant.store === "redis" ? await redis!.snapshot() : null;
 			const statsAfter = await controlStats(server);
@@ -384,9 +403,12 @@ async function runVariant(variant: Variant): Promise<void> {
 		}
 	} catch (error) {
 		skip(`${describe(variant)}: failed: ${(error as Error).message.split("\n")[0]}\n${server.process.output().slice(-1500)}`);
+		if (variant.kind === "ceiling") await server.process.stop();
 	} finally {
-		await server.process.stop();
+		if (variant.kind !== "ceiling") await server.process.stop();
 	}
+	const { child } = server.process;
+	if (variant.kind === "ceiling" && child.exitCode === null && child.signalCode === null) ceilingServer = server;
 }
 
 function median(values: number[]): number {
@@ -457,14 +479,22 @@ function fillRatios(): void {
 			e.ratioToCeiling = 1;
 			continue;
 		}
+		const paired = e.ceilingWindows?.length ? e.ceilingWindows : null;
 		const ceiling = ceilings.get(e.framework);
-		if (ceiling) {
+		if (paired) {
+			const variantSum = e.windows.reduce((a, b) => a + b, 0);
+			const ceilingSum = paired.reduce((a, b) => a + b, 0);
+			e.ratioToCeiling = variantSum / ceilingSum;
+			e.addedMicrosPerRequest = (1e6 * e.windows.length) / variantSum - (1e6 * paired.length) / ceilingSum;
+		} else if (ceiling) {
 			e.ratioToCeiling = e.reqPerSec / ceiling;
 			e.addedMicrosPerRequest = 1e6 / e.reqPerSec - 1e6 / ceiling;
 		}
+	}
+	for (const e of entries) {
 		if (e.kind === "sessionkit") {
 			const peer = entries.find((p) => p.kind === "peer" && p.framework === e.framework && p.store === e.store && p.scenario === e.scenario);
-			if (peer) e.ratioToPeer = e.reqPerSec / peer.reqPerSec;
+			if (peer) e.ratioToPeer = peer.ratioToCeiling && e.ratioToCeiling && peer.ceilingWindows && e.ceilingWindows ? e.ratioToCeiling / peer.ratioToCeiling : e.reqPerSec / peer.reqPerSec;
 		}
 	}
 }
@@ -493,8 +523,8 @@ function writeReport(micro: MicroResult[], startedAt: Date, loadBefore: number[]
 		versions,
 		settings: {
 			tool: toolVersion(),
-			"load settings": `${tool === "wrk" ? `wrk -t1 -c${settings.connections} -d1s --timeout 5s` : `autocannon -c ${settings.connections} -d 1`}, ${settings.duration} back-to-back 1-s windows per scenario (ceiling: ${Math.ceil(settings.duration * 1.5)})`,
-			"figures": "req/s, p50, p99: the best 1-s window (the median window's req/s is in latest.json); per-request counts: totals over all windows",
+			"load settings": `${tool === "wrk" ? `wrk -t1 -c${settings.connections} -d1s --timeout 5s` : `autocannon -c ${settings.connections} -d 1`}, ${settings.duration} 1-s windows per scenario, each paired with a 1-s window of the no-session server (its own first run: ${Math.ceil(settings.duration * 1.5)} windows)`,
+			"figures": "req/s, p50, p99: the best 1-s window (every window's req/s, and the paired ceiling windows, are in latest.json); ratios: paired windows (see below); per-request counts: totals over all windows",
 			pinning: hasTaskset ? "server: taskset -c 0 · load generator: taskset -c 1 · Redis/PostgreSQL: unpinned" : "none (taskset missing or one core)",
 			"warm-up": `${settings.warmupSeconds ? `${settings.warmupSeconds} s load before a server's first scenario, then ` : ""}${settings.warmupBurst} requests (16 at a time) before every scenario`,
 			"server env": "NODE_ENV=production, each server in its own process, sessionkit from the compiled src",
@@ -558,26 +588,39 @@ async function main(): Promise<void> {
 		for (const plan of plans) {
 			log(`\n━━ ${FRAMEWORK_LABEL[plan.framework]}`);
 			await runVariant({ framework: plan.framework, library: "none", kind: "ceiling", store: "none", storeModule: "", server: `${plan.framework}/none.mjs` });
-			const planStores = [...new Set<StoreName>([...plan.sessionkitStores, ...(Object.keys(plan.peer?.stores ?? {}) as StoreName[])])].filter((s) => stores.has(s));
-			for (const store of planStores) {
-				if ((store === "redis" && !redis) || (store === "postgres" && !postgres)) continue;
-				if (plan.sessionkitStores.includes(store)) {
-					const variant: Variant = { framework: plan.framework, library: "sessionkit", kind: "sessionkit", store, storeModule: store, server: `${plan.framework}/sessionkit.mjs` };
-					const missing = missingSource(plan.framework, store);
-					if (missing) skip(`${describe(variant)}: ${missing}`);
-					else await runVariant(variant);
-				}
-				const peerStore = plan.peer?.stores[store];
-				if (plan.peer && peerStore) {
-					await runVariant({ framework: plan.framework, library: plan.peer.library, kind: "peer", store, storeModule: peerStore, server: plan.peer.server });
-				}
+			try {
+				await runFrameworkVariants(plan, stores);
+			} finally {
+				await ceilingServer?.process.stop();
+				ceilingServer = null;
 			}
 		}
 	} finally {
 		await redis?.stop();
 		await postgres?.stop();
 	}
+	return finish(startedAt, loadBefore);
+}
 
+/** Every sessionkit and peer variant of one framework, on the stores of this run. */
+async function runFrameworkVariants(plan: (typeof PLAN)[number], stores: Set<StoreName>): Promise<void> {
+	const planStores = [...new Set<StoreName>([...plan.sessionkitStores, ...(Object.keys(plan.peer?.stores ?? {}) as StoreName[])])].filter((s) => stores.has(s));
+	for (const store of planStores) {
+		if ((store === "redis" && !redis) || (store === "postgres" && !postgres)) continue;
+		if (plan.sessionkitStores.includes(store)) {
+			const variant: Variant = { framework: plan.framework, library: "sessionkit", kind: "sessionkit", store, storeModule: store, server: `${plan.framework}/sessionkit.mjs` };
+			const missing = missingSource(plan.framework, store);
+			if (missing) skip(`${describe(variant)}: ${missing}`);
+			else await runVariant(variant);
+		}
+		const peerStore = plan.peer?.stores[store];
+		if (plan.peer && peerStore) {
+			await runVariant({ framework: plan.framework, library: plan.peer.library, kind: "peer", store, storeModule: peerStore, server: plan.peer.server });
+		}
+	}
+}
+
+async function finish(startedAt: Date, loadBefore: number[]): Promise<void> {
 	const micro = flag("no-micro") ? [] : (log("\n━━ micro-benchmarks"), await runMicro());
 	const report = writeReport(micro, startedAt, loadBefore);
 	log(`\n${terminalTable(report.entries)}`);

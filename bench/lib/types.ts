@@ -56,6 +56,9 @@ export interface Entry {
 	redisWritesPerRequest: number | null;
 	/** Counter scenario: (value read back − value before) / requests completed. */
 	incrementsKept: number | null;
+	/** req/s of the framework's no-session server in the 1-s windows paired with `windows` (ABBA order); null for the ceiling itself. */
+	ceilingWindows: number[] | null;
+	/** Sum of the variant's windows over the sum of the paired ceiling windows (or, unpaired, over the ceiling's best window). */
 	ratioToCeiling: number | null;
 	/** CPU time the session layer adds per request on the server core: 1/req·s − 1/ceiling req·s, in µs. */
 	addedMicrosPerRequest: number | null;

@@ -278,9 +278,9 @@ class Manager<Data extends object> implements SessionManager<Data> {
 					state.idleExpiresAt = idleExpiresAt;
 					setCookie = this.#cookieFor(state.token!, secure, now, expiresAt, false);
 				} else {
-					// A parallel request destroyed or renewed this session first: do not bring it back.
+					// A parallel request destroyed or renewed this session first: do not bring it back, and
+					// send no cookie, which could replace the renewed session's newer one in the browser.
 					this.#emit({ type: "session-lost", id: state.key!, reason: "destroyed-concurrently" });
-					setCookie = serializeExpiredCookie(this.options.cookie, secure);
 				}
 			}
 		} else if (state.stored && this.#touchDue(state, now)) {

@@ -153,6 +153,24 @@ describe("renew", () => {
 		assert.ok(events.some((e) => e.type === "session-renewed" && e.previousId === first.session.id));
 	});
 
+	it("a parallel request that commits after the renew sets no cookie, so it cannot log the browser out", async () => {
+		const { sessions, events } = setup();
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("cart", ["x"]))).setCookie);
+		const slow = await sessions.load(cookie);
+		slow.get("cart"); // the slow request has read the session before the login renews it
+		const login = await request(sessions, cookie, (s) => {
+			s.renew();
+			s.set("authenticated", true);
+		});
+		slow.set("lastPage", "/shop");
+		const late = await sessions.commit(slow, { secure: false });
+		assert.equal(late.setCookie, null, "no expired cookie that would replace the renewed one");
+		assert.ok(events.some((e) => e.type === "session-lost"));
+		const { session } = await request(sessions, cookieOf(login.setCookie));
+		assert.equal(session.get("authenticated"), true, "the renewed session is intact");
+		assert.equal(session.get("lastPage"), undefined, "the lost write did not land anywhere");
+	});
+
 	it("on a brand-new session simply creates it", async () => {
 		const { sessions } = setup();
 		const { setCookie, session } = await request(sessions, undefined, (s) => s.renew());
