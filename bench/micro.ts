@@ -6,7 +6,6 @@
  *
  *   node --import tsx bench/micro.ts [--quick] [--json=out.json]     (SESSIONKIT_DIST=… required)
  */
-import { createCipheriv, createDecipheriv, hash, hkdfSync, randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -101,33 +100,6 @@ if (cookieStoreModule) {
 	const sealed = cookieStoreModule.cookieStore({ secrets: [SECRET] });
 	bench.add("sessionkit cookieStore seal+unseal (login record)", async () => {
 		await sealed.unseal(await sealed.seal(record));
-	});
-}
-// What-ifs, not sessionkit code: the same AES-256-GCM + HKDF format through node:crypto's
-// synchronous API (no thread-pool hop per operation), and a one-shot SHA-256.
-{
-	const key = Buffer.from(hkdfSync("sha256", SECRET, new Uint8Array(0), "sessionkit cookie v1", 32));
-	const aad = Buffer.from("sessionkit session cookie v1");
-	const seal = (payload: unknown): string => {
-		const iv = randomBytes(12);
-		const cipher = createCipheriv("aes-256-gcm", key, iv);
-		cipher.setAAD(aad);
-		const body = Buffer.concat([cipher.update(JSON.stringify(payload), "utf8"), cipher.final()]);
-		return `v1.${Buffer.concat([iv, body, cipher.getAuthTag()]).toString("base64url")}`;
-	};
-	const unseal = (value: string): unknown => {
-		const bytes = Buffer.from(value.slice(3), "base64url");
-		const decipher = createDecipheriv("aes-256-gcm", key, bytes.subarray(0, 12));
-		decipher.setAAD(aad);
-		decipher.setAuthTag(bytes.subarray(bytes.length - 16));
-		return JSON.parse(Buffer.concat([decipher.update(bytes.subarray(12, bytes.length - 16)), decipher.final()]).toString("utf8"));
-	};
-	const payload = [record.createdAt, record.idleExpiresAt, record.absoluteExpiresAt, record.subject, record.data, record.flash];
-	bench.add("what-if: node:crypto sync AES-256-GCM seal+unseal (same format)", () => {
-		unseal(seal(payload));
-	});
-	bench.add("what-if: crypto.hash('sha256') one-shot", () => {
-		hash("sha256", token, "hex");
 	});
 }
 const ironData = { ...LOGIN, flash: { notice: "Welcome back, Ada!" } };
