@@ -17,6 +17,29 @@ const nodeCrypto: typeof NodeCrypto | undefined = (() => {
 // crypto.hash (Node ≥ 20.12, Bun, Deno) skips the Hash object: about half the cost per token.
 const oneShotHash = typeof nodeCrypto?.hash === "function" ? nodeCrypto.hash : undefined;
 
+// Tokens come from a pool refilled 4 KB at a time: one CSPRNG call per 128 tokens instead of one
+// each (about 0.2 µs a token instead of 3). Every byte is handed out once, and never leaves here
+// but as a token.
+const POOL_BYTES = 4096;
+let pool: Buffer | undefined;
+let poolOffset = POOL_BYTES;
+
+/** `length` CSPRNG bytes as unpadded base64url. */
+export function randomBase64Url(length: number): string {
+	if (nodeCrypto && typeof Buffer === "function" && length <= POOL_BYTES) {
+		if (pool === undefined) pool = Buffer.allocUnsafeSlow(POOL_BYTES);
+		if (poolOffset + length > POOL_BYTES) {
+			nodeCrypto.randomFillSync(pool);
+			poolOffset = 0;
+		}
+		const token = pool.toString("base64url", poolOffset, poolOffset + length);
+		pool.fill(0, poolOffset, poolOffset + length);
+		poolOffset += length;
+		return token;
+	}
+	return toBase64Url(randomBytes(length));
+}
+
 /** Fills a new array with `length` bytes from the platform CSPRNG. */
 export function randomBytes(length: number): Uint8Array {
 	if (nodeCrypto) return nodeCrypto.randomBytes(length);

@@ -1,4 +1,4 @@
-import { randomBytes, sha256Hex, toBase64Url } from "./crypto.js";
+import { randomBase64Url, sha256Hex } from "./crypto.js";
 
 /** Bytes of CSPRNG output in a token: 256 bits, far past any guessing. */
 export const TOKEN_BYTES = 32;
@@ -8,7 +8,7 @@ const KEY_PATTERN = /^[0-9a-f]{64}$/;
 
 /** A new session token: 32 random bytes, base64url (43 characters). Goes in the cookie only. */
 export function generateToken(): string {
-	return toBase64Url(randomBytes(TOKEN_BYTES));
+	return randomBase64Url(TOKEN_BYTES);
 }
 
 /** True if `value` has the exact shape of a token; anything else never reaches a store. */
