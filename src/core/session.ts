@@ -88,6 +88,36 @@ export interface LazyLoad {
 
 const MAX_KEY_LENGTH = 256;
 
+// Most requests record no change: until the first one, the change sets of a state share these
+// empty, never-filled instances (five fewer collections per request).
+class EmptySet extends Set<string> {
+	override add(): never {
+		throw new Error("sessionkit internal error: the shared empty set was written to");
+	}
+}
+class EmptyMap<V> extends Map<string, V> {
+	override set(): never {
+		throw new Error("sessionkit internal error: the shared empty map was written to");
+	}
+}
+const NO_KEYS: Set<string> = new EmptySet();
+const NO_NUMBERS: Map<string, number> = new EmptyMap<number>();
+const NO_STRINGS: Map<string, string> = new EmptyMap<string>();
+
+/** The state's own set under `field`, made on first write. */
+function keySet(state: SessionState, field: "deleted" | "setKeys" | "flashDeleted"): Set<string> {
+	const current = state[field];
+	return current === NO_KEYS ? (state[field] = new Set()) : current;
+}
+
+function incrementsOf(state: SessionState): Map<string, number> {
+	return state.increments === NO_NUMBERS ? (state.increments = new Map()) : state.increments;
+}
+
+function flashOutOf(state: SessionState): Map<string, string> {
+	return state.flashOut === NO_STRINGS ? (state.flashOut = new Map()) : state.flashOut;
+}
+
 function checkKey(key: unknown, what = "key"): asserts key is string {
 	if (typeof key !== "string" || key.length === 0 || key.length > MAX_KEY_LENGTH) {
 		throw new SessionUsageError(`a session ${what} must be a non-empty string of at most ${MAX_KEY_LENGTH} characters, got ${typeof key === "string" ? JSON.stringify(key.slice(0, 40)) : typeof key}.`);
@@ -170,11 +200,11 @@ export class Session<Data extends object = Record<string, unknown>> {
 			renewed: false,
 			retired: [],
 			clear: false,
-			deleted: new Set(),
-			setKeys: new Set(),
-			increments: new Map(),
-			flashDeleted: new Set(),
-			flashOut: new Map(),
+			deleted: NO_KEYS,
+			setKeys: NO_KEYS,
+			increments: NO_NUMBERS,
+			flashDeleted: NO_KEYS,
+			flashOut: NO_STRINGS,
 			subjectChanged: false,
 			data,
 			flashes,
@@ -237,7 +267,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 		const encoded = this.#codec.encode(value);
 		const state = this[STATE];
 		state.data.set(key, { encoded, value, decoded: true });
-		state.setKeys.add(key);
+		keySet(state, "setKeys").add(key);
 		state.increments.delete(key);
 		state.modified = true;
 	}
@@ -253,7 +283,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 		if (!state.data.delete(key)) return false;
 		state.setKeys.delete(key);
 		state.increments.delete(key);
-		state.deleted.add(key);
+		keySet(state, "deleted").add(key);
 		state.modified = true;
 		return true;
 	}
@@ -291,7 +321,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 		const next = ((current as number | undefined) ?? 0) + by;
 		const state = this[STATE];
 		state.data.set(key, { encoded: this.#codec.encode(next), value: next, decoded: true });
-		if (!state.setKeys.has(key)) state.increments.set(key, (state.increments.get(key) ?? 0) + by);
+		if (!state.setKeys.has(key)) incrementsOf(state).set(key, (state.increments.get(key) ?? 0) + by);
 		state.modified = true;
 		return next;
 	}
@@ -315,7 +345,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 		if (value === undefined) throw new SessionUsageError(`session.flash("${key}", undefined) is refused: flash a value.`);
 		const encoded = this.#codec.encode(value);
 		const state = this[STATE];
-		state.flashOut.set(key, encoded);
+		flashOutOf(state).set(key, encoded);
 		if (options?.now) state.flashes.set(key, { encoded, value, decoded: true, source: "now" });
 		state.modified = true;
 		return undefined;
@@ -391,7 +421,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 		if (entry === undefined) return undefined;
 		state.flashes.delete(key);
 		if (entry.source === "stored") {
-			state.flashDeleted.add(key);
+			keySet(state, "flashDeleted").add(key);
 			state.modified = true;
 		} else if (state.flashOut.get(key) === entry.encoded) {
 			state.flashOut.delete(key);
