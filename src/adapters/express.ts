@@ -1,8 +1,8 @@
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
 import { SessionNotLoadedError } from "../index.js";
-import { applyCommit, beforeHeaders } from "./node.js";
 import { isPromiseLike } from "./internal/common.js";
+import { commitBeforeHeaders } from "./internal/node-response.js";
 
 declare global {
 	// biome-ignore lint: Express's own augmentation point is a namespace.
@@ -29,16 +29,7 @@ declare global {
 export function sessionMiddleware<Data extends object = AppSessionData>(sessions: SessionManager<Data>): RequestHandler {
 	function start(req: Request, res: Response, next: NextFunction, session: Session<Data>): void {
 		(req as { session: unknown }).session = session;
-		beforeHeaders(
-			res,
-			(statusCode) => {
-				if (statusCode >= 500) return;
-				const result = sessions.commit(session, { secure: req.secure });
-				if (!isPromiseLike(result)) return applyCommit(res, result);
-				return result.then((settled) => applyCommit(res, settled));
-			},
-			next,
-		);
+		commitBeforeHeaders(res, sessions, session, () => req.secure, next);
 		next();
 	}
 	return (req: Request, res: Response, next: NextFunction): void => {
@@ -53,7 +44,6 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 		else start(req, res, next, loaded);
 	};
 }
-
 
 /** `req.session`, or `SessionNotLoadedError` when `sessionMiddleware` did not run for this request. */
 export function getSession<Data extends object = AppSessionData>(req: Request): Session<Data> {

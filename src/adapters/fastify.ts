@@ -22,7 +22,6 @@ const COMMITTED = Symbol("sessionkit.committed");
 
 type CommittableRequest = FastifyRequest & { [COMMITTED]?: true };
 
-
 /**
  * Fastify 5 plugin: sets `request.session` in an `onRequest` hook and commits it in `onSend`,
  * before the reply goes out, whatever the payload (a string, a Buffer, a stream, an error

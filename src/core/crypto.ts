@@ -8,7 +8,7 @@ import type * as NodeCrypto from "node:crypto";
 
 type GetBuiltinModule = (id: string) => unknown;
 
-const nodeCrypto: typeof NodeCrypto | undefined = (() => {
+export const nodeCrypto: typeof NodeCrypto | undefined = (() => {
 	const proc = (globalThis as { process?: { getBuiltinModule?: GetBuiltinModule } }).process;
 	const load = proc?.getBuiltinModule;
 	return typeof load === "function" ? (load("node:crypto") as typeof NodeCrypto) : undefined;

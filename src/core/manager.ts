@@ -27,7 +27,6 @@ export interface SessionInfo {
 	expiresAt: number;
 }
 
-/** Headers every response that sets the session cookie carries: no cache may keep or share it. */
 const NO_CHANGE: CommitResult = Object.freeze({ setCookie: null });
 
 const NOTHING_TO_LOAD = (): LazyLoad => ({ loaded: null, pending: null });
@@ -35,6 +34,7 @@ const NOTHING_TO_LOAD = (): LazyLoad => ({ loaded: null, pending: null });
 // Any well-formed token: tells at start-up whether hashing answers synchronously (node:crypto).
 const PROBE_TOKEN = "A".repeat(43);
 
+/** Headers every response that sets the session cookie carries: no cache may keep or share it. */
 export const SESSION_RESPONSE_HEADERS: Readonly<Record<string, string>> = Object.freeze({
 	"Cache-Control": "no-store",
 	Vary: "Cookie",

@@ -5,7 +5,7 @@
  * the same keys and write the same format, so either opens the other's cookies.
  */
 import type * as NodeCrypto from "node:crypto";
-import { fromBase64Url, toBase64Url } from "../core/crypto.js";
+import { fromBase64Url, nodeCrypto, toBase64Url } from "../core/crypto.js";
 import { SessionConfigError, SessionTooLargeError } from "../core/errors.js";
 import type { SealedCookieStore, StoredRecord } from "../core/store.js";
 
@@ -124,11 +124,6 @@ export function cookieStore(options: CookieStoreOptions): SealedCookieStore {
 		},
 	};
 }
-
-const nodeCrypto: typeof NodeCrypto | undefined = (() => {
-	const load = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process?.getBuiltinModule;
-	return typeof load === "function" ? (load("node:crypto") as typeof NodeCrypto) : undefined;
-})();
 
 /** AES-256-GCM under the first key; opening tries every key. Ciphertext is followed by its 16-byte tag, as Web Crypto writes it. */
 interface Sealer {

@@ -1,0 +1,176 @@
+/**
+ * Committing before a node:http response sends its headers: the machinery the node:http and
+ * Express adapters share. `applyCommit` and `beforeHeaders` are public through `sessionkit/node`.
+ */
+import type { ServerResponse } from "node:http";
+import type { CommitResult, Session, SessionManager } from "../../index.js";
+import { SESSION_RESPONSE_HEADERS } from "../../index.js";
+import { isPromiseLike } from "./common.js";
+
+/** Adds the session cookie and the headers that keep caches from storing or sharing it. */
+export function applyCommit(res: ServerResponse, result: CommitResult): void {
+	if (result.setCookie === null) return;
+	res.appendHeader("Set-Cookie", result.setCookie);
+	res.setHeader("Cache-Control", SESSION_RESPONSE_HEADERS["Cache-Control"]!);
+	const vary = res.getHeader("Vary");
+	const current = Array.isArray(vary) ? vary.join(", ") : vary === undefined ? "" : String(vary);
+	if (!/(^|,)\s*(cookie|\*)\s*(,|$)/i.test(current)) res.setHeader("Vary", current ? `${current}, Cookie` : "Cookie");
+}
+
+const HOOK = Symbol("sessionkit.beforeHeaders");
+
+interface Hook {
+	readonly commit: (statusCode: number) => void | PromiseLike<void>;
+	readonly onError: (error: unknown) => void;
+	readonly writeHead: ServerResponse["writeHead"];
+	readonly write: ServerResponse["write"];
+	readonly end: ServerResponse["end"];
+	readonly flushHeaders: ServerResponse["flushHeaders"];
+	phase: "waiting" | "committing" | "done";
+	/** Calls made while an asynchronous commit runs, replayed in order after it. */
+	queue: Array<() => void>;
+}
+
+type HookedResponse = ServerResponse & { [HOOK]?: Hook };
+
+function restore(res: HookedResponse, hook: Hook): void {
+	res.writeHead = hook.writeHead;
+	res.write = hook.write;
+	res.end = hook.end;
+	res.flushHeaders = hook.flushHeaders;
+	hook.phase = "done";
+}
+
+/**
+ * Starts the commit on the first call that would send headers. "now": the commit is done (it
+ * finished synchronously, or earlier), so the call goes through; "later": the call was queued
+ * behind a running commit; "dropped": the commit failed and `onError` answers instead.
+ */
+function settle(res: HookedResponse, hook: Hook, statusCode: number, call: () => void): "now" | "later" | "dropped" {
+	if (hook.phase === "done") return "now";
+	hook.queue.push(call);
+	if (hook.phase === "committing") return "later";
+	hook.phase = "committing";
+	let result: void | PromiseLike<void>;
+	try {
+		result = hook.commit(statusCode);
+	} catch (error) {
+		restore(res, hook);
+		hook.queue.length = 0;
+		hook.onError(error);
+		return "dropped";
+	}
+	if (!isPromiseLike(result)) {
+		restore(res, hook);
+		hook.queue.length = 0;
+		return "now";
+	}
+	result.then(
+		() => {
+			restore(res, hook);
+			for (const deferred of hook.queue.splice(0)) deferred();
+		},
+		(error: unknown) => {
+			restore(res, hook);
+			hook.queue.length = 0;
+			hook.onError(error);
+		},
+	);
+	return "later";
+}
+
+/**
+ * Moves the headers given to `writeHead(status, [message], headers)` onto the response, so the
+ * commit adds to them instead of being overwritten by them (Node sets those last): the session
+ * cookie joins a `Set-Cookie` the handler passed, and `Cache-Control: no-store` wins.
+ */
+function takeHeaders(res: ServerResponse, args: unknown[]): unknown[] {
+	const last = args[args.length - 1];
+	if (args.length < 2 || typeof last !== "object" || last === null) return args;
+	const pairs: Array<[string, unknown]> = [];
+	if (Array.isArray(last)) {
+		// [[name, value], …] or the raw [name, value, name, value, …]
+		if (Array.isArray(last[0])) for (const [name, value] of last as Array<[string, unknown]>) pairs.push([name, value]);
+		else for (let i = 0; i + 1 < last.length; i += 2) pairs.push([String(last[i]), last[i + 1]]);
+	} else {
+		for (const name of Object.keys(last)) pairs.push([name, (last as Record<string, unknown>)[name]]);
+	}
+	for (const [name, value] of pairs) {
+		if (value === undefined) continue;
+		if (name.toLowerCase() === "set-cookie") res.appendHeader(name, value as string | string[]);
+		else res.setHeader(name, value as string | number | string[]);
+	}
+	return args.slice(0, -1);
+}
+
+function hookedWriteHead(this: HookedResponse, ...given: unknown[]): ServerResponse {
+	const hook = this[HOOK]!;
+	if (hook.phase === "done") {
+		(hook.writeHead as (...a: unknown[]) => unknown).apply(this, given);
+		return this;
+	}
+	const args = takeHeaders(this, given);
+	const call = () => (hook.writeHead as (...a: unknown[]) => unknown).apply(this, args);
+	if (settle(this, hook, typeof args[0] === "number" ? args[0] : this.statusCode, call) === "now") call();
+	return this;
+}
+
+function hookedWrite(this: HookedResponse, ...args: unknown[]): boolean {
+	const hook = this[HOOK]!;
+	const call = () => (hook.write as (...a: unknown[]) => unknown).apply(this, args) as boolean;
+	return settle(this, hook, this.statusCode, call) === "now" ? call() : true;
+}
+
+function hookedEnd(this: HookedResponse, ...args: unknown[]): ServerResponse {
+	const hook = this[HOOK]!;
+	const call = () => (hook.end as (...a: unknown[]) => unknown).apply(this, args);
+	if (settle(this, hook, this.statusCode, call) === "now") call();
+	return this;
+}
+
+function hookedFlushHeaders(this: HookedResponse): void {
+	const hook = this[HOOK]!;
+	const call = () => hook.flushHeaders.call(this);
+	if (settle(this, hook, this.statusCode, call) === "now") call();
+}
+
+/**
+ * Runs `commit` once, before the response's headers go out, however the handler writes
+ * (`writeHead`, `write`, `end`, `flushHeaders`, a piped stream). A commit that completes
+ * synchronously lets the call through at once; while an asynchronous one runs, calls are
+ * queued and replayed in order afterwards. If `commit` fails, the queued calls are dropped,
+ * the response is left unsent, and `onError` decides what to send.
+ *
+ * `commit` receives the status code the response is about to be sent with.
+ */
+export function beforeHeaders(res: ServerResponse, commit: (statusCode: number) => void | PromiseLike<void>, onError: (error: unknown) => void): void {
+	const hooked = res as HookedResponse;
+	hooked[HOOK] = { commit, onError, writeHead: res.writeHead, write: res.write, end: res.end, flushHeaders: res.flushHeaders, phase: "waiting", queue: [] };
+	res.writeHead = hookedWriteHead as ServerResponse["writeHead"];
+	res.write = hookedWrite as ServerResponse["write"];
+	res.end = hookedEnd as ServerResponse["end"];
+	res.flushHeaders = hookedFlushHeaders;
+}
+
+/**
+ * Commits `session` before `res` sends its headers (unless the status is 500 or above) and adds
+ * the cookie it gives; `onError` answers if the commit fails. Shared by node:http and Express.
+ */
+export function commitBeforeHeaders<Data extends object>(
+	res: ServerResponse,
+	sessions: SessionManager<Data>,
+	session: Session<Data>,
+	isSecure: () => boolean,
+	onError: (error: unknown) => void,
+): void {
+	beforeHeaders(
+		res,
+		(statusCode) => {
+			if (statusCode >= 500) return;
+			const result = sessions.commit(session, { secure: isSecure() });
+			if (isPromiseLike(result)) return result.then((settled) => applyCommit(res, settled));
+			applyCommit(res, result);
+		},
+		onError,
+	);
+}
