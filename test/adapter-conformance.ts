@@ -31,8 +31,8 @@ import type { TestContext } from "node:test";
 import { createSessions } from "sessionkit";
 import type { AppSessionData, SessionManager, SessionOptions, SessionStore } from "sessionkit";
 import { memoryStore } from "sessionkit/stores/memory";
-import { CookieJar, setCookiesOf } from "./helpers/cookie-jar.js";
-import type { SetCookie } from "./helpers/cookie-jar.js";
+import { CookieJar, readReply } from "./helpers/cookie-jar.js";
+import type { Reply } from "./helpers/cookie-jar.js";
 
 /** A running server: its base URL (no trailing slash) and how to stop it. */
 export interface AdapterServer {
@@ -66,17 +66,6 @@ export async function listen(server: Server): Promise<AdapterServer> {
 	};
 }
 
-/** One response, read to the end. */
-interface Reply {
-	status: number;
-	body: string;
-	headers: Headers;
-	/** Every Set-Cookie line. */
-	cookies: SetCookie[];
-	/** The session cookie's Set-Cookie line, if the response has one. */
-	session: SetCookie | undefined;
-}
-
 class Client {
 	constructor(
 		readonly baseURL: string,
@@ -90,12 +79,11 @@ class Client {
 		const cookie = this.jar.header();
 		if (cookie !== undefined && !sent.has("cookie")) sent.set("cookie", cookie);
 		const response = await fetch(this.baseURL + path, { headers: sent, redirect: "manual" });
-		const body = await response.text();
+		const reply = await readReply(response, this.cookieName);
 		this.jar.update(response);
-		const cookies = setCookiesOf(response);
-		const sessionCookies = cookies.filter((c) => c.name === this.cookieName);
+		const sessionCookies = reply.cookies.filter((c) => c.name === this.cookieName);
 		assert.ok(sessionCookies.length <= 1, `at most one session Set-Cookie per response, got ${sessionCookies.length}`);
-		return { status: response.status, body, headers: response.headers, cookies, session: sessionCookies[0] };
+		return reply;
 	}
 
 	/** The session token the jar holds now. */

@@ -29,6 +29,24 @@ export function setCookiesOf(response: Response): SetCookie[] {
 	return response.headers.getSetCookie().map(parseSetCookie);
 }
 
+/** One response, read to the end. */
+export interface Reply {
+	status: number;
+	body: string;
+	headers: Headers;
+	/** Every Set-Cookie line. */
+	cookies: SetCookie[];
+	/** The session cookie's Set-Cookie line (the first, if several), or undefined. */
+	session: SetCookie | undefined;
+}
+
+/** Reads `response` to the end; `cookieName` names the session cookie. */
+export async function readReply(response: Response, cookieName: string): Promise<Reply> {
+	const body = await response.text();
+	const cookies = setCookiesOf(response);
+	return { status: response.status, body, headers: response.headers, cookies, session: cookies.find((c) => c.name === cookieName) };
+}
+
 function isRemoval(cookie: SetCookie): boolean {
 	const maxAge = cookie.attributes.get("max-age");
 	if (typeof maxAge === "string" && Number(maxAge) <= 0) return true;

@@ -25,8 +25,8 @@ import type { MemoryStore } from "sessionkit/stores/memory";
 import { listen } from "../adapter-conformance.js";
 import { testClock } from "../helpers/clock.js";
 import type { TestClock } from "../helpers/clock.js";
-import { setCookiesOf } from "../helpers/cookie-jar.js";
-import type { SetCookie } from "../helpers/cookie-jar.js";
+import { readReply } from "../helpers/cookie-jar.js";
+import type { Reply } from "../helpers/cookie-jar.js";
 import { countingStore } from "../helpers/counting-store.js";
 import { cookieOf, request } from "../helpers/round.js";
 
@@ -109,15 +109,6 @@ function routes(req: IncomingMessage, res: ServerResponse): void {
 	}
 }
 
-interface Reply {
-	status: number;
-	body: string;
-	headers: Headers;
-	cookies: SetCookie[];
-	/** The `sid` Set-Cookie, if any. */
-	session: SetCookie | undefined;
-}
-
 interface App {
 	url: string;
 	sessions: SessionManager<Data>;
@@ -132,10 +123,8 @@ interface App {
 	fetch(path: string, init?: { cookie?: string; headers?: Record<string, string>; method?: string; body?: string }): Promise<Reply>;
 }
 
-async function toReply(response: Response): Promise<Reply> {
-	const body = await response.text();
-	const cookies = setCookiesOf(response);
-	return { status: response.status, body, headers: response.headers, cookies, session: cookies.find((c) => c.name === "sid") };
+function toReply(response: Response): Promise<Reply> {
+	return readReply(response, "sid");
 }
 
 /**
