@@ -13,6 +13,7 @@
  *   --duration=N          seconds per measured run (default 4, quick 1)
  *   --connections=N       concurrent connections (default 10, as in the benchmark issue)
  *   --no-micro            skip the micro-benchmarks
+ *   --let-cpus-halt       do not hold /dev/cpu_dma_latency at 0 (see lib/cpu-latency.ts)
  *   --profile             instead of the matrix: CPU-profile sessionkit's Express and node:http servers
  *                         under the counter load, write bench/results/profile.md
  */
@@ -28,6 +29,7 @@ import { cpuModel, type PostgresService, type RedisService, type RedisSnapshot, 
 import type { Entry, Framework, Kind, MicroResult, Report, ScenarioName, StoredBytes, StoreName } from "./lib/types.js";
 import { FRAMEWORK_LABEL } from "./lib/types.js";
 import { profile } from "./lib/profile.js";
+import { holdCpuLatency } from "./lib/cpu-latency.js";
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = dirname(BENCH);
@@ -55,6 +57,7 @@ const settings = {
 	/** Sequential requests used to count Redis round trips. */
 	probeRequests: quick ? 10 : 20,
 };
+const cpuLatency = flag("let-cpus-halt") ? { description: "not held (--let-cpus-halt): idle cores may halt", release() {} } : holdCpuLatency();
 const onlyFrameworks = list("frameworks") as Framework[] | undefined;
 const onlyStores = list("stores") as StoreName[] | undefined;
 
@@ -525,6 +528,7 @@ function writeReport(micro: MicroResult[], startedAt: Date, loadBefore: number[]
 			tool: toolVersion(),
 			"load settings": `${tool === "wrk" ? `wrk -t1 -c${settings.connections} -d1s --timeout 5s` : `autocannon -c ${settings.connections} -d 1`}, ${settings.duration} 1-s windows per scenario, each paired with a 1-s window of the no-session server (its own first run: ${Math.ceil(settings.duration * 1.5)} windows)`,
 			"figures": "req/s, p50, p99: the best 1-s window (every window's req/s, and the paired ceiling windows, are in latest.json); ratios: paired windows (see below); per-request counts: totals over all windows",
+			"CPU idle": cpuLatency.description,
 			pinning: hasTaskset ? "server: taskset -c 0 · load generator: taskset -c 1 · Redis/PostgreSQL: unpinned" : "none (taskset missing or one core)",
 			"warm-up": `${settings.warmupSeconds ? `${settings.warmupSeconds} s load before a server's first scenario, then ` : ""}${settings.warmupBurst} requests (16 at a time) before every scenario`,
 			"server env": "NODE_ENV=production, each server in its own process, sessionkit from the compiled src",
@@ -558,6 +562,7 @@ async function main(): Promise<void> {
 	const startedAt = new Date();
 	const loadBefore = os.loadavg();
 	log(`sessionkit bench${quick ? " (quick)" : ""}: ${cpuModel()}, ${os.availableParallelism()} cores, Node ${process.version}, ${toolVersion()}${hasTaskset ? ", pinned (server core 0, load core 1)" : ", not pinned"}`);
+	log(`CPU idle: ${cpuLatency.description}`);
 	if (tool !== "wrk") log("note: wrk is not installed (apt-get install -y wrk); falling back to autocannon");
 	build();
 
@@ -637,4 +642,5 @@ try {
 	await main();
 } finally {
 	closeAgent();
+	cpuLatency.release();
 }

@@ -3,7 +3,7 @@ import { SessionError, SessionStoreError, SessionTooLargeError } from "./errors.
 import type { DestroyedSession, SessionEvent } from "./events.js";
 import type { ResolvedOptions, SessionOptions } from "./options.js";
 import { resolveOptions } from "./options.js";
-import { changesOf, encodedSize, recordOf, Session, STATE, stateSize, USED } from "./session.js";
+import { changesOf, recordOf, Session, STATE, stateSize, stateSizeBound, USED } from "./session.js";
 import type { LazyLoad, LoadedRecord, SessionState } from "./session.js";
 import { isPromiseLike, runSteps } from "./steps.js";
 import type { Steps } from "./steps.js";
@@ -240,8 +240,8 @@ class Manager<Data extends object> implements SessionManager<Data> {
 
 		if (state.modified) {
 			if (!state.stored) {
+				this.#checkSize(state);
 				const record = recordOf(state, idleExpiresAt);
-				this.#checkSize(record);
 				const token = generateToken();
 				const key = (yield hashToken(token)) as string;
 				const expiresAt = Math.min(idleExpiresAt, record.absoluteExpiresAt);
@@ -262,12 +262,12 @@ class Manager<Data extends object> implements SessionManager<Data> {
 				let written: boolean;
 				try {
 					if (store.merge) {
+						this.#checkSize(state);
 						const changes = changesOf(state, idleExpiresAt);
-						this.#checkSize(stateSize(state));
 						written = (yield store.merge(state.key!, changes, expiresAt)) as boolean;
 					} else {
+						this.#checkSize(state);
 						const record = recordOf(state, idleExpiresAt);
-						this.#checkSize(record);
 						written = (yield store.replace(state.key!, record, expiresAt)) as boolean;
 					}
 				} catch (error) {
@@ -316,8 +316,8 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		const now = this.options.clock();
 		if (state.modified || (state.stored && this.#touchDue(state, now))) {
 			const idleExpiresAt = Math.min(now + this.options.idleTimeoutMs, state.absoluteExpiresAt);
+			this.#checkSize(state);
 			const record = recordOf(state, idleExpiresAt);
-			this.#checkSize(record);
 			let value: string;
 			try {
 				value = (yield sealed.seal(record)) as string;
@@ -352,9 +352,12 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		return serializeSessionCookie(this.options.cookie, value, secure, maxAge);
 	}
 
-	#checkSize(recordOrSize: StoredRecord | number): void {
-		const size = typeof recordOrSize === "number" ? recordOrSize : encodedSize(recordOrSize);
-		if (size > this.options.maxSize) throw new SessionTooLargeError(size, this.options.maxSize);
+	/** Throws `SessionTooLargeError` when the record `state` would store is over `maxSize`. */
+	#checkSize(state: SessionState): void {
+		const maxSize = this.options.maxSize;
+		if (stateSizeBound(state) <= maxSize) return;
+		const size = stateSize(state);
+		if (size > maxSize) throw new SessionTooLargeError(size, maxSize);
 	}
 
 	/** Runs the `onDestroy` callbacks in order; a promise only if one of them returned one. */

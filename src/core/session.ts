@@ -58,6 +58,12 @@ export interface SessionState {
 	flashDeleted: Set<string>;
 	flashOut: Map<string, string>;
 	subjectChanged: boolean;
+	/**
+	 * The data as stored, shared with the store and never changed: `null` for a new, cleared or
+	 * destroyed session. Its keys are read (and decoded) only when the handler asks for them.
+	 */
+	base: Readonly<Record<string, string>> | null;
+	/** Over `base`: the entries this request read, set or incremented. `deleted` hides base keys. */
 	data: Map<string, DataEntry>;
 	flashes: Map<string, FlashEntry>;
 	/** Work the load started that must finish before the commit (see `LazyLoad`). */
@@ -118,6 +124,41 @@ function flashOutOf(state: SessionState): Map<string, string> {
 	return state.flashOut === NO_STRINGS ? (state.flashOut = new Map()) : state.flashOut;
 }
 
+/** True if the stored data (not this request's changes) holds `key`, and `delete` or `clear` has not hidden it. */
+function inBase(state: SessionState, key: string): boolean {
+	const base = state.base;
+	return base !== null && Object.hasOwn(base, key) && !isForbiddenKey(key) && !state.deleted.has(key);
+}
+
+/** The entry under `key` as this request sees it; a stored value gets its entry on first read. */
+function entryOf(state: SessionState, key: string): DataEntry | undefined {
+	const entry = state.data.get(key);
+	if (entry !== undefined || !inBase(state, key)) return entry;
+	const stored: DataEntry = { encoded: state.base![key]!, value: undefined, decoded: false };
+	state.data.set(key, stored);
+	return stored;
+}
+
+function hasKey(state: SessionState, key: string): boolean {
+	return state.data.has(key) || inBase(state, key);
+}
+
+/** Visits every key the session holds, stored ones in their stored order, then new ones. */
+function forEachEntry(state: SessionState, visit: (key: string, encoded: string) => void): void {
+	const base = state.base;
+	if (base !== null) {
+		for (const key of Object.keys(base)) {
+			if (isForbiddenKey(key)) continue;
+			const entry = state.data.get(key);
+			if (entry !== undefined) visit(key, entry.encoded);
+			else if (!state.deleted.has(key)) visit(key, base[key]!);
+		}
+	}
+	for (const [key, entry] of state.data) {
+		if (base === null || !Object.hasOwn(base, key)) visit(key, entry.encoded);
+	}
+}
+
 function checkKey(key: unknown, what = "key"): asserts key is string {
 	if (typeof key !== "string" || key.length === 0 || key.length > MAX_KEY_LENGTH) {
 		throw new SessionUsageError(`a session ${what} must be a non-empty string of at most ${MAX_KEY_LENGTH} characters, got ${typeof key === "string" ? JSON.stringify(key.slice(0, 40)) : typeof key}.`);
@@ -175,15 +216,11 @@ export class Session<Data extends object = Record<string, unknown>> {
 
 	#build(loaded: LoadedRecord | null, pending: Promise<void> | null): SessionState {
 		const createdAt = loaded ? loaded.record.createdAt : this.#now();
-		const data = new Map<string, DataEntry>();
 		const flashes = new Map<string, FlashEntry>();
 		if (loaded) {
-			const stored = loaded.record;
-			for (const key of Object.keys(stored.data)) {
-				if (!isForbiddenKey(key)) data.set(key, { encoded: stored.data[key]!, value: undefined, decoded: false });
-			}
-			for (const key of Object.keys(stored.flash)) {
-				if (!isForbiddenKey(key)) flashes.set(key, { encoded: stored.flash[key]!, value: undefined, decoded: false, source: "stored" });
+			const stored = loaded.record.flash;
+			for (const key of Object.keys(stored)) {
+				if (!isForbiddenKey(key)) flashes.set(key, { encoded: stored[key]!, value: undefined, decoded: false, source: "stored" });
 			}
 		}
 		return {
@@ -206,7 +243,8 @@ export class Session<Data extends object = Record<string, unknown>> {
 			flashDeleted: NO_KEYS,
 			flashOut: NO_STRINGS,
 			subjectChanged: false,
-			data,
+			base: loaded ? loaded.record.data : null,
+			data: new Map(),
 			flashes,
 			pending,
 		};
@@ -251,7 +289,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 
 	/** The value under `key`, or `undefined`. */
 	get<K extends keyof Data & string>(key: K): Data[K] | undefined {
-		const entry = this[STATE].data.get(key);
+		const entry = entryOf(this[STATE], key);
 		if (entry === undefined) return undefined;
 		if (!entry.decoded) {
 			entry.value = this.#codec.decode(entry.encoded);
@@ -274,13 +312,14 @@ export class Session<Data extends object = Record<string, unknown>> {
 
 	/** True if `key` holds a value. */
 	has(key: keyof Data & string): boolean {
-		return this[STATE].data.has(key);
+		return hasKey(this[STATE], key);
 	}
 
 	/** Removes `key`; true if it held a value. */
 	delete(key: keyof Data & string): boolean {
 		const state = this[STATE];
-		if (!state.data.delete(key)) return false;
+		if (!hasKey(state, key)) return false;
+		state.data.delete(key);
 		state.setKeys.delete(key);
 		state.increments.delete(key);
 		keySet(state, "deleted").add(key);
@@ -291,6 +330,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 	/** Removes all data (flash messages and the session itself stay). */
 	clear(): void {
 		const state = this[STATE];
+		state.base = null;
 		state.data.clear();
 		state.setKeys.clear();
 		state.increments.clear();
@@ -302,7 +342,9 @@ export class Session<Data extends object = Record<string, unknown>> {
 	/** A copy of all data. */
 	all(): Partial<Data> {
 		const out: Record<string, unknown> = {};
-		for (const key of this[STATE].data.keys()) out[key] = this.get(key as keyof Data & string);
+		forEachEntry(this[STATE], (key) => {
+			out[key] = this.get(key as keyof Data & string);
+		});
 		return out as Partial<Data>;
 	}
 
@@ -411,6 +453,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 		state.flashDeleted.clear();
 		state.flashOut.clear();
 		state.subjectChanged = false;
+		state.base = null;
 		state.data.clear();
 		state.flashes.clear();
 	}
@@ -438,20 +481,34 @@ export class Session<Data extends object = Record<string, unknown>> {
 	}
 }
 
-/** The operations recorded in `state`, for a store's `merge`. */
+// Most merges change one or two keys: the parts they leave empty are these shared, frozen ones.
+const NO_LIST: string[] = Object.freeze([]) as unknown as string[];
+const NO_STRING_VALUES: Record<string, string> = Object.freeze({}) as Record<string, string>;
+const NO_NUMBER_VALUES: Record<string, number> = Object.freeze({}) as Record<string, number>;
+
+/** The operations recorded in `state`, for a store's `merge`. Stores read them, never change them. */
 export function changesOf(state: SessionState, idleExpiresAt: number): RecordChanges {
-	const set: Record<string, string> = {};
-	for (const key of state.setKeys) set[key] = state.data.get(key)!.encoded;
-	const increment: Record<string, number> = {};
-	for (const [key, by] of state.increments) increment[key] = by;
-	const flashSet: Record<string, string> = {};
-	for (const [key, encoded] of state.flashOut) flashSet[key] = encoded;
+	let set = NO_STRING_VALUES;
+	if (state.setKeys.size > 0) {
+		set = {};
+		for (const key of state.setKeys) set[key] = state.data.get(key)!.encoded;
+	}
+	let increment = NO_NUMBER_VALUES;
+	if (state.increments.size > 0) {
+		increment = {};
+		for (const [key, by] of state.increments) increment[key] = by;
+	}
+	let flashSet = NO_STRING_VALUES;
+	if (state.flashOut.size > 0) {
+		flashSet = {};
+		for (const [key, encoded] of state.flashOut) flashSet[key] = encoded;
+	}
 	return {
 		clear: state.clear,
-		delete: [...state.deleted],
+		delete: state.deleted.size > 0 ? [...state.deleted] : NO_LIST,
 		set,
 		increment,
-		flashDelete: [...state.flashDeleted],
+		flashDelete: state.flashDeleted.size > 0 ? [...state.flashDeleted] : NO_LIST,
 		flashSet,
 		subject: state.subjectChanged ? state.subject : undefined,
 		idleExpiresAt,
@@ -461,7 +518,9 @@ export function changesOf(state: SessionState, idleExpiresAt: number): RecordCha
 /** The whole record as this request sees it, for a new key or a store without `merge`. */
 export function recordOf(state: SessionState, idleExpiresAt: number): StoredRecord {
 	const data: Record<string, string> = {};
-	for (const [key, entry] of state.data) data[key] = entry.encoded;
+	forEachEntry(state, (key, encoded) => {
+		data[key] = encoded;
+	});
 	const flash: Record<string, string> = {};
 	for (const [key, entry] of state.flashes) if (entry.source === "stored") flash[key] = entry.encoded;
 	for (const [key, encoded] of state.flashOut) flash[key] = encoded;
@@ -475,23 +534,34 @@ export function recordOf(state: SessionState, idleExpiresAt: number): StoredReco
 	};
 }
 
-/** UTF-8 bytes the session's data and flash take once encoded, as `recordOf` would store them. */
-export function stateSize(state: SessionState): number {
+/** Sums `measure` over every key and encoded value that `recordOf` would store (data and flash). */
+function measureState(state: SessionState, measure: (text: string) => number): number {
 	let size = 0;
-	for (const [key, entry] of state.data) size += utf8Length(key) + utf8Length(entry.encoded);
+	forEachEntry(state, (key, encoded) => {
+		size += measure(key) + measure(encoded);
+	});
 	for (const [key, entry] of state.flashes) {
-		if (entry.source === "stored" && !state.flashOut.has(key)) size += utf8Length(key) + utf8Length(entry.encoded);
+		if (entry.source === "stored" && !state.flashOut.has(key)) size += measure(key) + measure(entry.encoded);
 	}
-	for (const [key, encoded] of state.flashOut) size += utf8Length(key) + utf8Length(encoded);
+	for (const [key, encoded] of state.flashOut) size += measure(key) + measure(encoded);
 	return size;
 }
 
-/** UTF-8 bytes the record's data and flash take once encoded (keys and values). */
-export function encodedSize(record: StoredRecord): number {
-	let size = 0;
-	for (const key of Object.keys(record.data)) size += utf8Length(key) + utf8Length(record.data[key]!);
-	for (const key of Object.keys(record.flash)) size += utf8Length(key) + utf8Length(record.flash[key]!);
-	return size;
+/** UTF-8 bytes the session's data and flash take once encoded, as `recordOf` would store them. */
+export function stateSize(state: SessionState): number {
+	return measureState(state, utf8Length);
+}
+
+/**
+ * An upper bound of `stateSize` that reads no characters: a UTF-16 unit never takes more than
+ * 3 UTF-8 bytes. When it is under the limit, the exact count is not needed.
+ */
+export function stateSizeBound(state: SessionState): number {
+	return measureState(state, maxUtf8Length);
+}
+
+function maxUtf8Length(text: string): number {
+	return 3 * text.length;
 }
 
 function utf8Length(text: string): number {

@@ -72,6 +72,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): MemoryStore {
 		const entry = entries.get(key);
 		if (!entry) return false;
 		entries.delete(key);
+		if (key === newest) newest = undefined;
 		unindex(key, entry.record.subject);
 		return true;
 	}
@@ -86,15 +87,37 @@ export function memoryStore(options: MemoryStoreOptions = {}): MemoryStore {
 		return entry;
 	}
 
+	// The key at the end of `entries` (the most recently used): moving it there again is a no-op.
+	let newest: string | undefined;
+
+	function markUsed(key: string, entry: Entry): void {
+		if (key === newest) return;
+		entries.delete(key);
+		entries.set(key, entry);
+		newest = key;
+	}
+
 	function put(key: string, record: StoredRecord, expiresAt: number): void {
 		const previous = entries.get(key);
-		if (previous) entries.delete(key);
-		if (previous?.record.subject !== record.subject) {
-			if (previous) unindex(key, previous.record.subject);
+		if (previous) {
+			update(key, previous, record, expiresAt);
+			return;
+		}
+		index(key, record.subject);
+		entries.set(key, { record, expiresAt });
+		newest = key;
+		while (entries.size > maxSessions) remove(entries.keys().next().value!);
+	}
+
+	/** Replaces the record of a present entry in place. */
+	function update(key: string, entry: Entry, record: StoredRecord, expiresAt: number): void {
+		if (entry.record.subject !== record.subject) {
+			unindex(key, entry.record.subject);
 			index(key, record.subject);
 		}
-		entries.set(key, { record, expiresAt });
-		while (entries.size > maxSessions) remove(entries.keys().next().value!);
+		entry.record = record;
+		entry.expiresAt = expiresAt;
+		markUsed(key, entry);
 	}
 
 	function sweep(): number {
@@ -121,8 +144,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): MemoryStore {
 		get(key) {
 			const entry = live(key);
 			if (!entry) return null;
-			entries.delete(key);
-			entries.set(key, entry);
+			markUsed(key, entry);
 			// Stored records are never changed in place (touch and merge replace them), so the
 			// caller may share this one; it must not change it either.
 			return entry.record;
@@ -131,14 +153,15 @@ export function memoryStore(options: MemoryStoreOptions = {}): MemoryStore {
 			put(key, copy(record), expiresAt);
 		},
 		replace(key, record, expiresAt) {
-			if (!live(key)) return false;
-			put(key, copy(record), expiresAt);
+			const entry = live(key);
+			if (!entry) return false;
+			update(key, entry, copy(record), expiresAt);
 			return true;
 		},
 		merge(key: string, changes: RecordChanges, expiresAt: number) {
 			const entry = live(key);
 			if (!entry) return false;
-			put(key, applyChanges(entry.record, changes), expiresAt);
+			update(key, entry, applyChanges(entry.record, changes), expiresAt);
 			return true;
 		},
 		delete(key) {

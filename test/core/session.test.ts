@@ -87,6 +87,43 @@ describe("Session data", () => {
 		});
 	});
 
+	it("stored keys: delete, re-set and clear in a later request are seen at once and stored", async () => {
+		const sessions = setup();
+		const first = await request(sessions, undefined, (s) => {
+			s.set("userId", 7);
+			s.set("name", "Ann");
+			s.set("tags", ["x"]);
+		});
+		const cookie = cookieOf(first.setCookie);
+		await request(sessions, cookie, (s) => {
+			assert.equal(s.has("name"), true);
+			assert.equal(s.delete("name"), true);
+			assert.equal(s.has("name"), false);
+			assert.equal(s.get("name"), undefined);
+			assert.equal(s.delete("name"), false);
+			assert.deepEqual(s.all(), { userId: 7, tags: ["x"] });
+			s.set("userId", 8);
+			assert.deepEqual(s.all(), { userId: 8, tags: ["x"] });
+		});
+		const second = await request(sessions, cookie, (s) => {
+			assert.deepEqual(s.all(), { userId: 8, tags: ["x"] });
+			s.delete("tags");
+			s.set("tags", ["y"]);
+			assert.deepEqual(s.get("tags"), ["y"]);
+		});
+		assert.equal(second.setCookie, null, "an existing session keeps its cookie");
+		await request(sessions, cookie, (s) => {
+			assert.deepEqual(s.all(), { userId: 8, tags: ["y"] });
+			s.clear();
+			assert.equal(s.has("userId"), false);
+			assert.equal(s.get("tags"), undefined);
+			s.set("name", "Bob");
+			assert.deepEqual(s.all(), { name: "Bob" });
+		});
+		const { session } = await request(sessions, cookie);
+		assert.deepEqual(session.all(), { name: "Bob" });
+	});
+
 	it("persists data between requests", async () => {
 		const sessions = setup();
 		const first = await request(sessions, undefined, (s) => {

@@ -495,6 +495,17 @@ describe("maxSize", () => {
 		assert.equal((await app.fetch("/whoami", { cookie: `sid=${token}` })).body, "alice");
 	});
 
+	it("counts UTF-8 bytes: a record of exactly maxSize bytes fits, one byte more is refused", async () => {
+		const sessions = createSessions<Data>({ store: memoryStore({ sweepInterval: 0 }), maxSize: 256 });
+		// "kk" (2 bytes) + the JSON string: 2 quotes + 126 × "é" (2 bytes each) = 256 bytes.
+		const exact = await sessions.load(undefined);
+		exact.set("kk", "é".repeat(126));
+		assert.notEqual((await sessions.commit(exact, { secure: false })).setCookie, null);
+		const over = await sessions.load(undefined);
+		over.set("kk", `${"é".repeat(126)}a`);
+		await assert.rejects(async () => sessions.commit(over, { secure: false }), (error: unknown) => error instanceof SessionTooLargeError && error.size === 257);
+	});
+
 	it("counts flash messages and key names toward the limit", async () => {
 		const sessions = createSessions<Data>({ store: memoryStore({ sweepInterval: 0 }), maxSize: 256 });
 		const flashed = await sessions.load(undefined);

@@ -43,12 +43,11 @@ function restore(res: HookedResponse, hook: Hook): void {
 
 /**
  * Starts the commit on the first call that would send headers. "now": the commit is done (it
- * finished synchronously, or earlier), so the call goes through; "later": the call was queued
- * behind a running commit; "dropped": the commit failed and `onError` answers instead.
+ * finished synchronously, or earlier), so the call goes through; "later": the caller queues its
+ * call behind a running commit; "dropped": the commit failed and `onError` answers instead.
  */
-function settle(res: HookedResponse, hook: Hook, statusCode: number, call: () => void): "now" | "later" | "dropped" {
+function settle(res: HookedResponse, hook: Hook, statusCode: number): "now" | "later" | "dropped" {
 	if (hook.phase === "done") return "now";
-	hook.queue.push(call);
 	if (hook.phase === "committing") return "later";
 	hook.phase = "committing";
 	let result: void | PromiseLike<void>;
@@ -56,13 +55,11 @@ function settle(res: HookedResponse, hook: Hook, statusCode: number, call: () =>
 		result = hook.commit(statusCode);
 	} catch (error) {
 		restore(res, hook);
-		hook.queue.length = 0;
 		hook.onError(error);
 		return "dropped";
 	}
 	if (!isPromiseLike(result)) {
 		restore(res, hook);
-		hook.queue.length = 0;
 		return "now";
 	}
 	result.then(
@@ -110,28 +107,33 @@ function hookedWriteHead(this: HookedResponse, ...given: unknown[]): ServerRespo
 		return this;
 	}
 	const args = takeHeaders(this, given);
-	const call = () => (hook.writeHead as (...a: unknown[]) => unknown).apply(this, args);
-	if (settle(this, hook, typeof args[0] === "number" ? args[0] : this.statusCode, call) === "now") call();
+	const outcome = settle(this, hook, typeof args[0] === "number" ? args[0] : this.statusCode);
+	if (outcome === "now") (hook.writeHead as (...a: unknown[]) => unknown).apply(this, args);
+	else if (outcome === "later") hook.queue.push(() => (hook.writeHead as (...a: unknown[]) => unknown).apply(this, args));
 	return this;
 }
 
 function hookedWrite(this: HookedResponse, ...args: unknown[]): boolean {
 	const hook = this[HOOK]!;
-	const call = () => (hook.write as (...a: unknown[]) => unknown).apply(this, args) as boolean;
-	return settle(this, hook, this.statusCode, call) === "now" ? call() : true;
+	const outcome = settle(this, hook, this.statusCode);
+	if (outcome === "now") return (hook.write as (...a: unknown[]) => boolean).apply(this, args);
+	if (outcome === "later") hook.queue.push(() => (hook.write as (...a: unknown[]) => unknown).apply(this, args));
+	return true;
 }
 
 function hookedEnd(this: HookedResponse, ...args: unknown[]): ServerResponse {
 	const hook = this[HOOK]!;
-	const call = () => (hook.end as (...a: unknown[]) => unknown).apply(this, args);
-	if (settle(this, hook, this.statusCode, call) === "now") call();
+	const outcome = settle(this, hook, this.statusCode);
+	if (outcome === "now") (hook.end as (...a: unknown[]) => unknown).apply(this, args);
+	else if (outcome === "later") hook.queue.push(() => (hook.end as (...a: unknown[]) => unknown).apply(this, args));
 	return this;
 }
 
 function hookedFlushHeaders(this: HookedResponse): void {
 	const hook = this[HOOK]!;
-	const call = () => hook.flushHeaders.call(this);
-	if (settle(this, hook, this.statusCode, call) === "now") call();
+	const outcome = settle(this, hook, this.statusCode);
+	if (outcome === "now") hook.flushHeaders.call(this);
+	else if (outcome === "later") hook.queue.push(() => hook.flushHeaders.call(this));
 }
 
 /**
