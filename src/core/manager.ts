@@ -130,7 +130,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		const { codec, clock, idleTimeoutMs, absoluteTimeoutMs } = this.options;
 		if (cookieHeader === undefined || cookieHeader === null || cookieHeader === "") return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, NOTHING_TO_LOAD);
 		if (this.#lazy) return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, () => this.#loadLazily(cookieHeader));
-		const loaded = runSteps(this.#loadSteps(cookieHeader, null));
+		const loaded = runSteps(this.#loadSteps(cookieHeader));
 		return isPromiseLike(loaded) ? loaded.then((record) => this.#sessionOf(record)) : this.#sessionOf(loaded);
 	}
 
@@ -139,61 +139,105 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, loaded ?? undefined);
 	}
 
+	/**
+	 * The load of a synchronous store (memory) or sealed cookie, without a generator: it runs on
+	 * every request that uses its session. The rare expired record goes through `#dropExpired`.
+	 */
 	#loadLazily(cookieHeader: string): LazyLoad {
-		const deferred: Array<Promise<void>> = [];
-		const loaded = runSteps(this.#loadSteps(cookieHeader, deferred));
-		if (isPromiseLike(loaded)) {
-			throw new SessionStoreError(this.options.store.name, "the store says it is synchronous but returned a promise; drop `synchronous: true` from it.");
+		const value = this.#cookieValue(cookieHeader);
+		if (value === null) return { loaded: null, pending: null };
+		if (this.#sealed) {
+			let record: StoredRecord | null;
+			try {
+				record = this.#settled(this.#sealed.unseal(value));
+			} catch (error) {
+				throw this.#storeError("unseal", error);
+			}
+			return { loaded: this.#unsealed(record), pending: null };
 		}
-		if (deferred.length === 0) return { loaded, pending: null };
+		const key = hashToken(value) as string;
+		let record: StoredRecord | null;
+		try {
+			record = this.#settled(this.#store!.get(key));
+		} catch (error) {
+			throw this.#storeError("get", error);
+		}
+		const loaded = this.#liveRecord(value, key, record);
+		if (loaded !== undefined) return { loaded, pending: null };
+		const deferred: Array<Promise<void>> = [];
+		this.#settled(runSteps(this.#dropExpired(key, record!, deferred)));
+		if (deferred.length === 0) return { loaded: null, pending: null };
 		const pending = Promise.all(deferred).then(() => undefined);
 		// Awaited by commit; until then a rejection must not count as unhandled.
 		pending.catch(() => undefined);
-		return { loaded, pending };
+		return { loaded: null, pending };
 	}
 
-	/**
-	 * Reads the cookie and loads its record: `null` for no session. An expired record is deleted;
-	 * `deferred` collects the `onDestroy` work a lazy load cannot wait for (commit waits instead).
-	 */
-	*#loadSteps(cookieHeader: string, deferred: Array<Promise<void>> | null): Steps<LoadedRecord | null> {
+	/** A synchronous store's answer; a promise means it is not synchronous after all. */
+	#settled<T>(value: T | PromiseLike<T>): T {
+		if (isPromiseLike(value)) {
+			throw new SessionStoreError(this.options.store.name, "the store says it is synchronous but returned a promise; drop `synchronous: true` from it.");
+		}
+		return value;
+	}
+
+	/** Reads the cookie and loads its record, for any store: `null` for no session. An expired record is deleted. */
+	*#loadSteps(cookieHeader: string): Steps<LoadedRecord | null> {
+		const value = this.#cookieValue(cookieHeader);
+		if (value === null) return null;
+		if (this.#sealed) {
+			let record: StoredRecord | null;
+			try {
+				record = (yield this.#sealed.unseal(value)) as StoredRecord | null;
+			} catch (error) {
+				throw this.#storeError("unseal", error);
+			}
+			return this.#unsealed(record);
+		}
+		const key = (yield hashToken(value)) as string;
+		let record: StoredRecord | null;
+		try {
+			record = (yield this.#store!.get(key)) as StoredRecord | null;
+		} catch (error) {
+			throw this.#storeError("get", error);
+		}
+		const loaded = this.#liveRecord(value, key, record);
+		if (loaded !== undefined) return loaded;
+		yield* this.#dropExpired(key, record!, null);
+		return null;
+	}
+
+	/** The session cookie's value, or `null` (with the event saying why) when there is none to load. */
+	#cookieValue(cookieHeader: string): string | null {
 		const read = readSessionCookie(cookieHeader, this.cookieName, this.#maxCookieBytes);
 		if (read.kind === "absent") return null;
 		if (read.kind === "rejected") {
 			this.#emit({ type: "cookie-rejected", reason: read.reason });
 			return null;
 		}
-		if (this.#sealed) {
-			let record: StoredRecord | null;
-			try {
-				record = (yield this.#sealed.unseal(read.value)) as StoredRecord | null;
-			} catch (error) {
-				throw this.#storeError("unseal", error);
-			}
-			if (record === null) {
-				this.#emit({ type: "cookie-rejected", reason: "unsealable" });
-				return null;
-			}
-			const reason = this.#expiryReason(record);
-			if (reason !== null) {
-				this.#emit({ type: "session-expired", id: null, reason });
-				return null;
-			}
-			return { token: null, key: null, record };
-		}
-		const store = this.#store!;
-		const token = read.value;
-		if (!isWellFormedToken(token)) {
+		if (!this.#sealed && !isWellFormedToken(read.value)) {
 			this.#emit({ type: "cookie-rejected", reason: "malformed" });
 			return null;
 		}
-		const key = (yield hashToken(token)) as string;
-		let record: StoredRecord | null;
-		try {
-			record = (yield store.get(key)) as StoredRecord | null;
-		} catch (error) {
-			throw this.#storeError("get", error);
+		return read.value;
+	}
+
+	/** An unsealed cookie's record if it is live; `null` otherwise. */
+	#unsealed(record: StoredRecord | null): LoadedRecord | null {
+		if (record === null) {
+			this.#emit({ type: "cookie-rejected", reason: "unsealable" });
+			return null;
 		}
+		const reason = this.#expiryReason(record);
+		if (reason !== null) {
+			this.#emit({ type: "session-expired", id: null, reason });
+			return null;
+		}
+		return { token: null, key: null, record };
+	}
+
+	/** The loaded record if it is live; `null` if there is none; `undefined` if it expired (to drop). */
+	#liveRecord(token: string, key: string, record: StoredRecord | null): LoadedRecord | null | undefined {
 		if (record === null) {
 			this.#emit({ type: "session-unknown", id: key });
 			return null;
@@ -201,8 +245,13 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		const reason = this.#expiryReason(record);
 		if (reason === null) return { token, key, record };
 		this.#emit({ type: "session-expired", id: key, reason });
+		return undefined;
+	}
+
+	/** Deletes an expired record and tells `onDestroy`; a lazy load defers that to `deferred`. */
+	*#dropExpired(key: string, record: StoredRecord, deferred: Array<Promise<void>> | null): Steps<void> {
 		try {
-			yield store.delete(key);
+			yield this.#store!.delete(key);
 		} catch (error) {
 			throw this.#storeError("delete", error);
 		}
@@ -211,7 +260,6 @@ class Manager<Data extends object> implements SessionManager<Data> {
 			if (deferred) deferred.push(notified);
 			else yield notified;
 		}
-		return null;
 	}
 
 	#expiryReason(record: StoredRecord): "absolute" | "idle" | null {
@@ -223,6 +271,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		// Never read nor changed in this request: nothing to write, nothing to refresh.
 		if (!session[USED]) return NO_CHANGE;
 		const state = session[STATE];
+		if (this.#nothingToCommit(state)) return NO_CHANGE;
 		const secure = this.options.cookie.secure === "auto" ? request.secure : this.options.cookie.secure;
 		return runSteps(this.#sealed ? this.#commitSealed(this.#sealed, state, secure) : this.#commitStored(this.#store!, state, secure));
 	}
@@ -337,6 +386,11 @@ class Manager<Data extends object> implements SessionManager<Data> {
 			return { setCookie: serializeExpiredCookie(this.options.cookie, secure) };
 		}
 		return NO_CHANGE;
+	}
+
+	/** Read but not changed, nothing retired, no touch due: the common read-only request. */
+	#nothingToCommit(state: SessionState): boolean {
+		return !state.modified && !state.destroyed && state.pending === null && state.retired.length === 0 && !(state.stored && this.#touchDue(state, this.options.clock()));
 	}
 
 	#touchDue(state: SessionState, now: number): boolean {
