@@ -143,20 +143,25 @@ function hasKey(state: SessionState, key: string): boolean {
 	return state.data.has(key) || inBase(state, key);
 }
 
-/** Visits every key the session holds, stored ones in their stored order, then new ones. */
-function forEachEntry(state: SessionState, visit: (key: string, encoded: string) => void): void {
+/**
+ * Folds over every key the session holds and its encoded value, stored keys in their stored
+ * order, then new ones. (A fold, so the size check on every commit allocates no closure.)
+ */
+function foldEntries<A>(state: SessionState, step: (acc: A, key: string, encoded: string) => A, initial: A): A {
+	let acc = initial;
 	const base = state.base;
 	if (base !== null) {
 		for (const key of Object.keys(base)) {
 			if (isForbiddenKey(key)) continue;
 			const entry = state.data.get(key);
-			if (entry !== undefined) visit(key, entry.encoded);
-			else if (!state.deleted.has(key)) visit(key, base[key]!);
+			if (entry !== undefined) acc = step(acc, key, entry.encoded);
+			else if (!state.deleted.has(key)) acc = step(acc, key, base[key]!);
 		}
 	}
 	for (const [key, entry] of state.data) {
-		if (base === null || !Object.hasOwn(base, key)) visit(key, entry.encoded);
+		if (base === null || !Object.hasOwn(base, key)) acc = step(acc, key, entry.encoded);
 	}
+	return acc;
 }
 
 function checkKey(key: unknown, what = "key"): asserts key is string {
@@ -342,9 +347,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 	/** A copy of all data. */
 	all(): Partial<Data> {
 		const out: Record<string, unknown> = {};
-		forEachEntry(this[STATE], (key) => {
-			out[key] = this.get(key as keyof Data & string);
-		});
+		for (const key of foldEntries(this[STATE], collectKey, [])) out[key] = this.get(key as keyof Data & string);
 		return out as Partial<Data>;
 	}
 
@@ -517,10 +520,7 @@ export function changesOf(state: SessionState, idleExpiresAt: number): RecordCha
 
 /** The whole record as this request sees it, for a new key or a store without `merge`. */
 export function recordOf(state: SessionState, idleExpiresAt: number): StoredRecord {
-	const data: Record<string, string> = {};
-	forEachEntry(state, (key, encoded) => {
-		data[key] = encoded;
-	});
+	const data = foldEntries<Record<string, string>>(state, collectEntry, {});
 	const flash: Record<string, string> = {};
 	for (const [key, entry] of state.flashes) if (entry.source === "stored") flash[key] = entry.encoded;
 	for (const [key, encoded] of state.flashOut) flash[key] = encoded;
@@ -534,12 +534,27 @@ export function recordOf(state: SessionState, idleExpiresAt: number): StoredReco
 	};
 }
 
-/** Sums `measure` over every key and encoded value that `recordOf` would store (data and flash). */
-function measureState(state: SessionState, measure: (text: string) => number): number {
-	let size = 0;
-	forEachEntry(state, (key, encoded) => {
-		size += measure(key) + measure(encoded);
-	});
+function collectKey(keys: string[], key: string): string[] {
+	keys.push(key);
+	return keys;
+}
+
+function collectEntry(data: Record<string, string>, key: string, encoded: string): Record<string, string> {
+	data[key] = encoded;
+	return data;
+}
+
+function addUtf8Length(size: number, key: string, encoded: string): number {
+	return size + utf8Length(key) + utf8Length(encoded);
+}
+
+function addMaxUtf8Length(size: number, key: string, encoded: string): number {
+	return size + maxUtf8Length(key) + maxUtf8Length(encoded);
+}
+
+/** `dataSize` (a fold of the data) plus the flash messages `recordOf` would store, measured by `measure`. */
+function measureState(state: SessionState, dataSize: number, measure: (text: string) => number): number {
+	let size = dataSize;
 	for (const [key, entry] of state.flashes) {
 		if (entry.source === "stored" && !state.flashOut.has(key)) size += measure(key) + measure(entry.encoded);
 	}
@@ -549,7 +564,7 @@ function measureState(state: SessionState, measure: (text: string) => number): n
 
 /** UTF-8 bytes the session's data and flash take once encoded, as `recordOf` would store them. */
 export function stateSize(state: SessionState): number {
-	return measureState(state, utf8Length);
+	return measureState(state, foldEntries(state, addUtf8Length, 0), utf8Length);
 }
 
 /**
@@ -557,7 +572,7 @@ export function stateSize(state: SessionState): number {
  * 3 UTF-8 bytes. When it is under the limit, the exact count is not needed.
  */
 export function stateSizeBound(state: SessionState): number {
-	return measureState(state, maxUtf8Length);
+	return measureState(state, foldEntries(state, addMaxUtf8Length, 0), maxUtf8Length);
 }
 
 function maxUtf8Length(text: string): number {
