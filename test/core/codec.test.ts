@@ -29,6 +29,16 @@ describe("default codec", () => {
 	it("encodes a finite number as its JSON text, so stores can increment it", () => {
 		assert.equal(defaultCodec.encode(41), "41");
 		assert.equal(defaultCodec.encode(-2.5), "-2.5");
+		for (const n of [0, -0, 1e21, 1e-7, -123456789.125, Number.MAX_SAFE_INTEGER, Number.MIN_VALUE]) {
+			assert.equal(defaultCodec.encode(n), JSON.stringify(n));
+		}
+	});
+
+	it("decodes JSON numbers exactly as JSON.parse does, and refuses what JSON refuses", () => {
+		for (const text of ["0", "-0", "42", "-3.5", "1e21", "1E-7", "1e400", " 7"]) {
+			assert.ok(Object.is(defaultCodec.decode(text), JSON.parse(text)), text);
+		}
+		for (const text of ["01", "1.", "+1", ".5", "0x10", "1_0"]) assert.throws(() => defaultCodec.decode(text), SessionCodecError, text);
 	});
 
 	it("refuses functions, symbols, class instances and circular references with a clear error", () => {
