@@ -122,6 +122,19 @@ export function storeConformance(
 			assert.deepEqual(decodeAll(loaded.data), sampleValues);
 		});
 
+		it("keeps a data or flash name \"__proto__\" as an ordinary key, never as a prototype", async () => {
+			const key = randomKey();
+			const data = JSON.parse('{"__proto__": "1", "plain": "2"}') as Record<string, string>;
+			const flash = JSON.parse('{"__proto__": "3"}') as Record<string, string>;
+			await store.set(key, makeRecord({ data, flash }), Date.now() + HOUR);
+			const loaded = await store.get(key);
+			assert.ok(loaded);
+			assert.deepEqual(Object.entries(loaded.data).sort(), [["__proto__", "1"], ["plain", "2"]]);
+			assert.deepEqual(Object.entries(loaded.flash), [["__proto__", "3"]]);
+			assert.equal(Object.getPrototypeOf(loaded.data), Object.prototype);
+			assert.equal(Object.getPrototypeOf(loaded.flash), Object.prototype);
+		});
+
 		it("round-trips an empty record", async () => {
 			const key = randomKey();
 			const record = makeRecord({ data: {}, flash: {} });

@@ -184,9 +184,11 @@ function escapeGlob(text: string): string {
 	return text.replace(/[*?[\]\\]/g, "\\$&");
 }
 
-// Builds a plain object whose keys are data, so a "__proto__" name stays an ordinary key.
+// Builds a plain object whose keys are data, so a "__proto__" name stays an ordinary key (only
+// that name needs defineProperty, which is slow: it runs for every field of every load).
 function put(target: Record<string, string>, name: string, value: string): void {
-	Object.defineProperty(target, name, { value, enumerable: true, writable: true, configurable: true });
+	if (name === "__proto__") Object.defineProperty(target, name, { value, enumerable: true, writable: true, configurable: true });
+	else target[name] = value;
 }
 
 function toFields(record: StoredRecord, expiresAt: number): string[] {
@@ -215,30 +217,28 @@ function fromHash(hash: Record<string, string>, now: number): StoredRecord | nul
 	};
 }
 
-function list(items: string[]): Array<string | number> {
-	return [items.length, ...items];
+/** Appends a count, then the items. */
+function pushList(args: Array<string | number>, items: readonly string[]): void {
+	args.push(items.length);
+	for (const item of items) args.push(item);
 }
 
-function pairs(record: Record<string, string | number>): Array<string | number> {
-	const entries = Object.entries(record);
-	return [entries.length, ...entries.flat()];
+/** Appends a count of pairs, then name, value, name, value... */
+function pushPairs(args: Array<string | number>, record: Readonly<Record<string, string | number>>): void {
+	const names = Object.keys(record);
+	args.push(names.length);
+	for (const name of names) args.push(name, record[name]!);
 }
 
 function mergeArgs(now: number, changes: RecordChanges, expiresAt: number): Array<string | number> {
 	const subjectMode = changes.subject === undefined ? "keep" : changes.subject === null ? "null" : "set";
-	return [
-		now,
-		expiresAt,
-		changes.idleExpiresAt,
-		changes.clear ? "1" : "0",
-		subjectMode,
-		changes.subject ?? "",
-		...list(changes.delete),
-		...pairs(changes.set),
-		...pairs(changes.increment),
-		...list(changes.flashDelete),
-		...pairs(changes.flashSet),
-	];
+	const args: Array<string | number> = [now, expiresAt, changes.idleExpiresAt, changes.clear ? "1" : "0", subjectMode, changes.subject ?? ""];
+	pushList(args, changes.delete);
+	pushPairs(args, changes.set);
+	pushPairs(args, changes.increment);
+	pushList(args, changes.flashDelete);
+	pushPairs(args, changes.flashSet);
+	return args;
 }
 
 async function connect(url: string): Promise<Redis> {
