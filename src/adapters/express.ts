@@ -27,21 +27,27 @@ declare global {
  * app.get("/", (req, res) => res.send(`visits: ${req.session.increment("visits")}`));
  */
 export function sessionMiddleware<Data extends object = AppSessionData>(sessions: SessionManager<Data>): RequestHandler {
-	function start(req: Request, res: Response, next: NextFunction, session: Session<Data>): void {
+	function start(req: Request, next: NextFunction, session: Session<Data>): void {
 		(req as { session: unknown }).session = session;
-		commitBeforeHeaders(res, sessions, session, () => req.secure, next);
 		next();
+	}
+	// Runs when the handler first uses the session (at once for a store that answers
+	// asynchronously): a request that never touches it leaves the response untouched too.
+	function prepareCommit(req: Request, res: Response, next: NextFunction, session: Session<Data>): void {
+		// Used only after the headers went out: there is nothing left to commit into.
+		if (res.headersSent) return;
+		commitBeforeHeaders(res, sessions, session, () => req.secure, next);
 	}
 	return (req: Request, res: Response, next: NextFunction): void => {
 		let loaded: Session<Data> | Promise<Session<Data>>;
 		try {
-			loaded = sessions.load(req.headers.cookie);
+			loaded = sessions.load(req.headers.cookie, (session) => prepareCommit(req, res, next, session));
 		} catch (error) {
 			next(error);
 			return;
 		}
-		if (isPromiseLike(loaded)) loaded.then((session) => start(req, res, next, session), next);
-		else start(req, res, next, loaded);
+		if (isPromiseLike(loaded)) loaded.then((session) => start(req, next, session), next);
+		else start(req, next, loaded);
 	};
 }
 

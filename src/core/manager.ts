@@ -50,8 +50,12 @@ export interface SessionManager<Data extends object = Record<string, unknown>> {
 	 * The session for a request, from its `Cookie` header. One store round trip at most; none
 	 * without a cookie. With a synchronous store (memory) the session is returned at once and
 	 * loaded when the handler first uses it; otherwise a promise of the loaded session.
+	 *
+	 * `onUse` (for adapters) runs once the session is loaded: right away for a store that answers
+	 * asynchronously, on the handler's first use for a lazy session, never for a request that does
+	 * not use its session. An adapter can wait until then to prepare the commit.
 	 */
-	load(cookieHeader: string | null | undefined): Session<Data> | Promise<Session<Data>>;
+	load(cookieHeader: string | null | undefined, onUse?: (session: Session<Data>) => void): Session<Data> | Promise<Session<Data>>;
 	/**
 	 * Writes what the request changed (or nothing) and says which `Set-Cookie` to send. Call it
 	 * after the handler, before headers are sent. `secure`: the request came over HTTPS.
@@ -126,17 +130,17 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		return new SessionStoreError(name, `${operation} failed: ${detail}`, { cause: error });
 	}
 
-	load(cookieHeader: string | null | undefined): Session<Data> | Promise<Session<Data>> {
+	load(cookieHeader: string | null | undefined, onUse?: (session: Session<Data>) => void): Session<Data> | Promise<Session<Data>> {
 		const { codec, clock, idleTimeoutMs, absoluteTimeoutMs } = this.options;
-		if (cookieHeader === undefined || cookieHeader === null || cookieHeader === "") return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, NOTHING_TO_LOAD);
-		if (this.#lazy) return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, () => this.#loadLazily(cookieHeader));
+		if (cookieHeader === undefined || cookieHeader === null || cookieHeader === "") return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, NOTHING_TO_LOAD, onUse);
+		if (this.#lazy) return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, () => this.#loadLazily(cookieHeader), onUse);
 		const loaded = runSteps(this.#loadSteps(cookieHeader));
-		return isPromiseLike(loaded) ? loaded.then((record) => this.#sessionOf(record)) : this.#sessionOf(loaded);
+		return isPromiseLike(loaded) ? loaded.then((record) => this.#sessionOf(record, onUse)) : this.#sessionOf(loaded, onUse);
 	}
 
-	#sessionOf(loaded: LoadedRecord | null): Session<Data> {
+	#sessionOf(loaded: LoadedRecord | null, onUse: ((session: Session<Data>) => void) | undefined): Session<Data> {
 		const { codec, clock, idleTimeoutMs, absoluteTimeoutMs } = this.options;
-		return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, loaded ?? undefined);
+		return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, loaded ?? undefined, onUse);
 	}
 
 	/**

@@ -183,6 +183,8 @@ function checkKey(key: unknown, what = "key"): asserts key is string {
 export class Session<Data extends object = Record<string, unknown>> {
 	#state: SessionState | undefined;
 	#lazy: (() => LazyLoad) | undefined;
+	// Not typed by Data, which would make Session<A> and Session<B> incomparable for adapters.
+	#onUse: ((session: Session) => void) | undefined;
 	readonly #codec: Codec;
 	readonly #now: () => number;
 	readonly #idleTimeoutMs: number;
@@ -192,14 +194,27 @@ export class Session<Data extends object = Record<string, unknown>> {
 	 * @internal Sessions are made by the manager (`sessions.load`), never by user code. `source`
 	 * is the loaded record, nothing (a new session), or a function that loads it synchronously
 	 * when the session is first used: a request that never touches its session costs nothing.
+	 * `onUse` runs once the session is loaded: at once, or on first use for a lazy one.
 	 */
-	constructor(codec: Codec, now: () => number, idleTimeoutMs: number, absoluteTimeoutMs: number, source?: LoadedRecord | (() => LazyLoad)) {
+	constructor(
+		codec: Codec,
+		now: () => number,
+		idleTimeoutMs: number,
+		absoluteTimeoutMs: number,
+		source?: LoadedRecord | (() => LazyLoad),
+		onUse?: (session: Session<Data>) => void,
+	) {
 		this.#codec = codec;
 		this.#now = now;
 		this.#idleTimeoutMs = idleTimeoutMs;
 		this.#absoluteTimeoutMs = absoluteTimeoutMs;
-		if (typeof source === "function") this.#lazy = source;
-		else this.#state = this.#build(source ?? null, null);
+		if (typeof source === "function") {
+			this.#lazy = source;
+			this.#onUse = onUse as ((session: Session) => void) | undefined;
+			return;
+		}
+		this.#state = this.#build(source ?? null, null);
+		onUse?.(this);
 	}
 
 	/** @internal The state the manager commits; the first access loads a lazy session. */
@@ -216,7 +231,11 @@ export class Session<Data extends object = Record<string, unknown>> {
 		// A throwing loader (a store failure) leaves the session unloaded: the next access throws too.
 		const { loaded, pending } = this.#lazy!();
 		this.#lazy = undefined;
-		return (this.#state = this.#build(loaded, pending));
+		const state = (this.#state = this.#build(loaded, pending));
+		const onUse = this.#onUse;
+		this.#onUse = undefined;
+		onUse?.(this as Session<object> as Session);
+		return state;
 	}
 
 	#build(loaded: LoadedRecord | null, pending: Promise<void> | null): SessionState {

@@ -338,3 +338,42 @@ describe("manager operations", () => {
 		assert.ok(!JSON.stringify(events).includes(token));
 	});
 });
+
+describe("load's onUse, for adapters", () => {
+	it("runs once, on the first use of a lazy session, and never for a request that does not use it", async () => {
+		const { sessions } = setup();
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("n", 1))).setCookie);
+		const used: unknown[] = [];
+		const untouched = await sessions.load(cookie, (s) => used.push(s));
+		assert.deepEqual((await sessions.commit(untouched, { secure: false })).setCookie, null);
+		assert.equal(used.length, 0, "never used: never called");
+		const session = await sessions.load(cookie, (s) => used.push(s));
+		assert.equal(used.length, 0, "not yet used");
+		assert.equal(session.get("n"), 1);
+		session.set("n", 2);
+		assert.deepEqual(used, [session], "called once, with the session");
+		const fresh = await sessions.load(undefined, (s) => used.push(s));
+		fresh.set("a", 1);
+		assert.deepEqual(used, [session, fresh]);
+	});
+
+	it("runs right away, with the loaded session, for a store that answers asynchronously", async () => {
+		const inner = memoryStore({ sweepInterval: 0 });
+		const store = new Proxy(inner, {
+			get(target, property, receiver) {
+				if (property === "synchronous") return undefined;
+				const value = Reflect.get(target, property, receiver);
+				return typeof value === "function" ? async (...args: unknown[]) => value.apply(target, args) : value;
+			},
+		}) as SessionStore;
+		const sessions = createSessions({ store });
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("n", 1))).setCookie);
+		const used: unknown[] = [];
+		const loaded = sessions.load(cookie, (s) => used.push(s));
+		assert.ok(loaded instanceof Promise);
+		const session = await loaded;
+		assert.deepEqual(used, [session]);
+		assert.equal(session.get("n"), 1);
+		assert.equal(used.length, 1);
+	});
+});
