@@ -20,7 +20,7 @@ export interface SessionPluginOptions {
 /** Set on a request whose session went through `commit` already (an error reply runs `onSend` again). */
 const COMMITTED = Symbol("sessionkit.committed");
 
-type CommittableRequest = FastifyRequest & { [COMMITTED]?: true };
+type CommittableRequest = FastifyRequest & { [COMMITTED]?: boolean };
 
 /**
  * Fastify 5 plugin: sets `request.session` in an `onRequest` hook and commits it in `onSend`,
@@ -50,6 +50,8 @@ async function plugin(fastify: FastifyInstance, options: SessionPluginOptions): 
 
 	// Fastify 5 refuses reference values as decorators; each request gets its own in onRequest.
 	fastify.decorateRequest("session", null, []);
+	// Declared up front, so that setting it keeps Fastify's request objects on one hidden class.
+	fastify.decorateRequest(COMMITTED, false);
 
 	// Callback-style hooks: with a synchronous store (memory) a request never waits for a microtask.
 	fastify.addHook("onRequest", (request, _reply, done) => {
