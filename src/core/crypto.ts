@@ -24,25 +24,39 @@ const POOL_BYTES = 4096;
 let pool: Buffer | undefined;
 let poolOffset = POOL_BYTES;
 
-/** `length` CSPRNG bytes as unpadded base64url. */
-export function randomBase64Url(length: number): string {
-	if (nodeCrypto && typeof Buffer === "function" && length <= POOL_BYTES) {
-		if (pool === undefined) pool = Buffer.allocUnsafeSlow(POOL_BYTES);
-		if (poolOffset + length > POOL_BYTES) {
-			nodeCrypto.randomFillSync(pool);
-			poolOffset = 0;
-		}
-		const token = pool.toString("base64url", poolOffset, poolOffset + length);
-		pool.fill(0, poolOffset, poolOffset + length);
-		poolOffset += length;
-		return token;
+/** Where the next `length` bytes of the pool start; refills the pool from the CSPRNG when it runs out. */
+function reservePool(length: number): number {
+	if (pool === undefined) pool = Buffer.allocUnsafeSlow(POOL_BYTES);
+	if (poolOffset + length > POOL_BYTES) {
+		nodeCrypto!.randomFillSync(pool);
+		poolOffset = 0;
 	}
-	return toBase64Url(randomBytes(length));
+	const start = poolOffset;
+	poolOffset += length;
+	return start;
 }
 
-/** Fills a new array with `length` bytes from the platform CSPRNG. */
+function canUsePool(length: number): boolean {
+	return nodeCrypto !== undefined && typeof Buffer === "function" && length <= POOL_BYTES;
+}
+
+/** `length` CSPRNG bytes as unpadded base64url. */
+export function randomBase64Url(length: number): string {
+	if (!canUsePool(length)) return toBase64Url(randomBytes(length));
+	const start = reservePool(length);
+	const text = pool!.toString("base64url", start, start + length);
+	pool!.fill(0, start, start + length);
+	return text;
+}
+
+/** A new array of `length` bytes from the platform CSPRNG. */
 export function randomBytes(length: number): Uint8Array {
-	if (nodeCrypto) return nodeCrypto.randomBytes(length);
+	if (canUsePool(length)) {
+		const start = reservePool(length);
+		const bytes = new Uint8Array(pool!.subarray(start, start + length));
+		pool!.fill(0, start, start + length);
+		return bytes;
+	}
 	const bytes = new Uint8Array(length);
 	globalThis.crypto.getRandomValues(bytes);
 	return bytes;
@@ -66,9 +80,13 @@ export function toHex(bytes: Uint8Array): string {
 }
 
 const B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const B64URL_TEXT = /^[A-Za-z0-9_-]*$/;
+// Node and Bun encode and decode natively, ten times faster than the loops below (sealed cookies).
+const hasBuffer = typeof Buffer === "function" && typeof Buffer.from === "function";
 
 /** Base64url without padding (RFC 4648 §5). */
 export function toBase64Url(bytes: Uint8Array): string {
+	if (hasBuffer) return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64url");
 	let out = "";
 	let i = 0;
 	for (; i + 2 < bytes.length; i += 3) {
@@ -92,6 +110,12 @@ for (let i = 0; i < B64URL.length; i++) B64URL_INDEX[B64URL.charCodeAt(i)] = i;
 /** Decodes unpadded base64url; `null` for any character outside the alphabet or an impossible length. */
 export function fromBase64Url(text: string): Uint8Array | null {
 	if (text.length % 4 === 1) return null;
+	if (hasBuffer) {
+		// Buffer skips characters outside the alphabet: check them first. The copy keeps the
+		// result off Buffer's shared pool (whose other bytes its .buffer would expose).
+		if (!B64URL_TEXT.test(text)) return null;
+		return new Uint8Array(Buffer.from(text, "base64url"));
+	}
 	const out = new Uint8Array(Math.floor((text.length * 3) / 4));
 	let bits = 0;
 	let value = 0;

@@ -5,7 +5,7 @@
  * the same keys and write the same format, so either opens the other's cookies.
  */
 import type * as NodeCrypto from "node:crypto";
-import { fromBase64Url, nodeCrypto, toBase64Url } from "../core/crypto.js";
+import { fromBase64Url, nodeCrypto, randomBytes, toBase64Url } from "../core/crypto.js";
 import { SessionConfigError, SessionTooLargeError } from "../core/errors.js";
 import type { SealedCookieStore, StoredRecord } from "../core/store.js";
 
@@ -107,7 +107,7 @@ export function cookieStore(options: CookieStoreOptions): SealedCookieStore {
 		synchronous: sealer.synchronous,
 
 		seal(record: StoredRecord) {
-			const iv = globalThis.crypto.getRandomValues(new Uint8Array(IV_BYTES));
+			const iv = randomBytes(IV_BYTES);
 			const plaintext = encoder.encode(JSON.stringify(toPayload(record)));
 			const sealed = sealer.encrypt(iv, plaintext);
 			return sealed instanceof Uint8Array ? finishSeal(sealed) : sealed.then(finishSeal);

@@ -249,9 +249,11 @@ describe("cookie store", () => {
 	it("seals alike with Web Crypto (Workers) and node:crypto: each opens the other's cookies", async () => {
 		const secret = newSecret();
 		const record = makeRecord({ subject: "user-1" });
-		// A child without process.getBuiltinModule takes the Web Crypto path, as on Workers.
+		// A child without process.getBuiltinModule and without Buffer takes the Web Crypto path and
+		// the plain-JS base64url, as on Workers.
 		const script = `
 			delete process.getBuiltinModule;
+			delete globalThis.Buffer;
 			const { cookieStore } = await import("sessionkit/stores/cookie");
 			const store = cookieStore({ secrets: ${JSON.stringify(secret)} });
 			const record = JSON.parse(process.argv[1]);
