@@ -567,10 +567,6 @@ function addUtf8Length(size: number, key: string, encoded: string): number {
 	return size + utf8Length(key) + utf8Length(encoded);
 }
 
-function addMaxUtf8Length(size: number, key: string, encoded: string): number {
-	return size + maxUtf8Length(key) + maxUtf8Length(encoded);
-}
-
 /** `dataSize` (a fold of the data) plus the flash messages `recordOf` would store, measured by `measure`. */
 function measureState(state: SessionState, dataSize: number, measure: (text: string) => number): number {
 	let size = dataSize;
@@ -588,10 +584,16 @@ export function stateSize(state: SessionState): number {
 
 /**
  * An upper bound of `stateSize` that reads no characters: a UTF-16 unit never takes more than
- * 3 UTF-8 bytes. When it is under the limit, the exact count is not needed.
+ * 3 UTF-8 bytes. It counts every stored key and every entry of this request, hidden or
+ * repeated alike (an overcount is still a bound). When it is under the limit, the exact count
+ * is not needed.
  */
 export function stateSizeBound(state: SessionState): number {
-	return measureState(state, foldEntries(state, addMaxUtf8Length, 0), maxUtf8Length);
+	let length = 0;
+	const base = state.base;
+	if (base !== null) for (const key of Object.keys(base)) length += key.length + base[key]!.length;
+	for (const [key, entry] of state.data) length += key.length + entry.encoded.length;
+	return measureState(state, 3 * length, maxUtf8Length);
 }
 
 function maxUtf8Length(text: string): number {
