@@ -33,11 +33,12 @@ interface Hook {
 
 type HookedResponse = ServerResponse & { [HOOK]?: Hook };
 
-function restore(res: HookedResponse, hook: Hook): void {
-	res.writeHead = hook.writeHead;
-	res.write = hook.write;
-	res.end = hook.end;
-	res.flushHeaders = hook.flushHeaders;
+/**
+ * From now on the hooked methods pass every call straight through. They stay in place: putting
+ * the originals back would be four more property writes, and on Express's responses (whose
+ * prototype is swapped per request) each property write costs microseconds.
+ */
+function done(hook: Hook): void {
 	hook.phase = "done";
 }
 
@@ -46,7 +47,7 @@ function restore(res: HookedResponse, hook: Hook): void {
  * finished synchronously, or earlier), so the call goes through; "later": the caller queues its
  * call behind a running commit; "dropped": the commit failed and `onError` answers instead.
  */
-function settle(res: HookedResponse, hook: Hook, statusCode: number): "now" | "later" | "dropped" {
+function settle(hook: Hook, statusCode: number): "now" | "later" | "dropped" {
 	if (hook.phase === "done") return "now";
 	if (hook.phase === "committing") return "later";
 	hook.phase = "committing";
@@ -54,21 +55,21 @@ function settle(res: HookedResponse, hook: Hook, statusCode: number): "now" | "l
 	try {
 		result = hook.commit(statusCode);
 	} catch (error) {
-		restore(res, hook);
+		done(hook);
 		hook.onError(error);
 		return "dropped";
 	}
 	if (!isPromiseLike(result)) {
-		restore(res, hook);
+		done(hook);
 		return "now";
 	}
 	result.then(
 		() => {
-			restore(res, hook);
+			done(hook);
 			for (const deferred of hook.queue.splice(0)) deferred();
 		},
 		(error: unknown) => {
-			restore(res, hook);
+			done(hook);
 			hook.queue.length = 0;
 			hook.onError(error);
 		},
@@ -107,7 +108,7 @@ function hookedWriteHead(this: HookedResponse, ...given: unknown[]): ServerRespo
 		return this;
 	}
 	const args = takeHeaders(this, given);
-	const outcome = settle(this, hook, typeof args[0] === "number" ? args[0] : this.statusCode);
+	const outcome = settle(hook, typeof args[0] === "number" ? args[0] : this.statusCode);
 	if (outcome === "now") (hook.writeHead as (...a: unknown[]) => unknown).apply(this, args);
 	else if (outcome === "later") hook.queue.push(() => (hook.writeHead as (...a: unknown[]) => unknown).apply(this, args));
 	return this;
@@ -115,7 +116,7 @@ function hookedWriteHead(this: HookedResponse, ...given: unknown[]): ServerRespo
 
 function hookedWrite(this: HookedResponse, ...args: unknown[]): boolean {
 	const hook = this[HOOK]!;
-	const outcome = settle(this, hook, this.statusCode);
+	const outcome = settle(hook, this.statusCode);
 	if (outcome === "now") return (hook.write as (...a: unknown[]) => boolean).apply(this, args);
 	if (outcome === "later") hook.queue.push(() => (hook.write as (...a: unknown[]) => unknown).apply(this, args));
 	return true;
@@ -123,7 +124,7 @@ function hookedWrite(this: HookedResponse, ...args: unknown[]): boolean {
 
 function hookedEnd(this: HookedResponse, ...args: unknown[]): ServerResponse {
 	const hook = this[HOOK]!;
-	const outcome = settle(this, hook, this.statusCode);
+	const outcome = settle(hook, this.statusCode);
 	if (outcome === "now") (hook.end as (...a: unknown[]) => unknown).apply(this, args);
 	else if (outcome === "later") hook.queue.push(() => (hook.end as (...a: unknown[]) => unknown).apply(this, args));
 	return this;
@@ -131,7 +132,7 @@ function hookedEnd(this: HookedResponse, ...args: unknown[]): ServerResponse {
 
 function hookedFlushHeaders(this: HookedResponse): void {
 	const hook = this[HOOK]!;
-	const outcome = settle(this, hook, this.statusCode);
+	const outcome = settle(hook, this.statusCode);
 	if (outcome === "now") hook.flushHeaders.call(this);
 	else if (outcome === "later") hook.queue.push(() => hook.flushHeaders.call(this));
 }
