@@ -117,11 +117,6 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		this.options.onEvent?.(event);
 	}
 
-	#newSession(): Session<Data> {
-		const { codec, clock, idleTimeoutMs, absoluteTimeoutMs } = this.options;
-		return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs);
-	}
-
 	#storeError(operation: string, error: unknown): SessionError {
 		const name = this.options.store.name;
 		this.#emit({ type: "store-error", store: name, operation, error });

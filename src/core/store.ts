@@ -29,7 +29,8 @@ export interface StoredRecord {
  * parallel increments of one key add up to ten.
  *
  * A store applies them in this order, atomically: `clear`, `delete`, `set`, `increment`,
- * then `flashDelete`, `flashSet`, then `subject` and `idleExpiresAt`.
+ * then `flashDelete`, `flashSet`, then `subject` and `idleExpiresAt`. The object and its lists
+ * are read-only: empty parts are shared, frozen instances.
  */
 export interface RecordChanges {
 	/** Remove every data key before applying the rest. */
