@@ -1,4 +1,4 @@
-import { parse, serialize } from "cookie";
+import { parse } from "cookie";
 import type { ResolvedOptions } from "./options.js";
 
 export type CookieRead =
@@ -44,6 +44,22 @@ function isSpace(code: number): boolean {
 	return code === 32 || code === 9;
 }
 
+const SAME_SITE = { lax: "; SameSite=Lax", strict: "; SameSite=Strict", none: "; SameSite=None" } as const;
+
+/**
+ * The attributes after `Max-Age`, in the order the `cookie` package writes them. Written by
+ * hand because every part was validated by `createSessions` and every value is ours (a token or
+ * a sealed value, both base64url): the package's per-call checks cost more than the rest of a
+ * sealed-cookie commit.
+ */
+function attributes(cookie: ResolvedOptions["cookie"], secure: boolean): string {
+	let out = cookie.domain ? `; Domain=${cookie.domain}; Path=${cookie.path}` : `; Path=${cookie.path}`;
+	if (cookie.httpOnly) out += "; HttpOnly";
+	if (secure) out += "; Secure";
+	if (cookie.partitioned) out += "; Partitioned";
+	return out + SAME_SITE[cookie.sameSite as keyof typeof SAME_SITE];
+}
+
 /** The `Set-Cookie` value that stores `value`; `maxAge` in seconds, or `undefined` for a browser-session cookie. */
 export function serializeSessionCookie(
 	cookie: ResolvedOptions["cookie"],
@@ -51,34 +67,16 @@ export function serializeSessionCookie(
 	secure: boolean,
 	maxAge: number | undefined,
 ): string {
-	return serialize(cookie.name, value, {
-		path: cookie.path,
-		domain: cookie.domain,
-		httpOnly: cookie.httpOnly,
-		secure,
-		sameSite: cookie.sameSite,
-		partitioned: cookie.partitioned || undefined,
-		maxAge,
-		encode: identity,
-	});
+	const head = maxAge === undefined ? `${cookie.name}=${value}` : `${cookie.name}=${value}; Max-Age=${maxAge}`;
+	return head + attributes(cookie, secure);
 }
 
 /** The `Set-Cookie` value that makes the browser forget the session cookie. */
 export function serializeExpiredCookie(cookie: ResolvedOptions["cookie"], secure: boolean): string {
-	return serialize(cookie.name, "", {
-		path: cookie.path,
-		domain: cookie.domain,
-		httpOnly: cookie.httpOnly,
-		secure,
-		sameSite: cookie.sameSite,
-		partitioned: cookie.partitioned || undefined,
-		maxAge: 0,
-		expires: new Date(0),
-		encode: identity,
-	});
+	const head = `${cookie.name}=; Max-Age=0`;
+	const domainAndPath = cookie.domain ? `; Domain=${cookie.domain}; Path=${cookie.path}` : `; Path=${cookie.path}`;
+	const rest = attributes(cookie, secure).slice(domainAndPath.length);
+	return `${head}${domainAndPath}; Expires=${EPOCH}${rest}`;
 }
 
-// Tokens and sealed values are base64url already: nothing to escape.
-function identity(value: string): string {
-	return value;
-}
+const EPOCH = new Date(0).toUTCString();

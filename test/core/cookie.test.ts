@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { readSessionCookie } from "../../src/core/cookie.js";
+import { serialize } from "cookie";
+import { readSessionCookie, serializeExpiredCookie, serializeSessionCookie } from "../../src/core/cookie.js";
+import type { ResolvedOptions } from "../../src/core/options.js";
 
 describe("reading the session cookie", () => {
 	it("finds it among other cookies, with or without spaces", () => {
@@ -37,5 +39,26 @@ describe("reading the session cookie", () => {
 		for (const header of ["sid=%", "sid=%E0%A4%A", ";;;;", "=;=;sid", "sid", "\u0000sid=a", `sid=${"%".repeat(1000)}`]) {
 			assert.doesNotThrow(() => readSessionCookie(header, "sid", 64), header);
 		}
+	});
+});
+
+describe("writing the session cookie", () => {
+	it("writes exactly what the cookie package would, for every combination of attributes", () => {
+		const keep = (value: string) => value;
+		let checked = 0;
+		for (const name of ["sid", "__Host-s"]) for (const path of ["/", "/app"]) for (const domain of [undefined, "example.com"]) {
+			for (const sameSite of ["lax", "strict", "none"]) for (const httpOnly of [true, false]) for (const partitioned of [true, false]) {
+				const cookie: ResolvedOptions["cookie"] = { name, path, domain, sameSite: sameSite as "lax", secure: "auto", httpOnly, persist: false, partitioned };
+				for (const secure of [true, false]) {
+					const options = { path, domain, httpOnly, secure, sameSite: sameSite as "lax", partitioned: partitioned || undefined, encode: keep };
+					for (const maxAge of [undefined, 900]) {
+						assert.equal(serializeSessionCookie(cookie, "v1.Ab-_9", secure, maxAge), serialize(name, "v1.Ab-_9", { ...options, maxAge }));
+					}
+					assert.equal(serializeExpiredCookie(cookie, secure), serialize(name, "", { ...options, maxAge: 0, expires: new Date(0) }));
+					checked++;
+				}
+			}
+		}
+		assert.equal(checked, 192);
 	});
 });
