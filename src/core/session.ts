@@ -94,8 +94,8 @@ export interface LazyLoad {
 
 const MAX_KEY_LENGTH = 256;
 
-// Most requests record no change: until the first one, the change sets of a state share these
-// empty, never-filled instances (five fewer collections per request).
+// Most requests record no change and most sessions hold no flash: until the first write, a
+// state shares these empty, never-filled instances (six fewer collections per request).
 class EmptySet extends Set<string> {
 	override add(): never {
 		throw new Error("sessionkit internal error: the shared empty set was written to");
@@ -109,6 +109,7 @@ class EmptyMap<V> extends Map<string, V> {
 const NO_KEYS: Set<string> = new EmptySet();
 const NO_NUMBERS: Map<string, number> = new EmptyMap<number>();
 const NO_STRINGS: Map<string, string> = new EmptyMap<string>();
+const NO_FLASHES: Map<string, FlashEntry> = new EmptyMap<FlashEntry>();
 
 /** The state's own set under `field`, made on first write. */
 function keySet(state: SessionState, field: "deleted" | "setKeys" | "flashDeleted"): Set<string> {
@@ -118,6 +119,10 @@ function keySet(state: SessionState, field: "deleted" | "setKeys" | "flashDelete
 
 function incrementsOf(state: SessionState): Map<string, number> {
 	return state.increments === NO_NUMBERS ? (state.increments = new Map()) : state.increments;
+}
+
+function flashesOf(state: SessionState): Map<string, FlashEntry> {
+	return state.flashes === NO_FLASHES ? (state.flashes = new Map()) : state.flashes;
 }
 
 function flashOutOf(state: SessionState): Map<string, string> {
@@ -240,11 +245,13 @@ export class Session<Data extends object = Record<string, unknown>> {
 
 	#build(loaded: LoadedRecord | null, pending: Promise<void> | null): SessionState {
 		const createdAt = loaded ? loaded.record.createdAt : this.#now();
-		const flashes = new Map<string, FlashEntry>();
+		let flashes = NO_FLASHES;
 		if (loaded) {
 			const stored = loaded.record.flash;
 			for (const key of Object.keys(stored)) {
-				if (!isForbiddenKey(key)) flashes.set(key, { encoded: stored[key]!, value: undefined, decoded: false, source: "stored" });
+				if (isForbiddenKey(key)) continue;
+				if (flashes === NO_FLASHES) flashes = new Map();
+				flashes.set(key, { encoded: stored[key]!, value: undefined, decoded: false, source: "stored" });
 			}
 		}
 		return {
@@ -410,7 +417,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 		const encoded = this.#codec.encode(value);
 		const state = this[STATE];
 		flashOutOf(state).set(key, encoded);
-		if (options?.now) state.flashes.set(key, { encoded, value, decoded: true, source: "now" });
+		if (options?.now) flashesOf(state).set(key, { encoded, value, decoded: true, source: "now" });
 		state.modified = true;
 		return undefined;
 	}
