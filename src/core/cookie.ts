@@ -47,13 +47,18 @@ function isSpace(code: number): boolean {
 const SAME_SITE = { lax: "; SameSite=Lax", strict: "; SameSite=Strict", none: "; SameSite=None" } as const;
 
 /**
- * The attributes after `Max-Age`, in the order the `cookie` package writes them. Written by
- * hand because every part was validated by `createSessions` and every value is ours (a token or
- * a sealed value, both base64url): the package's per-call checks cost more than the rest of a
+ * Set-Cookie attributes, in the order the `cookie` package writes them. Written by hand because
+ * every part was validated by `createSessions` and every value is ours (a token or a sealed
+ * value, both base64url): the package's per-call checks cost more than the rest of a
  * sealed-cookie commit.
  */
-function attributes(cookie: ResolvedOptions["cookie"], secure: boolean): string {
-	let out = cookie.domain ? `; Domain=${cookie.domain}; Path=${cookie.path}` : `; Path=${cookie.path}`;
+function domainAndPath(cookie: ResolvedOptions["cookie"]): string {
+	return cookie.domain ? `; Domain=${cookie.domain}; Path=${cookie.path}` : `; Path=${cookie.path}`;
+}
+
+/** The attributes after `Expires`. */
+function flags(cookie: ResolvedOptions["cookie"], secure: boolean): string {
+	let out = "";
 	if (cookie.httpOnly) out += "; HttpOnly";
 	if (secure) out += "; Secure";
 	if (cookie.partitioned) out += "; Partitioned";
@@ -68,15 +73,12 @@ export function serializeSessionCookie(
 	maxAge: number | undefined,
 ): string {
 	const head = maxAge === undefined ? `${cookie.name}=${value}` : `${cookie.name}=${value}; Max-Age=${maxAge}`;
-	return head + attributes(cookie, secure);
+	return head + domainAndPath(cookie) + flags(cookie, secure);
 }
 
 /** The `Set-Cookie` value that makes the browser forget the session cookie. */
 export function serializeExpiredCookie(cookie: ResolvedOptions["cookie"], secure: boolean): string {
-	const head = `${cookie.name}=; Max-Age=0`;
-	const domainAndPath = cookie.domain ? `; Domain=${cookie.domain}; Path=${cookie.path}` : `; Path=${cookie.path}`;
-	const rest = attributes(cookie, secure).slice(domainAndPath.length);
-	return `${head}${domainAndPath}; Expires=${EPOCH}${rest}`;
+	return `${cookie.name}=; Max-Age=0${domainAndPath(cookie)}; Expires=${EPOCH}${flags(cookie, secure)}`;
 }
 
 const EPOCH = new Date(0).toUTCString();

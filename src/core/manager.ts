@@ -287,8 +287,8 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		let setCookie: string | null = null;
 
 		if (state.modified) {
+			this.#checkSize(state);
 			if (!state.stored) {
-				this.#checkSize(state);
 				const record = recordOf(state, idleExpiresAt);
 				const token = generateToken();
 				const key = (yield hashToken(token)) as string;
@@ -310,11 +310,9 @@ class Manager<Data extends object> implements SessionManager<Data> {
 				let written: boolean;
 				try {
 					if (store.merge) {
-						this.#checkSize(state);
 						const changes = changesOf(state, idleExpiresAt);
 						written = (yield store.merge(state.key!, changes, expiresAt)) as boolean;
 					} else {
-						this.#checkSize(state);
 						const record = recordOf(state, idleExpiresAt);
 						written = (yield store.replace(state.key!, record, expiresAt)) as boolean;
 					}

@@ -9,8 +9,9 @@ export type Awaitable<T> = T | PromiseLike<T>;
 
 export type Steps<T> = Generator<unknown, T, unknown>;
 
-export function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
-	return typeof (value as PromiseLike<unknown> | null)?.then === "function";
+/** True for a promise (or thenable): work still running. Synchronous stores answer with plain values. */
+export function isPromiseLike<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
+	return typeof (value as PromiseLike<T> | null)?.then === "function";
 }
 
 /** Drives `steps`: each yielded value is sent back once settled; a rejection is thrown into the generator. */

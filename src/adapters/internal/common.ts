@@ -5,6 +5,9 @@
 import type { SessionManager } from "../../index.js";
 import { SessionConfigError } from "../../index.js";
 
+// The core's own test for "still running", so adapters and core agree on what a promise is.
+export { isPromiseLike } from "../../core/steps.js";
+
 /** Matches a `Vary` value that already covers the `Cookie` request header (or everything, `*`). */
 const COVERS_COOKIE = /(^|,)\s*(cookie|\*)\s*(,|$)/i;
 
@@ -35,7 +38,3 @@ export function forwardedHTTPS(header: string | null | undefined): boolean {
 	return (comma < 0 ? header : header.slice(0, comma)).trim().toLowerCase() === "https";
 }
 
-/** True for a promise (or thenable): store work that is still running. Sync stores answer with plain values. */
-export function isPromiseLike<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
-	return typeof (value as PromiseLike<T> | null)?.then === "function";
-}
