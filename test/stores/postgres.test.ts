@@ -37,6 +37,26 @@ storeConformance(
 	skip,
 );
 
+// The same contract with plain (unnamed) statements, as behind PgBouncer in transaction mode.
+storeConformance(
+	"postgres (prepare: false)",
+	async () => {
+		const pool = newPool();
+		const table = `sessions_test_${runId()}`;
+		const store = postgresStore({ pool }, { table, gcInterval: 0, prepare: false });
+		return {
+			store,
+			async cleanup() {
+				await store.close();
+				await pool.query(`DROP TABLE IF EXISTS "${table}"`);
+				await pool.end();
+			},
+		};
+	},
+	{ merge: true, subjects: true, count: true, selfExpiring: false, expiryResolutionMs: 1 },
+	skip,
+);
+
 function assertStoreError(error: unknown): true {
 	assert.ok(error instanceof SessionStoreError, `expected a SessionStoreError, got ${String(error)}`);
 	assert.equal(error.store, "postgres");
@@ -88,6 +108,7 @@ describe("postgres store", { skip }, () => {
 		assert.throws(() => postgresStore({ pool }, { timeout: Number.NaN }), SessionConfigError);
 		assert.throws(() => postgresStore({ pool }, { gcInterval: -1 }), SessionConfigError);
 		assert.throws(() => postgresStore({ pool }, { createTable: "yes" as unknown as boolean }), SessionConfigError);
+		assert.throws(() => postgresStore({ pool }, { prepare: "yes" as unknown as boolean }), SessionConfigError);
 		assert.throws(() => postgresStore({} as never), SessionConfigError);
 		assert.throws(() => postgresStore({ pool, url: serviceURL.postgres } as never), SessionConfigError);
 		assert.throws(() => postgresStore({ url: "" }), SessionConfigError);
@@ -129,6 +150,65 @@ describe("postgres store", { skip }, () => {
 		await store.set(key, record, record.idleExpiresAt);
 		assert.deepEqual(await store.get(key), record);
 		await store.close();
+	});
+
+	describe("prepared statements", () => {
+		async function preparedNames(pool: pg.Pool): Promise<string[]> {
+			const { rows } = await pool.query<{ name: string }>("SELECT name FROM pg_prepared_statements ORDER BY name");
+			return rows.map((row) => row.name);
+		}
+
+		it("are prepared once per connection and reused, unless prepare is false", async () => {
+			const pool = newPool({ max: 1 });
+			const store = postgresStore({ pool }, { table: newTable(), gcInterval: 0 });
+			const key = randomKey();
+			const record = makeRecord();
+			await store.set(key, record, record.idleExpiresAt);
+			assert.deepEqual(await store.get(key), record);
+			const names = await preparedNames(pool);
+			assert.equal(names.length, 2, names.join(", "));
+			assert.match(names[0]!, /^sessionkit_get_[0-9a-f]{16}$/);
+			assert.match(names[1]!, /^sessionkit_set_[0-9a-f]{16}$/);
+			for (let i = 0; i < 3; i++) assert.deepEqual(await store.get(key), record);
+			assert.deepEqual(await preparedNames(pool), names, "the same two statements, not one per call");
+			await pool.end();
+
+			const plainPool = newPool({ max: 1 });
+			const plain = postgresStore({ pool: plainPool }, { table: newTable(), gcInterval: 0, prepare: false });
+			await plain.set(key, record, record.idleExpiresAt);
+			assert.deepEqual(await plain.get(key), record);
+			assert.deepEqual(await preparedNames(plainPool), []);
+			await plainPool.end();
+		});
+
+		it("of stores on two tables do not collide on one connection", async () => {
+			const pool = newPool({ max: 1 });
+			const first = postgresStore({ pool }, { table: newTable(), gcInterval: 0 });
+			const second = postgresStore({ pool }, { table: newTable(), gcInterval: 0 });
+			const key = randomKey();
+			await first.set(key, makeRecord({ subject: "first" }), Date.now() + HOUR);
+			await second.set(key, makeRecord({ subject: "second" }), Date.now() + HOUR);
+			assert.equal((await first.get(key))?.subject, "first");
+			assert.equal((await second.get(key))?.subject, "second");
+			assert.equal((await preparedNames(pool)).length, 4);
+			await pool.end();
+		});
+
+		it("keep working when the table is dropped and created again under them", async () => {
+			const pool = newPool({ max: 1 });
+			const table = newTable();
+			await pool.query(postgresSchema(table));
+			const store = postgresStore({ pool }, { table, createTable: false, gcInterval: 0 });
+			const key = randomKey();
+			const record = makeRecord();
+			await store.set(key, record, record.idleExpiresAt);
+			await pool.query(`DROP TABLE "${table}"`);
+			await pool.query(postgresSchema(table));
+			assert.equal(await store.get(key), null);
+			await store.set(key, record, record.idleExpiresAt);
+			assert.deepEqual(await store.get(key), record);
+			await pool.end();
+		});
 	});
 
 	it("works with a schema-qualified table", async () => {
