@@ -150,25 +150,6 @@ function statements(table: TableName) {
 			idle_expires_at = EXCLUDED.idle_expires_at, absolute_expires_at = EXCLUDED.absolute_expires_at, expires_at = EXCLUDED.expires_at`,
 		replace: `UPDATE ${t} SET data = $2::jsonb, flash = $3::jsonb, subject = $4, created_at = $5, idle_expires_at = $6, absolute_expires_at = $7, expires_at = $8
 			WHERE key = $1 AND expires_at > $9`,
-		// One UPDATE, so the row lock makes parallel merges queue, and each one re-reads the row
-		// a previous one committed (READ COMMITTED re-evaluates SET on the latest row version).
-		// The data is built in the contract's order: clear, delete, set, then increments, each
-		// read from that intermediate value and written back as a JSON string of a numeric.
-		merge: `UPDATE ${t} AS s SET
-			data = (
-				SELECT b.base || COALESCE((
-					SELECT jsonb_object_agg(i.key, to_jsonb((
-						CASE WHEN (b.base ->> i.key) ~ '${JSON_NUMBER}' THEN (b.base ->> i.key)::numeric ELSE 0 END + i.value::numeric
-					)::text))
-					FROM jsonb_each_text($6::jsonb) AS i (key, value)
-				), '{}'::jsonb)
-				FROM (SELECT (CASE WHEN $3::boolean THEN '{}'::jsonb ELSE s.data END - $4::text[]) || $5::jsonb AS base) AS b
-			),
-			flash = (s.flash - $7::text[]) || $8::jsonb,
-			subject = CASE WHEN $9::boolean THEN $10::text ELSE s.subject END,
-			idle_expires_at = $11,
-			expires_at = $12
-			WHERE s.key = $1 AND s.expires_at > $2`,
 		delete: `DELETE FROM ${t} WHERE key = $1`,
 		touch: `UPDATE ${t} SET idle_expires_at = $2, expires_at = $3 WHERE key = $1 AND expires_at > $4`,
 		listBySubject: `SELECT key, created_at, idle_expires_at, absolute_expires_at FROM ${t} WHERE subject = $1 AND expires_at > $2 ORDER BY created_at`,
@@ -181,20 +162,99 @@ function statements(table: TableName) {
 	};
 }
 
+// Which parts of a merge's changes are present: each shape gets its own UPDATE, which
+// touches only the columns and jsonb operations it needs (an increment alone costs about as
+// much as a plain UPDATE of the times).
+const CLEAR = 1;
+const DELETE = 2;
+const SET = 4;
+const INCREMENT = 8;
+const FLASH_DELETE = 16;
+const FLASH_SET = 32;
+const SUBJECT = 64;
+
+function mergeShape(changes: RecordChanges): number {
+	return (
+		(changes.clear ? CLEAR : 0) |
+		(changes.delete.length > 0 ? DELETE : 0) |
+		(hasKeys(changes.set) ? SET : 0) |
+		(hasKeys(changes.increment) ? INCREMENT : 0) |
+		(changes.flashDelete.length > 0 ? FLASH_DELETE : 0) |
+		(hasKeys(changes.flashSet) ? FLASH_SET : 0) |
+		(changes.subject !== undefined ? SUBJECT : 0)
+	);
+}
+
+function hasKeys(object: object): boolean {
+	for (const _ in object) return true;
+	return false;
+}
+
+/** The values of {@link mergeStatement}'s parameters for `shape`, in its order. */
+function mergeValues(key: string, now: number, shape: number, changes: RecordChanges, expiresAt: number): unknown[] {
+	const values: unknown[] = [key, now];
+	if (shape & DELETE) values.push(changes.delete);
+	if (shape & SET) values.push(JSON.stringify(changes.set));
+	if (shape & INCREMENT) values.push(JSON.stringify(changes.increment));
+	if (shape & FLASH_DELETE) values.push(changes.flashDelete);
+	if (shape & FLASH_SET) values.push(JSON.stringify(changes.flashSet));
+	if (shape & SUBJECT) values.push(changes.subject);
+	values.push(changes.idleExpiresAt, expiresAt);
+	return values;
+}
+
+/**
+ * One UPDATE, so the row lock makes parallel merges queue, and each one re-reads the row a
+ * previous one committed (READ COMMITTED re-evaluates SET on the latest row version). The data
+ * is built in the contract's order: clear, delete, set, then increments, each read from that
+ * intermediate value and written back as a JSON string of a numeric.
+ */
+function mergeStatement(t: string, shape: number): string {
+	let parameter = 2; // $1 key, $2 now
+	const next = (): string => `$${++parameter}`;
+	const columns: string[] = [];
+	if (shape & (CLEAR | DELETE | SET | INCREMENT)) {
+		let base = shape & CLEAR ? "'{}'::jsonb" : "s.data";
+		if (shape & DELETE) base = `(${base} - ${next()}::text[])`;
+		if (shape & SET) base = `(${base} || ${next()}::jsonb)`;
+		if (shape & INCREMENT) {
+			base = `(SELECT b.base || COALESCE((
+				SELECT jsonb_object_agg(i.key, to_jsonb((
+					CASE WHEN (b.base ->> i.key) ~ '${JSON_NUMBER}' THEN (b.base ->> i.key)::numeric ELSE 0 END + i.value::numeric
+				)::text))
+				FROM jsonb_each_text(${next()}::jsonb) AS i (key, value)
+			), '{}'::jsonb) FROM (SELECT ${base} AS base) AS b)`;
+		}
+		columns.push(`data = ${base}`);
+	}
+	if (shape & (FLASH_DELETE | FLASH_SET)) {
+		let flash = "s.flash";
+		if (shape & FLASH_DELETE) flash = `(${flash} - ${next()}::text[])`;
+		if (shape & FLASH_SET) flash = `(${flash} || ${next()}::jsonb)`;
+		columns.push(`flash = ${flash}`);
+	}
+	if (shape & SUBJECT) columns.push(`subject = ${next()}::text`);
+	columns.push(`idle_expires_at = ${next()}`, `expires_at = ${next()}`);
+	return `UPDATE ${t} AS s SET ${columns.join(", ")} WHERE s.key = $1 AND s.expires_at > $2`;
+}
+
 type Statements = ReturnType<typeof statements>;
 /** Every statement but `create` (several statements in one text cannot be prepared). */
 type Operation = Exclude<keyof Statements, "create">;
 
 /**
- * A prepared statement's name per operation. pg keeps one statement per name on each
- * connection, and refuses a name reused for other text: the hash of the text keeps stores of
- * two tables on one pool apart.
+ * A prepared statement's name. pg keeps one statement per name on each connection, and refuses
+ * a name reused for other text: the hash of the text keeps stores of two tables on one pool
+ * (and the merge shapes) apart.
  */
+function statementName(operation: string, text: string): string {
+	return `sessionkit_${operation}_${createHash("sha256").update(text).digest("hex").slice(0, 16)}`;
+}
+
 function statementNames(sql: Statements): Record<Operation, string> {
 	const names = {} as Record<Operation, string>;
 	for (const operation of Object.keys(sql) as Array<keyof Statements>) {
-		if (operation === "create") continue;
-		names[operation] = `sessionkit_${operation}_${createHash("sha256").update(sql[operation]).digest("hex").slice(0, 16)}`;
+		if (operation !== "create") names[operation] = statementName(operation, sql[operation]);
 	}
 	return names;
 }
@@ -284,6 +344,10 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 	}
 
 	function query<R extends QueryResultRow>(operation: Operation, values: unknown[]): Promise<QueryResult<R>> {
+		return send<R>(operation, sql[operation], names?.[operation], values);
+	}
+
+	function send<R extends QueryResultRow>(operation: string, text: string, name: string | undefined, values: unknown[]): Promise<QueryResult<R>> {
 		if (closed) return Promise.reject(new SessionStoreError(STORE, `${operation} called after close().`));
 		return withDeadline(
 			STORE,
@@ -292,10 +356,21 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 			async () => {
 				const pool = await connect();
 				if (createTable) await ensureTable();
-				return pool.query<R>(withQueryTimeout(sql[operation], values, names?.[operation]));
+				return pool.query<R>(withQueryTimeout(text, values, name));
 			},
 			explain,
 		);
+	}
+
+	const merges = new Map<number, { text: string; name: string | undefined }>();
+	function mergeQuery(shape: number): { text: string; name: string | undefined } {
+		let statement = merges.get(shape);
+		if (statement === undefined) {
+			const text = mergeStatement(quoted(table), shape);
+			statement = { text, name: prepare ? statementName("merge", text) : undefined };
+			merges.set(shape, statement);
+		}
+		return statement;
 	}
 
 	const store: PostgresStore = {
@@ -313,22 +388,12 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 			return rowCount === 1;
 		},
 		async merge(key: string, changes: RecordChanges, expiresAt: number) {
-			const { rowCount } = await query("merge", [
-				key,
-				Date.now(),
-				changes.clear,
-				changes.delete,
-				JSON.stringify(changes.set),
-				JSON.stringify(changes.increment),
-				changes.flashDelete,
-				JSON.stringify(changes.flashSet),
-				changes.subject !== undefined,
-				changes.subject ?? null,
-				changes.idleExpiresAt,
-				expiresAt,
-			]);
+			const shape = mergeShape(changes);
+			const { text, name } = mergeQuery(shape);
+			const { rowCount } = await send("merge", text, name, mergeValues(key, Date.now(), shape, changes, expiresAt));
 			return rowCount === 1;
 		},
+
 		async delete(key) {
 			await query("delete", [key]);
 		},

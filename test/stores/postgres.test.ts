@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createServer, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
-import { applyChanges, SessionConfigError, SessionStoreError } from "sessionkit";
+import { applyChanges, type RecordChanges, SessionConfigError, SessionStoreError } from "sessionkit";
 import { postgresSchema, postgresStore } from "sessionkit/stores/postgres";
 import { randomKey, runId, sleep } from "../helpers/keys.js";
 import { requireService, serviceURL } from "../services.js";
@@ -249,6 +249,31 @@ describe("postgres store", { skip }, () => {
 		assert.equal(await store.merge(key, changes, Date.now() + HOUR), true);
 		assert.deepEqual((await store.get(key))?.data, applyChanges(record, changes).data);
 		await store.close();
+	});
+
+	it("merge gives what applyChanges gives for every combination of changes present (each has its own statement)", async () => {
+		const pool = newPool({ max: 2 });
+		const store = postgresStore({ pool }, { table: newTable(), gcInterval: 0 });
+		const parts: Array<Partial<RecordChanges>> = [
+			{ clear: true },
+			{ delete: ["name", "absent"] },
+			{ set: { name: '"Ada"', added: "[1,2]" } },
+			{ increment: { userId: 2, visits: 1 } },
+			{ flashDelete: ["notice"] },
+			{ flashSet: { info: '"saved"' } },
+			{ subject: "user-9" },
+		];
+		for (let shape = 0; shape < 1 << parts.length; shape++) {
+			const changes = noChanges(Object.assign({}, ...parts.filter((_, bit) => shape & (1 << bit))));
+			const key = randomKey();
+			const record = makeRecord({ subject: "user-1", data: { userId: "40", name: '"Zoë"', kept: "true" } });
+			await store.set(key, record, Date.now() + HOUR);
+			assert.equal(await store.merge(key, changes, Date.now() + HOUR), true, `shape ${shape}`);
+			const expected = applyChanges(record, changes);
+			assert.deepEqual(await store.get(key), { ...expected, idleExpiresAt: changes.idleExpiresAt }, `shape ${shape}: ${JSON.stringify(changes)}`);
+		}
+		await store.close();
+		await pool.end();
 	});
 
 	describe("faults", () => {
