@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { createSessions, defaultCodec, SessionError, SessionTooLargeError } from "sessionkit";
+import { applyChanges, createSessions, defaultCodec, SessionError, SessionTooLargeError } from "sessionkit";
 import type { RecordChanges, SessionStore, StoredRecord } from "sessionkit";
 import { randomKey, sleep } from "./helpers/keys.js";
 
@@ -133,6 +133,17 @@ export function storeConformance(
 			assert.deepEqual(Object.entries(loaded.flash), [["__proto__", "3"]]);
 			assert.equal(Object.getPrototypeOf(loaded.data), Object.prototype);
 			assert.equal(Object.getPrototypeOf(loaded.flash), Object.prototype);
+		});
+
+		it("keeps a subject of the longest length sessions allow (256 UTF-16 units), in any script", async () => {
+			// "€" is 3 UTF-8 bytes: 768 in all; each astral emoji is 2 units and 4 bytes.
+			for (const subject of ["€".repeat(256), "😀".repeat(128), `${randomKey().slice(0, 6)}${"x".repeat(250)}`]) {
+				const key = randomKey();
+				await store.set(key, makeRecord({ subject }), Date.now() + HOUR);
+				assert.equal((await store.get(key))?.subject, subject);
+				if (capabilities.subjects) assert.deepEqual((await store.listBySubject!(subject)).map((s) => s.key), [key]);
+				await store.delete(key);
+			}
 		});
 
 		it("round-trips an empty record", async () => {
@@ -318,6 +329,18 @@ export function storeConformance(
 					await store.delete(key);
 					assert.equal(await store.merge!(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), false);
 					assert.equal(await store.get(key), null);
+				});
+
+				it("adds as JavaScript numbers do (applyChanges): fractions, exponents and non-numbers", async () => {
+					const key = randomKey();
+					const data = { tenth: "0.2", padded: "1.50", exp: "1e3", big: "9007199254740993", text: defaultCodec.encode("abc"), huge: "1e400" };
+					const record = makeRecord({ data });
+					await store.set(key, record, Date.now() + HOUR);
+					const changes = noChanges({ increment: { tenth: 0.1, padded: 1, exp: 0.5, big: 1, text: 2, huge: 1, fresh: 0.25 } });
+					assert.equal(await store.merge!(key, changes, Date.now() + HOUR), true);
+					const loaded = await store.get(key);
+					assert.deepEqual(decodeAll(loaded!.data), decodeAll(applyChanges(record, changes).data));
+					assert.equal(defaultCodec.decode(loaded!.data.tenth!), 0.2 + 0.1);
 				});
 
 				it("keeps every one of 20 parallel increments of one key", async () => {

@@ -69,7 +69,8 @@ function quoted(table: TableName): string {
  * Throws `SessionConfigError` if `table` is not a valid name (see {@link MySQLStoreOptions.table}).
  *
  * `key` and `subject` are VARBINARY so that they compare byte for byte: a case-insensitive or
- * PAD SPACE collation would let `ALICE` or `alice ` match the sessions of `alice`. Times are
+ * PAD SPACE collation would let `ALICE` or `alice ` match the sessions of `alice`. `subject`
+ * holds 768 bytes: a session's subject is at most 256 UTF-16 units, 3 UTF-8 bytes each. Times are
  * BIGINT epoch milliseconds, compared with the app's clock (the one that set them).
  *
  * @example
@@ -85,7 +86,7 @@ function schema(table: TableName): string {
 		"  `key` VARBINARY(64) NOT NULL,",
 		"  `data` JSON NOT NULL,",
 		"  `flash` JSON NOT NULL,",
-		"  `subject` VARBINARY(255) NULL,",
+		"  `subject` VARBINARY(768) NULL,",
 		"  `created_at` BIGINT NOT NULL,",
 		"  `idle_expires_at` BIGINT NOT NULL,",
 		"  `absolute_expires_at` BIGINT NOT NULL,",
@@ -225,7 +226,7 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 
 	function explain(error: unknown): string {
 		if ((error as { errno?: unknown }).errno === 1146) {
-			return `table ${quoted(table)} does not exist. Run mysqlSchema() in a migration, leave createTable on, or see docs/stores/mysql.md.`;
+			return `table ${quoted(table)} does not exist. Create it with mysqlSchema() (in a migration), or set createTable: true so the store creates it on its first call; see docs/stores/mysql.md.`;
 		}
 		return messageOf(error);
 	}
@@ -256,7 +257,7 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 	// A transaction that reads the row FOR UPDATE, applies the changes with the contract's own
 	// applyChanges, and writes it back. The one-statement alternative (JSON_SET/JSON_REMOVE)
 	// needs a JSON path per user key, and MySQL and MariaDB disagree on how to quote a key that
-	// holds `"`, `.` or `*`; the row lock makes this just as atomic, for two more round trips.
+	// holds `"`, `.` or `*`; the row lock makes this just as atomic, for three more round trips.
 	async function mergeRow(connection: PoolConnection, key: string, changes: RecordChanges, expiresAt: number, signal: AbortSignal): Promise<boolean> {
 		await connection.query({ sql: "START TRANSACTION", timeout: timeoutMs });
 		const [found] = await connection.query<Row[]>({ sql: sql.lock, values: [key, Date.now()], timeout: timeoutMs });

@@ -66,6 +66,11 @@ const STORE = "postgres";
 const GC_BATCH = 1000;
 // What the contract calls a JSON number; anything else counts as 0 when incremented.
 const JSON_NUMBER = "^-?(0|[1-9][0-9]*)([.][0-9]+)?([eE][+-]?[0-9]+)?$";
+// Increments add float8s, as JavaScript adds numbers (so 0.2 + 0.1 gives what applyChanges
+// gives, not numeric's exact 0.3), and float8's text is the shortest that reads back the same
+// (PostgreSQL 12+ with extra_float_digits at its default). A number from here on (halfway
+// past the largest double) is Infinity to JavaScript, so it counts as 0 instead of failing the cast.
+const FLOAT8_OVERFLOW = "1.79769313486231580793728971405e308";
 
 function quoted(table: TableName): string {
 	return table.schema === null ? `"${table.name}"` : `"${table.schema}"."${table.name}"`;
@@ -207,7 +212,7 @@ function mergeValues(key: string, now: number, shape: number, changes: RecordCha
  * One UPDATE, so the row lock makes parallel merges queue, and each one re-reads the row a
  * previous one committed (READ COMMITTED re-evaluates SET on the latest row version). The data
  * is built in the contract's order: clear, delete, set, then increments, each read from that
- * intermediate value and written back as a JSON string of a numeric.
+ * intermediate value and written back as a JSON number in a string.
  */
 function mergeStatement(t: string, shape: number): string {
 	let parameter = 2; // $1 key, $2 now
@@ -220,7 +225,7 @@ function mergeStatement(t: string, shape: number): string {
 		if (shape & INCREMENT) {
 			base = `(SELECT b.base || COALESCE((
 				SELECT jsonb_object_agg(i.key, to_jsonb((
-					CASE WHEN (b.base ->> i.key) ~ '${JSON_NUMBER}' THEN (b.base ->> i.key)::numeric ELSE 0 END + i.value::numeric
+					CASE WHEN (b.base ->> i.key) ~ '${JSON_NUMBER}' AND abs((b.base ->> i.key)::numeric) < ${FLOAT8_OVERFLOW} THEN (b.base ->> i.key)::float8 ELSE 0 END + i.value::float8
 				)::text))
 				FROM jsonb_each_text(${next()}::jsonb) AS i (key, value)
 			), '{}'::jsonb) FROM (SELECT ${base} AS base) AS b)`;
@@ -338,7 +343,7 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 
 	function explain(error: unknown): string {
 		if ((error as { code?: unknown }).code === "42P01") {
-			return `table ${quoted(table)} does not exist. Run postgresSchema() in a migration, leave createTable on, or see docs/stores/postgres.md.`;
+			return `table ${quoted(table)} does not exist. Create it with postgresSchema() (in a migration), or set createTable: true so the store creates it on its first call; see docs/stores/postgres.md.`;
 		}
 		return messageOf(error);
 	}
