@@ -108,6 +108,8 @@ interface Variant {
 	store: StoreName | "none";
 	storeModule: string;
 	server: string;
+	/** Extra environment for the server process. */
+	env?: Record<string, string>;
 }
 
 /** Why a sessionkit variant cannot run yet (its adapter or store is not written), or null. */
@@ -162,7 +164,7 @@ async function startServer(variant: Variant, extraNodeArgs: string[] = []): Prom
 	const [command, args] = pinned(0, process.execPath, [...extraNodeArgs, join(BENCH, "servers", variant.server)]);
 	const started = await startProcess(command, args, {
 		cwd: ROOT,
-		env: serverEnv(variant.store),
+		env: { ...serverEnv(variant.store), ...variant.env },
 		ready: (line) => line.startsWith("READY ") || line.startsWith("SKIP "),
 		timeoutMs: 20_000,
 	});
@@ -348,9 +350,15 @@ async function runVariant(variant: Variant): Promise<void> {
 	}
 	try {
 		const base = `http://127.0.0.1:${server.port}`;
-		const scenarios = variant.kind === "ceiling" ? [{ name: "ceiling" as const, path: "/counter", withCookie: false }] : SCENARIOS;
-		let cookie: string | null = null;
-		if (variant.kind !== "ceiling") {
+		const scenarios =
+			variant.kind === "ceiling"
+				? [{ name: "ceiling" as const, path: "/counter", withCookie: false }]
+				: variant.kind === "floor"
+					? SCENARIOS.filter((s) => s.name === "untouched")
+					: SCENARIOS;
+		// The floor sets no cookie: it gets one as long as sessionkit's, so the request is the same size.
+		let cookie: string | null = variant.kind === "floor" ? `sid=${"x".repeat(43)}` : null;
+		if (variant.kind === "sessionkit" || variant.kind === "peer") {
 			const login = await get(`${base}/login`);
 			cookie = cookieHeader(login.setCookies);
 			if (login.status !== 200 || !cookie) throw new Error(`GET /login answered ${login.status} with no session cookie (${login.body.slice(0, 200)})`);
@@ -621,6 +629,10 @@ async function main(): Promise<void> {
 		for (const plan of plans) {
 			log(`\n━━ ${FRAMEWORK_LABEL[plan.framework]}`);
 			await runVariant({ framework: plan.framework, library: "none", kind: "ceiling", store: "none", storeModule: "", server: `${plan.framework}/none.mjs` });
+			// node:http has no middleware: withSessions is a function around the handler.
+			if (plan.framework !== "node" && ceilingServer) {
+				await runVariant({ framework: plan.framework, library: "empty middleware", kind: "floor", store: "none", storeModule: "", server: `${plan.framework}/none.mjs`, env: { BENCH_EMPTY_MIDDLEWARE: "1" } });
+			}
 			try {
 				await runFrameworkVariants(plan, stores);
 			} finally {

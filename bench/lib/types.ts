@@ -1,7 +1,8 @@
 export type Framework = "node" | "express" | "fastify" | "koa" | "hono";
 export type StoreName = "memory" | "cookie" | "redis" | "postgres" | "sqlite";
 export type ScenarioName = "untouched" | "counter" | "read" | "create";
-export type Kind = "ceiling" | "sessionkit" | "peer";
+/** "floor": the no-session server with one empty middleware, what any session middleware costs at least. */
+export type Kind = "ceiling" | "floor" | "sessionkit" | "peer";
 
 export const FRAMEWORK_LABEL: Record<Framework, string> = {
 	node: "node:http",

@@ -5,6 +5,12 @@ import { ready, tuneServer } from "../common.mjs";
 
 let counter = 0;
 const app = new Hono();
+// The floor variant: what one middleware costs, the least any session middleware adds.
+if (process.env.BENCH_EMPTY_MIDDLEWARE === "1") {
+	app.use(async (_c, next) => {
+		await next();
+	});
+}
 app.get("/untouched", (c) => c.text("ok"));
 app.get("/counter", (c) => c.text(String(++counter)));
 app.get("/read", (c) => c.text(String(counter)));

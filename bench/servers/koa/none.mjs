@@ -4,6 +4,12 @@ import { ready, tuneServer } from "../common.mjs";
 
 let counter = 0;
 const app = new Koa();
+// The floor variant: what one middleware costs, the least any session middleware adds.
+if (process.env.BENCH_EMPTY_MIDDLEWARE === "1") {
+	app.use(async (_ctx, next) => {
+		await next();
+	});
+}
 app.use((ctx) => {
 	switch (ctx.path) {
 		case "/untouched":
