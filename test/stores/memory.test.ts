@@ -27,6 +27,48 @@ describe("memory store", () => {
 		assert.ok(await store.get(d));
 	});
 
+	it("keeps exactly the most recently used sessions through thousands of sets, gets, replaces and deletes", async () => {
+		const max = 8;
+		const store = memoryStore({ maxSessions: max, sweepInterval: 0 });
+		const universe = Array.from({ length: 30 }, () => randomKey());
+		// The model: keys from least to most recently used.
+		const model: string[] = [];
+		const use = (key: string) => {
+			const at = model.indexOf(key);
+			if (at >= 0) model.splice(at, 1);
+			model.push(key);
+		};
+		let seed = 42;
+		const random = () => {
+			seed = (seed * 1103515245 + 12345) % 2147483648;
+			return seed / 2147483648;
+		};
+		for (let step = 0; step < 5000; step++) {
+			const key = universe[Math.floor(random() * universe.length)]!;
+			const roll = random();
+			if (roll < 0.4) {
+				store.set(key, makeRecord(), Date.now() + 60_000);
+				use(key);
+				if (model.length > max) model.shift();
+			} else if (roll < 0.7) {
+				const found = store.get(key) !== null;
+				assert.equal(found, model.includes(key), `step ${step}: get`);
+				if (found) use(key);
+			} else if (roll < 0.85) {
+				const replaced = store.replace(key, makeRecord(), Date.now() + 60_000);
+				assert.equal(replaced, model.includes(key), `step ${step}: replace`);
+				if (replaced) use(key);
+			} else {
+				store.delete(key);
+				if (model.includes(key)) model.splice(model.indexOf(key), 1);
+			}
+			assert.equal(store.size, model.length, `step ${step}: size`);
+		}
+		for (const key of universe.filter((k) => !model.includes(k))) assert.equal(store.get(key), null);
+		for (const key of [...model]) assert.ok(store.get(key), "a key the model keeps");
+		await store.close!();
+	});
+
 	it("sweeps expired sessions so memory does not grow without limit", async () => {
 		let now = 1_000_000;
 		const store = memoryStore({ sweepInterval: 0, clock: () => now });
