@@ -50,9 +50,13 @@ const settings = {
 	/** Measured 1-s windows of each scenario; each is paired with a window of the ceiling (ABBA order). */
 	duration: Number(option("duration") ?? (quick ? 1 : 2)),
 	/** Warm-up before a server's first scenario: a load run of this many seconds (JIT tiers up in ~2 s). */
-	warmupSeconds: quick ? 2 : 3,
+	warmupSeconds: quick ? 0 : 3,
 	/** Requests sent (16 at a time) from the driver before every scenario. */
-	warmupBurst: quick ? 800 : 1500,
+	warmupBurst: quick ? 2000 : 1500,
+	/** A ceiling window after the variant's too (ABBA), not only before it (quick: AB). */
+	pairAfter: !quick,
+	/** Quick: the peers run the counter scenario only, the one their ×peer target is about. */
+	peerScenarios: quick ? ["counter"] : null,
 	connections: Number(option("connections") ?? 10),
 	/** Sequential requests used to count Redis round trips. */
 	probeRequests: quick ? 10 : 20,
@@ -242,7 +246,7 @@ async function measureWindows(url: string, seconds: number, cookie: string | nul
 	for (let i = 0; i < seconds; i++) {
 		if (i % 2 === 0) await ceilingWindow();
 		runs.push(await load(url, { seconds: 1, connections: settings.connections, cookie }));
-		if (i % 2 === 1 || i === seconds - 1) await ceilingWindow();
+		if (i % 2 === 1 || (i === seconds - 1 && settings.pairAfter)) await ceilingWindow();
 	}
 	const best = runs.reduce((a, b) => (b.reqPerSec > a.reqPerSec ? b : a));
 	return {
@@ -355,7 +359,9 @@ async function runVariant(variant: Variant): Promise<void> {
 				? [{ name: "ceiling" as const, path: "/counter", withCookie: false }]
 				: variant.kind === "floor"
 					? SCENARIOS.filter((s) => s.name === "untouched")
-					: SCENARIOS;
+					: variant.kind === "peer" && settings.peerScenarios
+						? SCENARIOS.filter((s) => settings.peerScenarios!.includes(s.name))
+						: SCENARIOS;
 		// The floor sets no cookie: it gets one as long as sessionkit's, so the request is the same size.
 		let cookie: string | null = variant.kind === "floor" ? `sid=${"x".repeat(43)}` : null;
 		if (variant.kind === "sessionkit" || variant.kind === "peer") {
@@ -561,7 +567,7 @@ function writeReport(micro: MicroResult[], startedAt: Date, loadBefore: number[]
 		versions,
 		settings: {
 			tool: toolVersion(),
-			"load settings": `${tool === "wrk" ? `wrk -t1 -c${settings.connections} -d1s --timeout 5s` : `autocannon -c ${settings.connections} -d 1`}, ${settings.duration} 1-s windows per scenario, each paired with a 1-s window of the no-session server (its own first run: ${Math.ceil(settings.duration * 1.5)} windows)`,
+			"load settings": `${tool === "wrk" ? `wrk -t1 -c${settings.connections} -d1s --timeout 5s` : `autocannon -c ${settings.connections} -d 1`}, ${settings.duration} 1-s windows per scenario, each paired with a 1-s window of the no-session server (its own first run: ${Math.ceil(settings.duration * 1.5)} windows)${settings.peerScenarios ? `; quick: the peers run the ${settings.peerScenarios.join(", ")} scenario only` : ""}`,
 			"figures": "req/s, p50, p99: the best 1-s window (every window's req/s, and the paired ceiling windows, are in latest.json); ratios: paired windows (see below); per-request counts: totals over all windows",
 			stalls: `a set of windows in which one fell under ${STALL * 100}% of another of the same server is measured once more and the new set used: ${remeasured} set(s) in this run`,
 			"CPU idle": cpuLatency.description,
