@@ -30,10 +30,11 @@ export interface RedisStoreOptions {
 //   <prefix>{<key>}              hash: one session; "{<key>}" is its Redis Cluster hash tag
 //   <prefix>subject:{<subject>}  sorted set: keys of the subject's sessions, scored by the
 //                                latest instant each can live (its absolute deadline)
-// A session and its subject index hash to different slots, so no command touches both. The
-// index is written first, then the session, each atomic on its own: a failure between them
-// leaves an extra index member, never a session its subject cannot find (which would escape
-// "log out everywhere"). Members are checked against the live session on every read, and
+// A session and its subject index hash to different slots, so on Redis Cluster no command
+// touches both. The index is written first, then the session, each atomic on its own: a
+// failure between them leaves an extra index member, never a session its subject cannot find
+// (which would escape "log out everywhere"). On a standalone server one script writes both, in
+// the same order, in one round trip. Members are checked against the live session on every read, and
 // dead ones pruned.
 //
 // A hash rather than one JSON string: merge becomes HSET/HDEL on "d:<name>" and "f:<name>"
@@ -50,14 +51,43 @@ local function alive(key, now)
 end
 `;
 
+// Writes a whole record: the fields from ARGV[first] on, in name/value pairs.
+const WRITE_FUNCTION = `
+local function write(key, now, mode, expiresAt, first)
+	if mode == 'replace' and not alive(key, now) then return 0 end
+	redis.call('DEL', key)
+	for n = first, #ARGV, 2 do redis.call('HSET', key, ARGV[n], ARGV[n + 1]) end
+	redis.call('PEXPIREAT', key, expiresAt)
+	return 1
+end
+`;
+
+// Adds a session to its subject's index, scored by the latest instant it can live; prunes the
+// dead members and keeps the index alive as long as its longest-lived member.
+const INDEX_FUNCTION = `
+local function index(key, now, score, member)
+	redis.call('ZADD', key, score, member)
+	redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+	local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+	if last[2] then redis.call('PEXPIREAT', key, last[2]) end
+end
+`;
+
 /** ARGV: now, mode ("set" | "replace"), expiresAt, field, value, ... */
-const WRITE = `
-local key, now = KEYS[1], tonumber(ARGV[1])
-if ARGV[2] == 'replace' and not alive(key, now) then return 0 end
-redis.call('DEL', key)
-for n = 4, #ARGV, 2 do redis.call('HSET', key, ARGV[n], ARGV[n + 1]) end
-redis.call('PEXPIREAT', key, ARGV[3])
-return 1
+const WRITE = `${WRITE_FUNCTION}
+return write(KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3], 4)
+`;
+
+/**
+ * Standalone Redis only (the two keys hash to different cluster slots): the index and the
+ * session in one script, one round trip. KEYS: the session, the subject index. ARGV: now, mode,
+ * expiresAt, index score, session id, field, value, ... A replace of a dead session indexes nothing.
+ */
+const INDEXED_WRITE = `${WRITE_FUNCTION}${INDEX_FUNCTION}
+local now = tonumber(ARGV[1])
+if ARGV[2] == 'replace' and not alive(KEYS[1], now) then return 0 end
+index(KEYS[2], now, ARGV[4], ARGV[5])
+return write(KEYS[1], now, ARGV[2], ARGV[3], 6)
 `;
 
 /**
@@ -132,12 +162,8 @@ return 0
 `;
 
 /** KEYS: the subject index. ARGV: now, score (latest instant the session can live), session key. */
-const INDEX = `
-local index, now = KEYS[1], tonumber(ARGV[1])
-redis.call('ZADD', index, ARGV[2], ARGV[3])
-redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
-local last = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
-if last[2] then redis.call('PEXPIREAT', index, last[2]) end
+const INDEX = `${INDEX_FUNCTION}
+index(KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3])
 return 1
 `;
 
@@ -153,6 +179,7 @@ function script(body: string): Script {
 
 const scripts = {
 	write: script(WRITE),
+	indexedWrite: script(INDEXED_WRITE),
 	merge: script(MERGE),
 	touch: script(TOUCH),
 	deleteIfSubject: script(DELETE_IF_SUBJECT),
@@ -313,13 +340,14 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 		}
 	}
 
-	async function evaluate(client: Client, { source, sha }: Script, key: string, args: Array<string | number>): Promise<unknown> {
+	async function evaluate(client: Client, { source, sha }: Script, keys: string | string[], args: Array<string | number>): Promise<unknown> {
+		const keyList = typeof keys === "string" ? [keys] : keys;
 		try {
-			return await client.evalsha(sha, 1, key, ...args);
+			return await client.evalsha(sha, keyList.length, ...keyList, ...args);
 		} catch (error) {
 			// The script cache is per server and emptied by a restart or SCRIPT FLUSH.
 			if (!(error instanceof Error) || !error.message.startsWith("NOSCRIPT")) throw error;
-			return client.eval(source, 1, key, ...args);
+			return client.eval(source, keyList.length, ...keyList, ...args);
 		}
 	}
 
@@ -333,10 +361,16 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 	}
 
 	async function write(client: Client, mode: "set" | "replace", key: string, record: StoredRecord, expiresAt: number): Promise<boolean> {
+		const now = Date.now();
+		const fields = toFields(record, expiresAt);
+		if (record.subject === null) return (await evaluate(client, scripts.write, sessionKey(key), [now, mode, expiresAt, ...fields])) === 1;
 		// The absolute deadline bounds every later touch, so the index never needs updating again.
-		if (record.subject !== null) await index(client, record.subject, key, Math.max(record.absoluteExpiresAt, expiresAt));
-		const written = await evaluate(client, scripts.write, sessionKey(key), [Date.now(), mode, expiresAt, ...toFields(record, expiresAt)]);
-		return written === 1;
+		const livesUntil = Math.max(record.absoluteExpiresAt, expiresAt);
+		if (!cluster) {
+			return (await evaluate(client, scripts.indexedWrite, [sessionKey(key), indexKey(record.subject)], [now, mode, expiresAt, livesUntil, key, ...fields])) === 1;
+		}
+		await index(client, record.subject, key, livesUntil);
+		return (await evaluate(client, scripts.write, sessionKey(key), [now, mode, expiresAt, ...fields])) === 1;
 	}
 
 	return {

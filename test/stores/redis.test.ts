@@ -93,6 +93,40 @@ describe("redis store", () => {
 			await redis.script("FLUSH");
 			assert.equal(await store.merge!(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), true);
 			assert.equal((await store.get(key))?.data.n, "1");
+			// The two-key script (session and subject index) too.
+			await redis.script("FLUSH");
+			const subject = `flushed-${runId()}`;
+			const withSubject = randomKey();
+			await store.set(withSubject, makeRecord({ subject }), Date.now() + HOUR);
+			assert.deepEqual((await store.listBySubject!(subject)).map((s) => s.key), [withSubject]);
+		});
+
+		it("on a standalone server, writes a session and its subject index in one round trip; a replace of a dead session indexes nothing", async () => {
+			const calls: string[] = [];
+			// The real client, with its calls counted.
+			const counted = new Proxy(redis, {
+				get(target, name) {
+					const value = Reflect.get(target, name, target) as unknown;
+					if (typeof value !== "function") return value;
+					return (...args: unknown[]) => {
+						calls.push(String(name));
+						return (value as (...a: unknown[]) => unknown).apply(target, args);
+					};
+				},
+			});
+			const store = redisStore({ client: counted }, { prefix });
+			const subject = `one-${runId()}`;
+			const key = randomKey();
+			await store.set(key, makeRecord({ subject }), Date.now() + HOUR);
+			assert.deepEqual(calls, ["evalsha"]);
+			assert.deepEqual(await redis.zrange(`${prefix}subject:{${subject}}`, "0", "-1"), [key]);
+			assert.equal((await store.get(key))?.subject, subject);
+
+			const other = `two-${runId()}`;
+			assert.equal(await store.replace(randomKey(), makeRecord({ subject: other }), Date.now() + HOUR), false);
+			assert.equal(await redis.exists(`${prefix}subject:{${other}}`), 0);
+			assert.equal(await store.replace(key, makeRecord({ subject: other }), Date.now() + HOUR), true);
+			assert.deepEqual(await redis.zrange(`${prefix}subject:{${other}}`, "0", "-1"), [key]);
 		});
 
 		it("keeps the subject index alive as long as its longest-lived session, and prunes dead members", async () => {
