@@ -96,9 +96,12 @@ return write(KEYS[1], now, ARGV[2], ARGV[3], 6)
  * pairs, increment name/amount pairs, flash-delete names, flash-set name/value pairs.
  * Applies them in the order RecordChanges documents.
  */
-const MERGE = `
+const MERGE_HEAD = `
 local key, now = KEYS[1], tonumber(ARGV[1])
 if not alive(key, now) then return 0 end
+`;
+
+const MERGE_BODY = `
 local pos = 6
 local function take() pos = pos + 1; return ARGV[pos] end
 -- Same reading as the core's applyChanges: not a finite number counts as 0.
@@ -142,6 +145,21 @@ redis.call('PEXPIREAT', key, ARGV[2])
 return 1
 `;
 
+const MERGE = MERGE_HEAD + MERGE_BODY;
+
+/**
+ * Standalone Redis only: a merge that sets the subject, with the index written first, in one
+ * script. KEYS: the session, the new subject's index. ARGV: as MERGE, then the session id. The
+ * index score is the later of the stored absolute deadline and the new expiry (both kept as the
+ * strings they came in, so no number formatting can change them).
+ */
+const INDEXED_MERGE = `${INDEX_FUNCTION}${MERGE_HEAD}
+local absolute = redis.call('HGET', key, 'a')
+local score = ARGV[2]
+if absolute and tonumber(absolute) > tonumber(score) then score = absolute end
+index(KEYS[2], now, score, ARGV[#ARGV])
+${MERGE_BODY}`;
+
 /** ARGV: now, idleExpiresAt, expiresAt. */
 const TOUCH = `
 local key, now = KEYS[1], tonumber(ARGV[1])
@@ -181,6 +199,7 @@ const scripts = {
 	write: script(WRITE),
 	indexedWrite: script(INDEXED_WRITE),
 	merge: script(MERGE),
+	indexedMerge: script(INDEXED_MERGE),
 	touch: script(TOUCH),
 	deleteIfSubject: script(DELETE_IF_SUBJECT),
 	index: script(INDEX),
@@ -393,15 +412,21 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 
 		merge(key, changes, expiresAt) {
 			return run("merge", async (client) => {
-				if (typeof changes.subject === "string") {
-					// The index goes first (see the layout note), and needs the absolute deadline.
-					const absolute = await client.hget(sessionKey(key), "a");
-					if (absolute === null) return false;
-					await index(client, changes.subject, key, Math.max(Number(absolute), expiresAt));
+				const subject = changes.subject;
+				if (typeof subject !== "string") return (await evaluate(client, scripts.merge, sessionKey(key), mergeArgs(Date.now(), changes, expiresAt))) === 1;
+				if (!cluster) {
+					const args = mergeArgs(Date.now(), changes, expiresAt);
+					args.push(key);
+					return (await evaluate(client, scripts.indexedMerge, [sessionKey(key), indexKey(subject)], args)) === 1;
 				}
+				// On a Cluster the index goes first (see the layout note), and needs the absolute deadline.
+				const absolute = await client.hget(sessionKey(key), "a");
+				if (absolute === null) return false;
+				await index(client, subject, key, Math.max(Number(absolute), expiresAt));
 				return (await evaluate(client, scripts.merge, sessionKey(key), mergeArgs(Date.now(), changes, expiresAt))) === 1;
 			});
 		},
+
 
 		delete(key) {
 			return run("delete", async (client) => {

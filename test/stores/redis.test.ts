@@ -101,7 +101,7 @@ describe("redis store", () => {
 			assert.deepEqual((await store.listBySubject!(subject)).map((s) => s.key), [withSubject]);
 		});
 
-		it("on a standalone server, writes a session and its subject index in one round trip; a replace of a dead session indexes nothing", async () => {
+		it("on a standalone server, writes a session and its subject index in one round trip; a replace or merge of a dead session indexes nothing", async () => {
 			const calls: string[] = [];
 			// The real client, with its calls counted.
 			const counted = new Proxy(redis, {
@@ -115,6 +115,11 @@ describe("redis store", () => {
 				},
 			});
 			const store = redisStore({ client: counted }, { prefix });
+			// Loads the scripts (a test above flushes the server's script cache), so each call below is one.
+			const warm = randomKey();
+			await store.set(warm, makeRecord({ subject: `warm-${runId()}` }), Date.now() + HOUR);
+			await store.merge!(warm, noChanges({ subject: `warm-${runId()}` }), Date.now() + HOUR);
+			calls.length = 0;
 			const subject = `one-${runId()}`;
 			const key = randomKey();
 			await store.set(key, makeRecord({ subject }), Date.now() + HOUR);
@@ -127,6 +132,18 @@ describe("redis store", () => {
 			assert.equal(await redis.exists(`${prefix}subject:{${other}}`), 0);
 			assert.equal(await store.replace(key, makeRecord({ subject: other }), Date.now() + HOUR), true);
 			assert.deepEqual(await redis.zrange(`${prefix}subject:{${other}}`, "0", "-1"), [key]);
+
+			// A merge that sets the subject: one call too, scored by the stored absolute deadline.
+			const third = `three-${runId()}`;
+			const absolute = (await store.get(key))!.absoluteExpiresAt;
+			calls.length = 0;
+			assert.equal(await store.merge!(key, noChanges({ subject: third, increment: { n: 1 } }), Date.now() + HOUR), true);
+			assert.deepEqual(calls, ["evalsha"]);
+			assert.deepEqual(await redis.zrange(`${prefix}subject:{${third}}`, "0", "-1", "WITHSCORES"), [key, String(absolute)]);
+			assert.equal((await store.get(key))?.subject, third);
+			const gone = `four-${runId()}`;
+			assert.equal(await store.merge!(randomKey(), noChanges({ subject: gone }), Date.now() + HOUR), false);
+			assert.equal(await redis.exists(`${prefix}subject:{${gone}}`), 0, "a merge into a missing session indexes nothing");
 		});
 
 		it("keeps the subject index alive as long as its longest-lived session, and prunes dead members", async () => {
