@@ -22,6 +22,12 @@ declare global {
  * Changes are committed unless the response is a server error (status 500 or above), so a
  * handler that throws after changing the session leaves the session as it was.
  *
+ * To commit before the headers without writing to each response (slow on Express's responses,
+ * whose prototype it swaps per request), the first request that uses its session gives
+ * Express's shared response object its own `writeHead`, `write`, `end` and `flushHeaders`.
+ * They pass straight through to node's for every response with nothing to commit; a response
+ * whose methods another middleware already wrapped is hooked on its own instead.
+ *
  * @example
  * app.use(sessionMiddleware(createSessions({ store })));
  * app.get("/", (req, res) => res.send(`visits: ${req.session.increment("visits")}`));
@@ -36,7 +42,7 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 	function prepareCommit(req: Request, res: Response, next: NextFunction, session: Session<Data>): void {
 		// Used only after the headers went out: there is nothing left to commit into.
 		if (res.headersSent) return;
-		commitBeforeHeaders(res, sessions, session, () => req.secure, next);
+		commitBeforeHeaders(res, sessions, session, () => req.secure, next, true);
 	}
 	return (req: Request, res: Response, next: NextFunction): void => {
 		let loaded: Session<Data> | Promise<Session<Data>>;

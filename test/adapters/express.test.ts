@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createServer } from "node:http";
+import { createServer, ServerResponse } from "node:http";
 import { it } from "node:test";
 import express from "express";
 import express4 from "express4";
@@ -44,3 +44,59 @@ it("express: a session first used after the headers went out is still readable, 
 	assert.equal(await reply.text(), "visits: 1");
 	assert.equal(reply.headers.get("set-cookie"), null);
 });
+
+const nodeMethods = (["writeHead", "write", "end", "flushHeaders"] as const).map((method) => [method, ServerResponse.prototype[method]] as const);
+
+for (const [name, framework] of [["express 5", express], ["express 4", express4]] as const) {
+	it(`${name}: a route in a mounted sub-app commits the session, and node's own responses are left alone`, async (t) => {
+		const app = framework();
+		app.use(sessionMiddleware(createSessions({ store: memoryStore({ sweepInterval: 0 }) })));
+		// A mounted app swaps in its own response prototype for the requests it handles.
+		const sub = framework();
+		sub.get("/count", (req, res) => {
+			res.send(String(req.session.increment("n")));
+		});
+		app.use("/sub", sub);
+		app.get("/count", (req, res) => {
+			res.send(String(req.session.increment("n")));
+		});
+		const server = await listen(createServer(app));
+		t.after(() => server.close());
+		const first = await fetch(`${server.url}/sub/count`);
+		assert.equal(await first.text(), "1");
+		const cookie = first.headers.get("set-cookie")!.split(";")[0]!;
+		for (const [path, expected] of [["/sub/count", "2"], ["/count", "3"], ["/sub/count", "4"]]) {
+			const reply = await fetch(`${server.url}${path}`, { headers: { cookie } });
+			assert.equal(await reply.text(), expected, path);
+		}
+		for (const [method, original] of nodeMethods) {
+			assert.equal(ServerResponse.prototype[method], original, `node's ServerResponse.prototype.${method} is not patched`);
+		}
+	});
+
+	it(`${name}: a middleware that wrapped res.end before the session middleware still sends the cookie`, async (t) => {
+		const app = framework();
+		// As compression or a logger does: its own res.end, calling the one it found.
+		app.use((_req, res, next) => {
+			const end = res.end;
+			res.end = function (this: typeof res, ...args: unknown[]) {
+				res.setHeader("X-Wrapped", "yes");
+				return (end as (...a: unknown[]) => typeof res).apply(this, args);
+			} as typeof res.end;
+			next();
+		});
+		app.use(sessionMiddleware(createSessions({ store: memoryStore({ sweepInterval: 0 }) })));
+		app.get("/count", (req, res) => {
+			res.send(String(req.session.increment("n")));
+		});
+		const server = await listen(createServer(app));
+		t.after(() => server.close());
+		const first = await fetch(`${server.url}/count`);
+		assert.equal(await first.text(), "1");
+		assert.equal(first.headers.get("x-wrapped"), "yes");
+		const cookie = first.headers.get("set-cookie")?.split(";")[0];
+		assert.ok(cookie, "the session cookie was sent");
+		const second = await fetch(`${server.url}/count`, { headers: { cookie } });
+		assert.equal(await second.text(), "2");
+	});
+}

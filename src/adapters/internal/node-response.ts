@@ -2,7 +2,7 @@
  * Committing before a node:http response sends its headers: the machinery the node:http and
  * Express adapters share. `applyCommit` and `beforeHeaders` are public through `sessionkit/node`.
  */
-import type { ServerResponse } from "node:http";
+import { ServerResponse } from "node:http";
 import type { CommitResult, Session, SessionManager } from "../../index.js";
 import { SESSION_RESPONSE_HEADERS } from "../../index.js";
 import { isPromiseLike } from "./common.js";
@@ -32,6 +32,13 @@ interface Hook {
 }
 
 type HookedResponse = ServerResponse & { [HOOK]?: Hook };
+
+// Express responses: the hook lives here, not on the response (see hookOnPrototype).
+const sharedHooks = new WeakMap<ServerResponse, Hook>();
+
+function hookOf(res: HookedResponse): Hook | undefined {
+	return res[HOOK] ?? sharedHooks.get(res);
+}
 
 /**
  * From now on the hooked methods pass every call straight through. They stay in place: putting
@@ -102,7 +109,7 @@ function takeHeaders(res: ServerResponse, args: unknown[]): unknown[] {
 }
 
 function hookedWriteHead(this: HookedResponse, ...given: unknown[]): ServerResponse {
-	const hook = this[HOOK]!;
+	const hook = hookOf(this)!;
 	if (hook.phase === "done") {
 		(hook.writeHead as (...a: unknown[]) => unknown).apply(this, given);
 		return this;
@@ -115,7 +122,7 @@ function hookedWriteHead(this: HookedResponse, ...given: unknown[]): ServerRespo
 }
 
 function hookedWrite(this: HookedResponse, ...args: unknown[]): boolean {
-	const hook = this[HOOK]!;
+	const hook = hookOf(this)!;
 	const outcome = settle(hook, this.statusCode);
 	if (outcome === "now") return (hook.write as (...a: unknown[]) => boolean).apply(this, args);
 	if (outcome === "later") hook.queue.push(() => (hook.write as (...a: unknown[]) => unknown).apply(this, args));
@@ -123,7 +130,7 @@ function hookedWrite(this: HookedResponse, ...args: unknown[]): boolean {
 }
 
 function hookedEnd(this: HookedResponse, ...args: unknown[]): ServerResponse {
-	const hook = this[HOOK]!;
+	const hook = hookOf(this)!;
 	const outcome = settle(hook, this.statusCode);
 	if (outcome === "now") (hook.end as (...a: unknown[]) => unknown).apply(this, args);
 	else if (outcome === "later") hook.queue.push(() => (hook.end as (...a: unknown[]) => unknown).apply(this, args));
@@ -131,7 +138,7 @@ function hookedEnd(this: HookedResponse, ...args: unknown[]): ServerResponse {
 }
 
 function hookedFlushHeaders(this: HookedResponse): void {
-	const hook = this[HOOK]!;
+	const hook = hookOf(this)!;
 	const outcome = settle(hook, this.statusCode);
 	if (outcome === "now") hook.flushHeaders.call(this);
 	else if (outcome === "later") hook.queue.push(() => hook.flushHeaders.call(this));
@@ -155,6 +162,69 @@ export function beforeHeaders(res: ServerResponse, commit: (statusCode: number) 
 	res.flushHeaders = hookedFlushHeaders;
 }
 
+const HOOKED = { writeHead: hookedWriteHead, write: hookedWrite, end: hookedEnd, flushHeaders: hookedFlushHeaders } as const;
+type Method = keyof typeof HOOKED;
+const METHODS = Object.keys(HOOKED) as Method[];
+
+/** The bases whose four methods dispatch through `sharedHooks`, with those methods. */
+const installed = new WeakMap<object, Record<Method, unknown>>();
+
+/**
+ * The object just under ServerResponse.prototype in `res`'s prototype chain, when there is one
+ * between them: Express's response object, which every Express app's responses inherit from
+ * (each app's own response object, swapped in per request and per mounted sub-app, sits below
+ * it). `null` for a plain node:http response.
+ */
+function sharedBase(res: ServerResponse): object | null {
+	let proto = Object.getPrototypeOf(res) as object | null;
+	if (proto === ServerResponse.prototype) return null;
+	while (proto !== null) {
+		const up = Object.getPrototypeOf(proto) as object | null;
+		if (up === ServerResponse.prototype) return proto;
+		proto = up;
+	}
+	return null;
+}
+
+/** Gives `base` the four methods once: a response without a shared hook goes straight to node's. */
+function install(base: object): Record<Method, unknown> {
+	let methods = installed.get(base);
+	if (methods) return methods;
+	const parent = Object.getPrototypeOf(base) as Record<Method, (...args: unknown[]) => unknown>;
+	methods = {} as Record<Method, unknown>;
+	for (const name of METHODS) {
+		const hooked = HOOKED[name] as (this: ServerResponse, ...args: unknown[]) => unknown;
+		const method = function (this: ServerResponse, ...args: unknown[]): unknown {
+			return sharedHooks.has(this) ? hooked.apply(this, args) : parent[name].apply(this, args);
+		};
+		Object.defineProperty(base, name, { value: method, writable: true, configurable: true, enumerable: false });
+		methods[name] = method;
+	}
+	installed.set(base, methods);
+	return methods;
+}
+
+function resolvesTo(res: ServerResponse, methods: Record<Method, unknown>): boolean {
+	return res.writeHead === methods.writeHead && res.write === methods.write && res.end === methods.end && res.flushHeaders === methods.flushHeaders;
+}
+
+/**
+ * `beforeHeaders` for Express, without writing to the response. Express swaps the prototype of
+ * every response, and each property then written on one cost about 2 µs here (5 per request
+ * for the instance hook). The four methods are put once on Express's shared response object
+ * and find the hook in a WeakMap. A response on which any of them is something else (another
+ * middleware wrapped `res.end`, say) gets the instance hook instead.
+ */
+function beforeHeadersShared(res: ServerResponse, commit: (statusCode: number) => void | PromiseLike<void>, onError: (error: unknown) => void): void {
+	const base = sharedBase(res);
+	if (base === null || !resolvesTo(res, install(base))) {
+		beforeHeaders(res, commit, onError);
+		return;
+	}
+	const parent = Object.getPrototypeOf(base) as ServerResponse;
+	sharedHooks.set(res, { commit, onError, writeHead: parent.writeHead, write: parent.write, end: parent.end, flushHeaders: parent.flushHeaders, phase: "waiting", queue: [] });
+}
+
 /**
  * Commits `session` before `res` sends its headers (unless the status is 500 or above) and adds
  * the cookie it gives; `onError` answers if the commit fails. Shared by node:http and Express.
@@ -165,8 +235,9 @@ export function commitBeforeHeaders<Data extends object>(
 	session: Session<Data>,
 	isSecure: () => boolean,
 	onError: (error: unknown) => void,
+	express = false,
 ): void {
-	beforeHeaders(
+	(express ? beforeHeadersShared : beforeHeaders)(
 		res,
 		(statusCode) => {
 			if (statusCode >= 500) return;
