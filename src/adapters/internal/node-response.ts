@@ -33,7 +33,7 @@ interface Hook {
 
 type HookedResponse = ServerResponse & { [HOOK]?: Hook };
 
-// Express responses: the hook lives here, not on the response (see hookOnPrototype).
+// Express responses: the hook lives here, not on the response (see beforeHeadersShared).
 const sharedHooks = new WeakMap<ServerResponse, Hook>();
 
 function hookOf(res: HookedResponse): Hook | undefined {
@@ -186,10 +186,14 @@ function sharedBase(res: ServerResponse): object | null {
 	return null;
 }
 
-/** Gives `base` the four methods once: a response without a shared hook goes straight to node's. */
-function install(base: object): Record<Method, unknown> {
+/**
+ * Gives `base` the four methods once: a response without a shared hook goes straight to node's.
+ * `null` when `base` defines one of them itself, which must not be replaced.
+ */
+function install(base: object): Record<Method, unknown> | null {
 	let methods = installed.get(base);
 	if (methods) return methods;
+	if (METHODS.some((name) => Object.hasOwn(base, name))) return null;
 	const parent = Object.getPrototypeOf(base) as Record<Method, (...args: unknown[]) => unknown>;
 	methods = {} as Record<Method, unknown>;
 	for (const name of METHODS) {
@@ -217,7 +221,8 @@ function resolvesTo(res: ServerResponse, methods: Record<Method, unknown>): bool
  */
 function beforeHeadersShared(res: ServerResponse, commit: (statusCode: number) => void | PromiseLike<void>, onError: (error: unknown) => void): void {
 	const base = sharedBase(res);
-	if (base === null || !resolvesTo(res, install(base))) {
+	const methods = base === null ? null : install(base);
+	if (base === null || methods === null || !resolvesTo(res, methods)) {
 		beforeHeaders(res, commit, onError);
 		return;
 	}
