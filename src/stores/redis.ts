@@ -34,8 +34,8 @@ export interface RedisStoreOptions {
 // touches both. The index is written first, then the session, each atomic on its own: a
 // failure between them leaves an extra index member, never a session its subject cannot find
 // (which would escape "log out everywhere"). On a standalone server one script writes both, in
-// the same order, in one round trip. Members are checked against the live session on every read, and
-// dead ones pruned.
+// the same order, in one round trip. Members are checked against the live session on every
+// read, and dead ones pruned.
 //
 // A hash rather than one JSON string: merge becomes HSET/HDEL on "d:<name>" and "f:<name>"
 // fields inside a Lua script, with no JSON parsing in Lua (cjson would turn {} into [] and
@@ -51,10 +51,10 @@ local function alive(key, now)
 end
 `;
 
-// Writes a whole record: the fields from ARGV[first] on, in name/value pairs.
+// Writes a whole record: the fields from ARGV[first] on, in name/value pairs. The caller has
+// already refused a replace of a dead session.
 const WRITE_FUNCTION = `
-local function write(key, now, mode, expiresAt, first)
-	if mode == 'replace' and not alive(key, now) then return 0 end
+local function write(key, expiresAt, first)
 	redis.call('DEL', key)
 	for n = first, #ARGV, 2 do redis.call('HSET', key, ARGV[n], ARGV[n + 1]) end
 	redis.call('PEXPIREAT', key, expiresAt)
@@ -75,7 +75,8 @@ end
 
 /** ARGV: now, mode ("set" | "replace"), expiresAt, field, value, ... */
 const WRITE = `${WRITE_FUNCTION}
-return write(KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3], 4)
+if ARGV[2] == 'replace' and not alive(KEYS[1], tonumber(ARGV[1])) then return 0 end
+return write(KEYS[1], ARGV[3], 4)
 `;
 
 /**
@@ -87,7 +88,7 @@ const INDEXED_WRITE = `${WRITE_FUNCTION}${INDEX_FUNCTION}
 local now = tonumber(ARGV[1])
 if ARGV[2] == 'replace' and not alive(KEYS[1], now) then return 0 end
 index(KEYS[2], now, ARGV[4], ARGV[5])
-return write(KEYS[1], now, ARGV[2], ARGV[3], 6)
+return write(KEYS[1], ARGV[3], 6)
 `;
 
 /**
