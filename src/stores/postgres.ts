@@ -256,14 +256,6 @@ function statementName(operation: string, text: string): string {
 	return `sessionkit_${operation}_${createHash("sha256").update(text).digest("hex").slice(0, 16)}`;
 }
 
-function statementNames(sql: Statements): Record<Operation, string> {
-	const names = {} as Record<Operation, string>;
-	for (const operation of Object.keys(sql) as Array<keyof Statements>) {
-		if (operation !== "create") names[operation] = statementName(operation, sql[operation]);
-	}
-	return names;
-}
-
 async function createPool(url: string, timeoutMs: number): Promise<Pool> {
 	let pg: typeof import("pg");
 	try {
@@ -324,7 +316,8 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 	const timeout = checkTimeout(options.timeout, 5);
 	const timeoutMs = Math.ceil(timeout * 1000);
 	const sql = statements(table);
-	const names = prepare ? statementNames(sql) : null;
+	// Each statement's text (fixed, or one per merge shape) → its prepared statement's name.
+	const names = new Map<string, string>();
 
 	let owned: Promise<Pool> | undefined;
 	let closed = false;
@@ -349,11 +342,19 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 	}
 
 	function query<R extends QueryResultRow>(operation: Operation, values: unknown[]): Promise<QueryResult<R>> {
-		return send<R>(operation, sql[operation], names?.[operation], values);
+		return send<R>(operation, sql[operation], values);
 	}
 
-	function send<R extends QueryResultRow>(operation: string, text: string, name: string | undefined, values: unknown[]): Promise<QueryResult<R>> {
+	function nameOf(operation: string, text: string): string | undefined {
+		if (!prepare) return undefined;
+		let name = names.get(text);
+		if (name === undefined) names.set(text, (name = statementName(operation, text)));
+		return name;
+	}
+
+	function send<R extends QueryResultRow>(operation: string, text: string, values: unknown[]): Promise<QueryResult<R>> {
 		if (closed) return Promise.reject(new SessionStoreError(STORE, `${operation} called after close().`));
+		const name = nameOf(operation, text);
 		return withDeadline(
 			STORE,
 			operation,
@@ -367,15 +368,11 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 		);
 	}
 
-	const merges = new Map<number, { text: string; name: string | undefined }>();
-	function mergeQuery(shape: number): { text: string; name: string | undefined } {
-		let statement = merges.get(shape);
-		if (statement === undefined) {
-			const text = mergeStatement(quoted(table), shape);
-			statement = { text, name: prepare ? statementName("merge", text) : undefined };
-			merges.set(shape, statement);
-		}
-		return statement;
+	const merges = new Map<number, string>();
+	function mergeText(shape: number): string {
+		let text = merges.get(shape);
+		if (text === undefined) merges.set(shape, (text = mergeStatement(quoted(table), shape)));
+		return text;
 	}
 
 	const store: PostgresStore = {
@@ -394,8 +391,7 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 		},
 		async merge(key: string, changes: RecordChanges, expiresAt: number) {
 			const shape = mergeShape(changes);
-			const { text, name } = mergeQuery(shape);
-			const { rowCount } = await send("merge", text, name, mergeValues(key, Date.now(), shape, changes, expiresAt));
+			const { rowCount } = await send("merge", mergeText(shape), mergeValues(key, Date.now(), shape, changes, expiresAt));
 			return rowCount === 1;
 		},
 

@@ -18,44 +18,27 @@ function newPool(config: pg.PoolConfig = {}): pg.Pool {
 	return pool;
 }
 
-storeConformance(
-	"postgres",
-	async () => {
-		const pool = newPool();
-		const table = `sessions_test_${runId()}`;
-		const store = postgresStore({ pool }, { table, gcInterval: 0 });
-		return {
-			store,
-			async cleanup() {
-				await store.close();
-				await pool.query(`DROP TABLE IF EXISTS "${table}"`);
-				await pool.end();
-			},
-		};
-	},
-	{ merge: true, subjects: true, count: true, selfExpiring: false, expiryResolutionMs: 1 },
-	skip,
-);
-
-// The same contract with plain (unnamed) statements, as behind PgBouncer in transaction mode.
-storeConformance(
-	"postgres (prepare: false)",
-	async () => {
-		const pool = newPool();
-		const table = `sessions_test_${runId()}`;
-		const store = postgresStore({ pool }, { table, gcInterval: 0, prepare: false });
-		return {
-			store,
-			async cleanup() {
-				await store.close();
-				await pool.query(`DROP TABLE IF EXISTS "${table}"`);
-				await pool.end();
-			},
-		};
-	},
-	{ merge: true, subjects: true, count: true, selfExpiring: false, expiryResolutionMs: 1 },
-	skip,
-);
+// Also with plain (unnamed) statements, as behind PgBouncer in transaction mode.
+for (const prepare of [true, false]) {
+	storeConformance(
+		prepare ? "postgres" : "postgres (prepare: false)",
+		async () => {
+			const pool = newPool();
+			const table = `sessions_test_${runId()}`;
+			const store = postgresStore({ pool }, { table, gcInterval: 0, prepare });
+			return {
+				store,
+				async cleanup() {
+					await store.close();
+					await pool.query(`DROP TABLE IF EXISTS "${table}"`);
+					await pool.end();
+				},
+			};
+		},
+		{ merge: true, subjects: true, count: true, selfExpiring: false, expiryResolutionMs: 1 },
+		skip,
+	);
+}
 
 function assertStoreError(error: unknown): true {
 	assert.ok(error instanceof SessionStoreError, `expected a SessionStoreError, got ${String(error)}`);
