@@ -49,6 +49,14 @@ export function randomBase64Url(length: number): string {
 	return canUsePool(length) ? fromPool(length, asBase64Url) : toBase64Url(randomBytes(length));
 }
 
+/**
+ * Hands `use` a view of `length` fresh CSPRNG bytes, valid only during the call (they are zeroed
+ * after): no array is allocated, where the pool serves them.
+ */
+export function withRandomBytes<T>(length: number, use: (bytes: Uint8Array) => T): T {
+	return canUsePool(length) ? fromPool(length, (bytes, start, end) => use(bytes.subarray(start, end))) : use(randomBytes(length));
+}
+
 /** A new array of `length` bytes from the platform CSPRNG. */
 export function randomBytes(length: number): Uint8Array {
 	if (canUsePool(length)) return fromPool(length, asCopy);
@@ -109,7 +117,11 @@ export function fromBase64Url(text: string): Uint8Array | null {
 		// Buffer skips characters outside the alphabet: check them first. The copy keeps the
 		// result off Buffer's shared pool (whose other bytes its .buffer would expose).
 		if (!B64URL_TEXT.test(text)) return null;
-		return new Uint8Array(Buffer.from(text, "base64url"));
+		const decoded = Buffer.from(text, "base64url");
+		// set() copies in one go; new Uint8Array(decoded) would copy byte by byte.
+		const out = new Uint8Array(decoded.length);
+		out.set(decoded);
+		return out;
 	}
 	const out = new Uint8Array(Math.floor((text.length * 3) / 4));
 	let bits = 0;

@@ -5,7 +5,7 @@
  * the same keys and write the same format, so either opens the other's cookies.
  */
 import type * as NodeCrypto from "node:crypto";
-import { fromBase64Url, nodeCrypto, randomBytes, toBase64Url } from "../core/crypto.js";
+import { fromBase64Url, nodeCrypto, randomBytes, toBase64Url, withRandomBytes } from "../core/crypto.js";
 import { SessionConfigError, SessionTooLargeError } from "../core/errors.js";
 import type { SealedCookieStore, StoredRecord } from "../core/store.js";
 
@@ -40,6 +40,8 @@ const encoder = new TextEncoder();
 // (or another format version) never opens as a session.
 const KEY_INFO = encoder.encode("sessionkit cookie v1");
 const ADDITIONAL_DATA = encoder.encode("sessionkit session cookie v1");
+// Web Crypto hands back bytes: only UTF-8 a seal wrote opens.
+const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * A store that keeps the session in the cookie itself, encrypted and authenticated with
@@ -83,18 +85,18 @@ export function cookieStore(options: CookieStoreOptions): SealedCookieStore {
 	if (typeof clock !== "function") throw new SessionConfigError("clock", "must be a function returning epoch milliseconds.");
 
 	const secretList: readonly string[] = [...secrets];
-	const sealer = nodeCrypto ? nodeSealer(nodeCrypto, secretList) : webSealer(secretList);
+	const sealer = nodeCrypto && typeof Buffer === "function" ? nodeSealer(nodeCrypto, secretList) : webSealer(secretList);
 
-	function finishSeal(sealed: Uint8Array): string {
-		const value = VERSION + toBase64Url(sealed);
+	function finishSeal(sealed: string): string {
+		const value = VERSION + sealed;
 		const size = COOKIE_NAME_RESERVE + value.length;
 		if (size > maxCookieBytes) throw new SessionTooLargeError(size, maxCookieBytes, "maxCookieBytes");
 		return value;
 	}
 
-	function finishUnseal(plaintext: Uint8Array | null): StoredRecord | null {
-		if (plaintext === null) return null;
-		const record = fromPayload(plaintext);
+	function finishUnseal(json: string | null): StoredRecord | null {
+		if (json === null) return null;
+		const record = fromPayload(json);
 		if (record === null) return null;
 		const now = clock();
 		return now >= record.idleExpiresAt || now >= record.absoluteExpiresAt ? null : record;
@@ -107,52 +109,66 @@ export function cookieStore(options: CookieStoreOptions): SealedCookieStore {
 		synchronous: sealer.synchronous,
 
 		seal(record: StoredRecord) {
-			const iv = randomBytes(IV_BYTES);
-			const plaintext = encoder.encode(JSON.stringify(toPayload(record)));
-			const sealed = sealer.encrypt(iv, plaintext);
-			return sealed instanceof Uint8Array ? finishSeal(sealed) : sealed.then(finishSeal);
+			const sealed = sealer.seal(JSON.stringify(toPayload(record)));
+			return typeof sealed === "string" ? finishSeal(sealed) : sealed.then(finishSeal);
 		},
 
 		unseal(value: string) {
 			if (typeof value !== "string" || value.length > maxCookieBytes || !value.startsWith(VERSION)) return null;
-			const text = value.slice(VERSION.length);
-			const bytes = fromBase64Url(text);
-			// Unused low bits of the last character must be zero, or two values would open alike.
-			if (bytes === null || bytes.length < IV_BYTES + TAG_BYTES + 1 || toBase64Url(bytes) !== text) return null;
-			const opened = sealer.decrypt(bytes.subarray(0, IV_BYTES), bytes.subarray(IV_BYTES));
+			const opened = sealer.open(value.slice(VERSION.length));
 			return opened instanceof Promise ? opened.then(finishUnseal) : finishUnseal(opened);
 		},
 	};
 }
 
-/** AES-256-GCM under the first key; opening tries every key. Ciphertext is followed by its 16-byte tag, as Web Crypto writes it. */
+/**
+ * AES-256-GCM under the first key; opening tries every key. A sealed value is the base64url
+ * (unpadded) of IV ‖ ciphertext ‖ 16-byte tag, the order Web Crypto writes them in.
+ */
 interface Sealer {
 	readonly synchronous: boolean;
-	encrypt(iv: Uint8Array, plaintext: Uint8Array): Uint8Array | Promise<Uint8Array>;
-	/** The plaintext, or `null` when no key authenticates the bytes. */
-	decrypt(iv: Uint8Array, ciphertext: Uint8Array): Uint8Array | null | Promise<Uint8Array | null>;
+	/** Seals the UTF-8 of `text`. */
+	seal(text: string): string | Promise<string>;
+	/** The text sealed in `sealed`, or `null` when it is malformed or no key authenticates it. */
+	open(sealed: string): string | null | Promise<string | null>;
 }
+
+const MIN_SEALED_BYTES = IV_BYTES + TAG_BYTES + 1;
 
 function nodeSealer(crypto: typeof NodeCrypto, secrets: readonly string[]): Sealer {
 	const keys = secrets.map((secret) => crypto.createSecretKey(new Uint8Array(crypto.hkdfSync("sha256", secret, new Uint8Array(0), KEY_INFO, 32))));
+	// Opening decodes into this buffer rather than a new one each time: it only ever holds
+	// ciphertext, and nothing reads it after `open` returns.
+	const scratch = Buffer.allocUnsafeSlow(MAX_COOKIE_BYTES);
 	return {
 		synchronous: true,
-		encrypt(iv, plaintext) {
-			const cipher = crypto.createCipheriv("aes-256-gcm", keys[0]!, iv);
-			cipher.setAAD(ADDITIONAL_DATA);
-			const head = cipher.update(plaintext);
-			const tail = cipher.final();
-			const tag = cipher.getAuthTag();
-			const sealed = new Uint8Array(IV_BYTES + head.length + tail.length + TAG_BYTES);
-			sealed.set(iv);
-			sealed.set(head, IV_BYTES);
-			sealed.set(tail, IV_BYTES + head.length);
-			sealed.set(tag, IV_BYTES + head.length + tail.length);
-			return sealed;
+		seal(text) {
+			// Base64url strings of whole 3-byte groups join into the encoding of the joined bytes:
+			// the 12-byte IV always is one, and a plaintext padded with JSON whitespace to a multiple
+			// of 3 gives a ciphertext that is one too. So the pieces never need copying together.
+			const plaintext = text.length % 3 === 0 ? text : text + "  ".slice(0, 3 - (text.length % 3));
+			return withRandomBytes(IV_BYTES, (iv) => {
+				const cipher = crypto.createCipheriv("aes-256-gcm", keys[0]!, iv);
+				cipher.setAAD(ADDITIONAL_DATA);
+				const head = cipher.update(plaintext, "utf8");
+				const tail = cipher.final();
+				if (head.length % 3 !== 0 || tail.length !== 0) {
+					// Characters above U+007F take 2 to 4 bytes: the byte length is not a multiple of 3.
+					return toBase64Url(iv) + Buffer.concat([head, tail, cipher.getAuthTag()]).toString("base64url");
+				}
+				return toBase64Url(iv) + head.toString("base64url") + cipher.getAuthTag().toString("base64url");
+			});
 		},
-		decrypt(iv, ciphertext) {
-			const body = ciphertext.subarray(0, ciphertext.length - TAG_BYTES);
-			const tag = ciphertext.subarray(ciphertext.length - TAG_BYTES);
+		open(sealed) {
+			if (sealed.length > MAX_COOKIE_BYTES) return null;
+			const length = scratch.write(sealed, "base64url");
+			// Re-encoding rejects, in one comparison, characters outside the alphabet (which
+			// Buffer skips), padding, and unused low bits that are not zero (two values would
+			// otherwise open alike).
+			if (length < MIN_SEALED_BYTES || scratch.toString("base64url", 0, length) !== sealed) return null;
+			const iv = scratch.subarray(0, IV_BYTES);
+			const body = scratch.subarray(IV_BYTES, length - TAG_BYTES);
+			const tag = scratch.subarray(length - TAG_BYTES, length);
 			for (const key of keys) {
 				const decipher = crypto.createDecipheriv("aes-256-gcm", key, iv);
 				decipher.setAAD(ADDITIONAL_DATA);
@@ -160,11 +176,7 @@ function nodeSealer(crypto: typeof NodeCrypto, secrets: readonly string[]): Seal
 				const head = decipher.update(body);
 				try {
 					const tail = decipher.final();
-					if (tail.length === 0) return head;
-					const plaintext = new Uint8Array(head.length + tail.length);
-					plaintext.set(head);
-					plaintext.set(tail, head.length);
-					return plaintext;
+					return tail.length === 0 ? head.toString("utf8") : Buffer.concat([head, tail]).toString("utf8");
 				} catch {
 					// The tag did not verify under this key: try the next one.
 				}
@@ -179,18 +191,29 @@ function webSealer(secrets: readonly string[]): Sealer {
 	const getKeys = (): Promise<CryptoKey[]> => (keys ??= Promise.all(secrets.map(deriveKey)));
 	return {
 		synchronous: false,
-		async encrypt(iv, plaintext) {
+		async seal(text) {
 			const [key] = await getKeys();
-			const ciphertext = await globalThis.crypto.subtle.encrypt({ name: "AES-GCM", iv: iv as Uint8Array<ArrayBuffer>, additionalData: ADDITIONAL_DATA }, key!, plaintext as Uint8Array<ArrayBuffer>);
+			const iv = randomBytes(IV_BYTES);
+			const ciphertext = await globalThis.crypto.subtle.encrypt({ name: "AES-GCM", iv: iv as Uint8Array<ArrayBuffer>, additionalData: ADDITIONAL_DATA }, key!, encoder.encode(text));
 			const sealed = new Uint8Array(IV_BYTES + ciphertext.byteLength);
 			sealed.set(iv);
 			sealed.set(new Uint8Array(ciphertext), IV_BYTES);
-			return sealed;
+			return toBase64Url(sealed);
 		},
-		async decrypt(iv, ciphertext) {
+		async open(sealed) {
+			const bytes = fromBase64Url(sealed);
+			// Unused low bits of the last character must be zero, or two values would open alike.
+			if (bytes === null || bytes.length < MIN_SEALED_BYTES || toBase64Url(bytes) !== sealed) return null;
+			const iv = bytes.slice(0, IV_BYTES);
+			const ciphertext = bytes.slice(IV_BYTES);
 			for (const key of await getKeys()) {
-				const plaintext = await decrypt(key, iv.slice(), ciphertext.slice());
-				if (plaintext !== null) return plaintext;
+				const plaintext = await decrypt(key, iv, ciphertext);
+				if (plaintext === null) continue;
+				try {
+					return decoder.decode(plaintext);
+				} catch {
+					return null;
+				}
 			}
 			return null;
 		},
@@ -227,13 +250,11 @@ function toPayload(record: StoredRecord): Payload {
 	return [record.createdAt, record.idleExpiresAt, record.absoluteExpiresAt, record.subject, record.data, record.flash];
 }
 
-const decoder = new TextDecoder("utf-8", { fatal: true });
-
-/** The record, or `null` unless the plaintext has exactly the shape `toPayload` writes. */
-function fromPayload(plaintext: Uint8Array): StoredRecord | null {
+/** The record, or `null` unless the JSON has exactly the shape `toPayload` writes. */
+function fromPayload(json: string): StoredRecord | null {
 	let parsed: unknown;
 	try {
-		parsed = JSON.parse(decoder.decode(plaintext));
+		parsed = JSON.parse(json);
 	} catch {
 		return null;
 	}

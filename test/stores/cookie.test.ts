@@ -74,6 +74,16 @@ describe("cookie store", () => {
 		assert.deepEqual(await store.unseal(await store.seal(empty)), empty);
 	});
 
+	it("round-trips records of every length, in ASCII and beyond it", async () => {
+		const store = cookieStore({ secrets: newSecret() });
+		for (const unit of ["a", "é", "€", "🍪"]) {
+			for (let repeat = 0; repeat < 7; repeat++) {
+				const record = makeRecord({ data: { k: defaultCodec.encode(unit.repeat(repeat)) } });
+				assert.deepEqual(await store.unseal(await store.seal(record)), record, `${repeat} × ${unit}`);
+			}
+		}
+	});
+
 	it("treats a cookie with any one character changed as no session", async () => {
 		const store = cookieStore({ secrets: newSecret() });
 		const pair = await startSession(store);
@@ -110,6 +120,12 @@ describe("cookie store", () => {
 		const hostile = ["", "v1.", "v1", "v2." + value.slice(3), value.slice(3), "V1." + value.slice(3), "v1.!!!!", "v1.====", `v1.${"A".repeat(200)}`, `v1.${"x".repeat(5000)}`, "v1.\u00e9\u00e9\u00e9\u00e9", value + ".", ` ${value}`];
 		for (const input of hostile) assert.equal(await store.unseal(input), null, JSON.stringify(input.slice(0, 20)));
 		assert.equal(await store.unseal(undefined as unknown as string), null);
+		// The same bytes in another spelling (padding, the standard alphabet) must not open:
+		// one record has one cookie value.
+		const base64 = Buffer.from(value.slice(3), "base64url").toString("base64");
+		const respelled = [`${value}=`, `${value}==`, `v1.${base64}`, `v1.${base64.replace(/=+$/, "")}`].filter((input) => input !== value);
+		assert.ok(respelled.length >= 3, "the sealed value has characters the two alphabets spell differently");
+		for (const input of respelled) assert.equal(await store.unseal(input), null, input.slice(-6));
 	});
 
 	it("refuses a sealed record of the wrong shape", async () => {
