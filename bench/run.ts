@@ -49,10 +49,24 @@ const quick = flag("quick");
 const settings = {
 	/** Measured 1-s windows of each scenario; each is paired with a window of the ceiling (ABBA order). */
 	duration: Number(option("duration") ?? (quick ? 1 : 2)),
-	/** Warm-up before a server's first scenario: a load run of this many seconds (JIT tiers up in ~2 s). */
-	warmupSeconds: quick ? 0 : 3,
-	/** Requests sent (16 at a time) from the driver before every scenario. */
-	warmupBurst: quick ? 2000 : 1500,
+	/**
+	 * Warm-up before a server's first scenario: a load run of this many seconds, then the
+	 * scenario's own warm-up run below. Two runs, because the end of the first load (its
+	 * connections closing) runs code the requests did not, and V8 then throws away much of the
+	 * optimized code (28 functions in one trace): the second before it is optimized again ran
+	 * 10-20% slow. With one 3-s run, that second was the first measured window of every server.
+	 */
+	warmupSeconds: quick ? 0 : 2,
+	/**
+	 * Warm-up before every later scenario: a load run of this many seconds on its route. Each
+	 * scenario runs code the ones before did not: after a 1500-request burst the first measured
+	 * window of the counter and create scenarios ran 10-17% under the second (node:http, two
+	 * runs); after 1 s of load the two differed by -6% to +6%, as the noise goes.
+	 * Quick: the burst only, to stay under two minutes.
+	 */
+	warmupScenarioSeconds: quick ? 0 : 1,
+	/** Requests sent (16 at a time) from the driver before every scenario that gets no warm-up load. */
+	warmupBurst: 2000,
 	/** A ceiling window after the variant's too (ABBA), not only before it (quick: AB). */
 	pairAfter: !quick,
 	/** Quick: the peers run the counter scenario only, the one their ×peer target is about. */
@@ -160,7 +174,6 @@ function serverEnv(store: StoreName | "none"): NodeJS.ProcessEnv {
 
 interface RunningServer {
 	port: number;
-	control: number;
 	process: Started;
 }
 
@@ -171,16 +184,17 @@ async function startServer(variant: Variant, extraNodeArgs: string[] = []): Prom
 		env: { ...serverEnv(variant.store), ...variant.env },
 		ready: (line) => line.startsWith("READY ") || line.startsWith("SKIP "),
 		timeoutMs: 20_000,
+		stdin: true,
 	});
 	if (started.line.startsWith("SKIP ")) {
 		await started.stop();
 		return started.line.slice(5);
 	}
-	const { port, control } = JSON.parse(started.line.slice(6)) as { port: number; control: number };
-	return { port, control, process: started };
+	const { port } = JSON.parse(started.line.slice(6)) as { port: number };
+	return { port, process: started };
 }
 
-interface ControlStats {
+interface ServerStats {
 	requests: number;
 	calls: Record<string, number>;
 	writes: number;
@@ -189,9 +203,8 @@ interface ControlStats {
 	firstSet: { keyBytes: number; valueBytes: number } | null;
 }
 
-async function controlStats(server: RunningServer): Promise<ControlStats> {
-	const reply = await get(`http://127.0.0.1:${server.control}/stats`);
-	return JSON.parse(reply.body) as ControlStats;
+async function serverStats(server: RunningServer): Promise<ServerStats> {
+	return JSON.parse(await server.process.ask("stats", "STATS ")) as ServerStats;
 }
 
 async function readCounter(server: RunningServer, cookie: string | null): Promise<number> {
@@ -312,7 +325,7 @@ async function measureStoredBytes(variant: Variant, server: RunningServer, login
 		const values = login.setCookies.map((c) => c.split(";")[0]!.split("=").slice(1).join("="));
 		storedBytes.push({ ...base, recordBytes: values.reduce((s, v) => s + Buffer.byteLength(v), 0), indexBytes: 0, how: "Set-Cookie value(s), bytes" });
 	} else if (variant.store === "memory") {
-		const first = (await controlStats(server)).firstSet;
+		const first = (await serverStats(server)).firstSet;
 		if (first) storedBytes.push({ ...base, recordBytes: first.keyBytes + first.valueBytes, indexBytes: 0, how: "key + JSON of what set() received" });
 	} else if (variant.store === "redis") {
 		const keys = (await redis!.keys()).sort((a, b) => b.bytes - a.bytes);
@@ -375,18 +388,19 @@ async function runVariant(variant: Variant): Promise<void> {
 			const url = `${base}${scenario.path}`;
 			const sendCookie = scenario.withCookie ? cookie : null;
 			if (first && settings.warmupSeconds > 0) await load(url, { seconds: settings.warmupSeconds, connections: settings.connections, cookie: sendCookie });
-			await burst(url, sendCookie, settings.warmupBurst);
+			if (settings.warmupScenarioSeconds > 0) await load(url, { seconds: settings.warmupScenarioSeconds, connections: settings.connections, cookie: sendCookie });
+			else await burst(url, sendCookie, settings.warmupBurst);
 			first = false;
 
 			const counterBefore = scenario.name === "counter" ? await readCounter(server, cookie) : 0;
-			const statsBefore = await controlStats(server);
+			const statsBefore = await serverStats(server);
 			const redisBefore: RedisSnapshot | null = variant.store === "redis" ? await redis!.snapshot() : null;
 			const seconds = variant.kind === "ceiling" ? Math.ceil(settings.duration * 1.5) : settings.duration;
 			const ceilingUrl = variant.kind !== "ceiling" && ceilingServer ? `http://127.0.0.1:${ceilingServer.port}/counter` : null;
 			const result = await loadWindows(url, seconds, sendCookie, ceilingUrl);
 			await sleep(250);
 			const redisAfter: RedisSnapshot | null = variant.store === "redis" ? await redis!.snapshot() : null;
-			const statsAfter = await controlStats(server);
+			const statsAfter = await serverStats(server);
 			const entry = blankEntry(variant, scenario.name, result);
 
 			if (variant.kind !== "ceiling") {
@@ -572,7 +586,9 @@ function writeReport(micro: MicroResult[], startedAt: Date, loadBefore: number[]
 			stalls: `a set of windows in which one fell under ${STALL * 100}% of another of the same server is measured once more and the new set used: ${remeasured} set(s) in this run`,
 			"CPU idle": cpuLatency.description,
 			pinning: hasTaskset ? "server: taskset -c 0 · load generator: taskset -c 1 · Redis/PostgreSQL: unpinned" : "none (taskset missing or one core)",
-			"warm-up": `${settings.warmupSeconds ? `${settings.warmupSeconds} s load before a server's first scenario, then ` : ""}${settings.warmupBurst} requests (16 at a time) before every scenario`,
+			"warm-up": settings.warmupSeconds
+				? `${settings.warmupSeconds} s load, then ${settings.warmupScenarioSeconds} s load, before a server's first scenario; ${settings.warmupScenarioSeconds} s load before each of its other scenarios (on the scenario's route)`
+				: `${settings.warmupBurst} requests (16 at a time) before every scenario`,
 			"server env": "NODE_ENV=production, each server in its own process, sessionkit from the compiled src",
 			"sessionkit options": "createSessions defaults (idle 30 min, touchAfter 3 min), store as named",
 			"peer options": "express-session: resave false, saveUninitialized false · @fastify/session: saveUninitialized false, rolling false · koa-session: defaults (signed), external store · iron-session: defaults",

@@ -54,6 +54,11 @@ export interface Started {
 	line: string;
 	output: () => string;
 	stop: () => Promise<void>;
+	/**
+	 * Writes `line` to the process's stdin (started with `stdin: true`) and resolves with the
+	 * rest of the next stdout line that starts with `replyPrefix`.
+	 */
+	ask: (line: string, replyPrefix: string) => Promise<string>;
 }
 
 /**
@@ -61,11 +66,24 @@ export interface Started {
  * `ready` is true (e.g. READY / SKIP), at most `timeoutMs`. `stop()` sends SIGTERM, then
  * SIGKILL to the group after `graceMs`.
  */
-export function startProcess(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; ready: (line: string) => boolean; timeoutMs: number; graceMs?: number }): Promise<Started> {
+export function startProcess(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; ready: (line: string) => boolean; timeoutMs: number; graceMs?: number; stdin?: boolean }): Promise<Started> {
 	installHandlers();
-	const child = spawn(command, args, { cwd: options.cwd, env: options.env ?? process.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+	const child = spawn(command, args, { cwd: options.cwd, env: options.env ?? process.env, detached: true, stdio: [options.stdin ? "pipe" : "ignore", "pipe", "pipe"] });
 	live.add(child);
 	let output = "";
+	const waiting: Array<{ prefix: string; resolve: (rest: string) => void; reject: (error: Error) => void }> = [];
+	const ask = (line: string, replyPrefix: string): Promise<string> =>
+		new Promise((resolve, reject) => {
+			if (!child.stdin || child.exitCode !== null || child.signalCode !== null) {
+				reject(new Error(`${command}: cannot ask "${line}": no stdin or the process has exited`));
+				return;
+			}
+			waiting.push({ prefix: replyPrefix, resolve, reject });
+			child.stdin.write(`${line}\n`);
+		});
+	child.once("exit", (code, signal) => {
+		for (const waiter of waiting.splice(0)) waiter.reject(new Error(`${command} exited (${code ?? signal}) before it answered`));
+	});
 	const stop = async (): Promise<void> => {
 		if (child.exitCode === null && child.signalCode === null) {
 			const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
@@ -91,9 +109,13 @@ export function startProcess(command: string, args: string[], options: { env?: N
 			while ((newline = pending.indexOf("\n")) >= 0) {
 				const line = pending.slice(0, newline);
 				pending = pending.slice(newline + 1);
-				if (options.ready(line)) {
+				const waiter = waiting.findIndex((w) => line.startsWith(w.prefix));
+				if (waiter >= 0) {
+					const [{ prefix, resolve: answer }] = waiting.splice(waiter, 1) as [(typeof waiting)[number]];
+					answer(line.slice(prefix.length));
+				} else if (options.ready(line)) {
 					clearTimeout(timer);
-					resolve({ child, line, output: () => output, stop });
+					resolve({ child, line, output: () => output, stop, ask });
 				}
 			}
 		};

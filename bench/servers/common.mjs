@@ -1,12 +1,11 @@
 // Shared by every benchmark server: configuration from the environment, the typical login
-// session, bench-only counting wrappers around stores, the store factories, and a tiny
-// control server (on its own port) through which the driver reads the counters.
+// session, bench-only counting wrappers around stores, the store factories, and the stdin/stdout
+// line through which the driver reads the counters.
 //
 // Servers are plain .mjs on purpose: the peers augment `req.session` with types that clash
 // with sessionkit's in one TypeScript program, and sessionkit is imported from the compiled
 // dist (SESSIONKIT_DIST), as users run it.
 import { existsSync } from "node:fs";
-import http from "node:http";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 
@@ -32,7 +31,7 @@ export const LOGIN = {
 };
 export const FLASH = { notice: "Welcome back, Ada!" };
 
-/** Counters read by the driver through the control server. */
+/** Counters read by the driver ("stats" on stdin, see `ready`). */
 export const stats = {
 	/** Requests the HTTP server received (counted on its "request" event). */
 	requests: 0,
@@ -176,21 +175,25 @@ export function objectLogin(session) {
 }
 
 /**
- * Prints the READY line once the app listens on 127.0.0.1 (ephemeral port) and starts the
- * control server. SIGTERM closes everything and exits 0 (so `--cpu-prof` can write).
+ * Prints the READY line once the app listens on 127.0.0.1 (ephemeral port), then answers the
+ * driver's "stats" lines on stdin with a "STATS {json}" line. Not over HTTP: requests to a
+ * second server in this process would make V8 throw away the app's optimized HTTP code, and
+ * slow the next second of the measurement. SIGTERM closes everything and exits 0 (so
+ * `--cpu-prof` can write).
  */
 export async function ready(listen, close = async () => {}) {
 	const port = await listen();
-	const control = http.createServer((req, res) => {
-		if (req.url === "/stats") {
-			res.setHeader("content-type", "application/json");
-			res.end(JSON.stringify({ ...stats, memory: process.memoryUsage().rss }));
-			return;
+	let pending = "";
+	process.stdin.setEncoding("utf8");
+	process.stdin.on("data", (chunk) => {
+		pending += chunk;
+		let newline;
+		while ((newline = pending.indexOf("\n")) >= 0) {
+			const line = pending.slice(0, newline);
+			pending = pending.slice(newline + 1);
+			if (line === "stats") process.stdout.write(`STATS ${JSON.stringify({ ...stats, memory: process.memoryUsage().rss })}\n`);
 		}
-		res.statusCode = 404;
-		res.end();
 	});
-	await new Promise((resolve) => control.listen(0, "127.0.0.1", resolve));
 	const shutdown = async () => {
 		const timer = setTimeout(() => process.exit(0), 2000);
 		timer.unref();
@@ -201,7 +204,7 @@ export async function ready(listen, close = async () => {}) {
 	};
 	process.once("SIGTERM", shutdown);
 	process.once("SIGINT", shutdown);
-	process.stdout.write(`READY ${JSON.stringify({ port, control: control.address().port, pid: process.pid })}\n`);
+	process.stdout.write(`READY ${JSON.stringify({ port, pid: process.pid })}\n`);
 }
 
 /** Listens a node:http server on 127.0.0.1 and resolves to its port. */
