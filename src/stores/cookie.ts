@@ -152,11 +152,10 @@ function nodeSealer(crypto: typeof NodeCrypto, secrets: readonly string[]): Seal
 				cipher.setAAD(ADDITIONAL_DATA);
 				const head = cipher.update(plaintext, "utf8");
 				const tail = cipher.final();
-				if (head.length % 3 !== 0 || tail.length !== 0) {
-					// Characters above U+007F take 2 to 4 bytes: the byte length is not a multiple of 3.
-					return toBase64Url(iv) + Buffer.concat([head, tail, cipher.getAuthTag()]).toString("base64url");
-				}
-				return toBase64Url(iv) + head.toString("base64url") + cipher.getAuthTag().toString("base64url");
+				const tag = cipher.getAuthTag();
+				// Characters above U+007F take 2 to 4 bytes: then the byte length may not be a multiple of 3.
+				const rest = head.length % 3 === 0 && tail.length === 0 ? head.toString("base64url") + tag.toString("base64url") : Buffer.concat([head, tail, tag]).toString("base64url");
+				return toBase64Url(iv) + rest;
 			});
 		},
 		open(sealed) {

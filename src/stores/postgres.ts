@@ -394,7 +394,6 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 			const { rowCount } = await send("merge", mergeText(shape), mergeValues(key, Date.now(), shape, changes, expiresAt));
 			return rowCount === 1;
 		},
-
 		async delete(key) {
 			await query("delete", [key]);
 		},

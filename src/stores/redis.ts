@@ -428,7 +428,6 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 			});
 		},
 
-
 		delete(key) {
 			return run("delete", async (client) => {
 				await client.del(sessionKey(key));
