@@ -42,7 +42,7 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 	function prepareCommit(req: Request, res: Response, next: NextFunction, session: Session<Data>): void {
 		// Used only after the headers went out: there is nothing left to commit into.
 		if (res.headersSent) return;
-		commitBeforeHeaders(res, sessions, session, () => req.secure, next, true);
+		commitBeforeHeaders(res, sessions, session, req, next, true);
 	}
 	return (req: Request, res: Response, next: NextFunction): void => {
 		let loaded: Session<Data> | Promise<Session<Data>>;

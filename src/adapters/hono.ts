@@ -5,7 +5,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError } from "../index.js";
-import { assertManager, forwardedHTTPS, isPromiseLike, varyWithCookie } from "./internal/common.js";
+import { assertManager, CommitRequest, forwardedHTTPS, isPromiseLike, varyWithCookie } from "./internal/common.js";
 
 declare module "hono" {
 	interface ContextVariableMap {
@@ -56,7 +56,7 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 		c.set("session", session as Session<object> as Session<AppSessionData>);
 		await next();
 		if (c.error !== undefined || c.res.status >= 500) return;
-		const committed = sessions.commit(session, new CommitRequest(c, trustProxy));
+		const committed = sessions.commit(session, new CommitRequest(c, trustProxy, isSecureHono));
 		const { setCookie } = isPromiseLike(committed) ? await committed : committed;
 		if (setCookie === null) return;
 		try {
@@ -70,25 +70,10 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 	};
 }
 
-/**
- * What `commit` asks of the request. `secure` is a getter, read only when a cookie is set with
- * `secure: "auto"`; it lives on a class because a getter in an object literal gives each
- * request's object a hidden class of its own, which cost more in garbage collection than the
- * rest of the middleware.
- */
-class CommitRequest {
-	readonly #c: Context;
-	readonly #trustProxy: boolean;
-
-	constructor(c: Context, trustProxy: boolean) {
-		this.#c = c;
-		this.#trustProxy = trustProxy;
-	}
-
-	get secure(): boolean {
-		const req = this.#c.req;
-		return req.url.startsWith("https:") || (this.#trustProxy && forwardedHTTPS(req.header("X-Forwarded-Proto")));
-	}
+/** `Secure` for a Hono request: an `https:` URL, or with `trustProxy` the proxy's word. */
+function isSecureHono(c: Context, trustProxy: boolean): boolean {
+	const req = c.req;
+	return req.url.startsWith("https:") || (trustProxy && forwardedHTTPS(req.header("X-Forwarded-Proto")));
 }
 
 function addCookieHeaders(headers: Headers, setCookie: string): void {

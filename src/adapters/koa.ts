@@ -37,7 +37,8 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 		(ctx as { session: unknown }).session = session;
 		await next();
 		if (ctx.status >= 500) return;
-		const committed = sessions.commit(session, { secure: ctx.secure });
+		// ctx.secure is a getter: the manager reads it only when a cookie is sent.
+		const committed = sessions.commit(session, ctx);
 		const { setCookie } = isPromiseLike(committed) ? await committed : committed;
 		if (setCookie === null) return;
 		if (ctx.headerSent) {

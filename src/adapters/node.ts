@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { TLSSocket } from "node:tls";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
 import { SessionNotLoadedError, SessionUsageError } from "../index.js";
-import { isPromiseLike } from "./internal/common.js";
+import { CommitRequest, isPromiseLike } from "./internal/common.js";
 import { commitBeforeHeaders } from "./internal/node-response.js";
 
 export { applyCommit, beforeHeaders } from "./internal/node-response.js";
@@ -64,7 +64,7 @@ function hookCommit(req: IncomingMessage, context: RequestContext): void {
 		res,
 		binding.sessions,
 		session,
-		() => isSecureRequest(req, binding.trustProxy),
+		new CommitRequest(req, binding.trustProxy, isSecureRequest),
 		(error) => binding.onError(error, req, res),
 	);
 }

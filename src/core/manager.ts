@@ -58,7 +58,8 @@ export interface SessionManager<Data extends object = Record<string, unknown>> {
 	load(cookieHeader: string | null | undefined, onUse?: (session: Session<Data>) => void): Session<Data> | Promise<Session<Data>>;
 	/**
 	 * Writes what the request changed (or nothing) and says which `Set-Cookie` to send. Call it
-	 * after the handler, before headers are sent. `secure`: the request came over HTTPS.
+	 * after the handler, before headers are sent. `secure`: the request came over HTTPS; it is
+	 * read only when a cookie is sent with `secure: "auto"`, so it may be a getter.
 	 * Rejects with `SessionStoreError` or `SessionTooLargeError`; the response must then fail.
 	 * Like `load`, it completes synchronously when there is nothing to write or the store answers
 	 * at once (memory), and returns a promise otherwise: `await` it either way.
@@ -271,11 +272,10 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		if (!session[USED]) return NO_CHANGE;
 		const state = session[STATE];
 		if (this.#nothingToCommit(state)) return NO_CHANGE;
-		const secure = this.options.cookie.secure === "auto" ? request.secure : this.options.cookie.secure;
-		return runSteps(this.#sealed ? this.#commitSealed(this.#sealed, state, secure) : this.#commitStored(this.#store!, state, secure));
+		return runSteps(this.#sealed ? this.#commitSealed(this.#sealed, state, request) : this.#commitStored(this.#store!, state, request));
 	}
 
-	*#commitStored(store: SessionStore, state: SessionState, secure: boolean): Steps<CommitResult> {
+	*#commitStored(store: SessionStore, state: SessionState, request: { secure: boolean }): Steps<CommitResult> {
 		if (state.pending) {
 			const pending = state.pending;
 			state.pending = null;
@@ -304,7 +304,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 				state.stored = true;
 				state.idleExpiresAt = idleExpiresAt;
 				this.#emit(state.renewed ? { type: "session-renewed", id: key, previousId } : { type: "session-created", id: key });
-				setCookie = this.#cookieFor(token, secure, now, expiresAt, true);
+				setCookie = this.#cookieFor(token, request, now, expiresAt, true);
 			} else {
 				const expiresAt = Math.min(idleExpiresAt, state.absoluteExpiresAt);
 				let written: boolean;
@@ -322,7 +322,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 				}
 				if (written) {
 					state.idleExpiresAt = idleExpiresAt;
-					setCookie = this.#cookieFor(state.token!, secure, now, expiresAt, false);
+					setCookie = this.#cookieFor(state.token!, request, now, expiresAt, false);
 				} else {
 					// A parallel request destroyed or renewed this session first: do not bring it back, and
 					// send no cookie, which could replace the renewed session's newer one in the browser.
@@ -337,7 +337,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 				throw this.#storeError("touch", error);
 			}
 			state.idleExpiresAt = idleExpiresAt;
-			setCookie = this.#cookieFor(state.token!, secure, now, expiresAt, false);
+			setCookie = this.#cookieFor(state.token!, request, now, expiresAt, false);
 		}
 
 		// Old keys go last: if writing the new record failed, the old session still works.
@@ -354,11 +354,11 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		}
 		state.retired.length = 0;
 
-		if (setCookie === null && state.destroyed && !state.stored) setCookie = serializeExpiredCookie(this.options.cookie, secure);
+		if (setCookie === null && state.destroyed && !state.stored) setCookie = serializeExpiredCookie(this.options.cookie, this.#secure(request));
 		return setCookie === null ? NO_CHANGE : { setCookie };
 	}
 
-	*#commitSealed(sealed: SealedCookieStore, state: SessionState, secure: boolean): Steps<CommitResult> {
+	*#commitSealed(sealed: SealedCookieStore, state: SessionState, request: { secure: boolean }): Steps<CommitResult> {
 		const now = this.options.clock();
 		if (state.modified || (state.stored && this.#touchDue(state, now))) {
 			const idleExpiresAt = Math.min(now + this.options.idleTimeoutMs, state.absoluteExpiresAt);
@@ -376,11 +376,11 @@ class Manager<Data extends object> implements SessionManager<Data> {
 			state.idleExpiresAt = idleExpiresAt;
 			if (state.destroyed) this.#emit({ type: "session-destroyed", id: null });
 			if (isNew) this.#emit(state.renewed ? { type: "session-renewed", id: null, previousId: null } : { type: "session-created", id: null });
-			return { setCookie: this.#cookieFor(value, secure, now, Math.min(idleExpiresAt, record.absoluteExpiresAt), true) };
+			return { setCookie: this.#cookieFor(value, request, now, Math.min(idleExpiresAt, record.absoluteExpiresAt), true) };
 		}
 		if (state.destroyed && !state.stored) {
 			this.#emit({ type: "session-destroyed", id: null });
-			return { setCookie: serializeExpiredCookie(this.options.cookie, secure) };
+			return { setCookie: serializeExpiredCookie(this.options.cookie, this.#secure(request)) };
 		}
 		return NO_CHANGE;
 	}
@@ -396,11 +396,17 @@ class Manager<Data extends object> implements SessionManager<Data> {
 	}
 
 	/** The cookie to send: always for a new value; for an existing one only when `persist` needs a fresh Max-Age. */
-	#cookieFor(value: string, secure: boolean, now: number, expiresAt: number, isNewValue: boolean): string | null {
+	#cookieFor(value: string, request: { secure: boolean }, now: number, expiresAt: number, isNewValue: boolean): string | null {
 		const persist = this.options.cookie.persist;
 		if (!isNewValue && !persist) return null;
 		const maxAge = persist ? Math.max(1, Math.ceil((expiresAt - now) / 1000)) : undefined;
-		return serializeSessionCookie(this.options.cookie, value, secure, maxAge);
+		return serializeSessionCookie(this.options.cookie, value, this.#secure(request), maxAge);
+	}
+
+	/** Whether the cookie gets `Secure`. `request.secure` may be a getter: it is read only here, when a cookie is sent. */
+	#secure(request: { secure: boolean }): boolean {
+		const secure = this.options.cookie.secure;
+		return secure === "auto" ? request.secure : secure;
 	}
 
 	/** Throws `SessionTooLargeError` when the record `state` would store is over `maxSize`. */

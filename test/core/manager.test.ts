@@ -226,6 +226,31 @@ describe("cookies", () => {
 		assert.match((await sessions.commit(overTLS, { secure: true })).setCookie!, /; Secure/);
 	});
 
+	it("read request.secure only when a cookie is sent (adapters may pass a getter)", async () => {
+		const { sessions } = setup();
+		let reads = 0;
+		const overTLS = {
+			get secure() {
+				reads++;
+				return true;
+			},
+		};
+		const created = await sessions.load(undefined);
+		created.set("a", 1);
+		const { setCookie } = await sessions.commit(created, overTLS);
+		assert.match(setCookie!, /; Secure/);
+		assert.equal(reads, 1);
+		// A change to a stored session without `persist` sends no cookie: `secure` is never asked.
+		const changed = await sessions.load(cookieOf(setCookie));
+		changed.increment("n");
+		assert.equal((await sessions.commit(changed, overTLS)).setCookie, null);
+		assert.equal(reads, 1);
+		const destroyed = await sessions.load(cookieOf(setCookie));
+		destroyed.destroy();
+		assert.match((await sessions.commit(destroyed, overTLS)).setCookie!, /Max-Age=0; .*Secure|Secure.*Max-Age=0/);
+		assert.equal(reads, 2);
+	});
+
 	it("with persist carry a Max-Age that follows the idle deadline, refreshed on touch", async () => {
 		const { sessions, clock } = setup({ persist: true, idleTimeout: 600, touchAfter: 60 });
 		const first = await request(sessions, undefined, (s) => s.set("a", 1));

@@ -38,3 +38,25 @@ export function forwardedHTTPS(header: string | null | undefined): boolean {
 	return (comma < 0 ? header : header.slice(0, comma)).trim().toLowerCase() === "https";
 }
 
+
+/**
+ * What `commit` asks of the request: `secure` is worked out by `decide` only when it is read,
+ * that is when a cookie is sent with `secure: "auto"`. A class, because a getter in an object
+ * literal gives each request's object a hidden class of its own, which cost more in garbage
+ * collection than the rest of a middleware.
+ */
+export class CommitRequest<Source> {
+	readonly #source: Source;
+	readonly #trustProxy: boolean;
+	readonly #decide: (source: Source, trustProxy: boolean) => boolean;
+
+	constructor(source: Source, trustProxy: boolean, decide: (source: Source, trustProxy: boolean) => boolean) {
+		this.#source = source;
+		this.#trustProxy = trustProxy;
+		this.#decide = decide;
+	}
+
+	get secure(): boolean {
+		return this.#decide(this.#source, this.#trustProxy);
+	}
+}

@@ -36,9 +36,6 @@ type HookedResponse = ServerResponse & { [HOOK]?: Hook };
 // Express responses: the hook lives here, not on the response (see beforeHeadersShared).
 const sharedHooks = new WeakMap<ServerResponse, Hook>();
 
-function hookOf(res: HookedResponse): Hook | undefined {
-	return res[HOOK] ?? sharedHooks.get(res);
-}
 
 /**
  * From now on the hooked methods pass every call straight through. They stay in place: putting
@@ -108,40 +105,58 @@ function takeHeaders(res: ServerResponse, args: unknown[]): unknown[] {
 	return args.slice(0, -1);
 }
 
-function hookedWriteHead(this: HookedResponse, ...given: unknown[]): ServerResponse {
-	const hook = hookOf(this)!;
+// The four hooked methods, given the hook: the instance hook finds it on the response, the
+// shared one in `sharedHooks`.
+function writeHeadWith(hook: Hook, res: ServerResponse, given: unknown[]): ServerResponse {
 	if (hook.phase === "done") {
-		(hook.writeHead as (...a: unknown[]) => unknown).apply(this, given);
-		return this;
+		(hook.writeHead as (...a: unknown[]) => unknown).apply(res, given);
+		return res;
 	}
-	const args = takeHeaders(this, given);
-	const outcome = settle(hook, typeof args[0] === "number" ? args[0] : this.statusCode);
-	if (outcome === "now") (hook.writeHead as (...a: unknown[]) => unknown).apply(this, args);
-	else if (outcome === "later") hook.queue.push(() => (hook.writeHead as (...a: unknown[]) => unknown).apply(this, args));
-	return this;
+	const args = takeHeaders(res, given);
+	const outcome = settle(hook, typeof args[0] === "number" ? args[0] : res.statusCode);
+	if (outcome === "now") (hook.writeHead as (...a: unknown[]) => unknown).apply(res, args);
+	else if (outcome === "later") hook.queue.push(() => (hook.writeHead as (...a: unknown[]) => unknown).apply(res, args));
+	return res;
 }
 
-function hookedWrite(this: HookedResponse, ...args: unknown[]): boolean {
-	const hook = hookOf(this)!;
-	const outcome = settle(hook, this.statusCode);
-	if (outcome === "now") return (hook.write as (...a: unknown[]) => boolean).apply(this, args);
-	if (outcome === "later") hook.queue.push(() => (hook.write as (...a: unknown[]) => unknown).apply(this, args));
+function writeWith(hook: Hook, res: ServerResponse, args: unknown[]): boolean {
+	const outcome = settle(hook, res.statusCode);
+	if (outcome === "now") return (hook.write as (...a: unknown[]) => boolean).apply(res, args);
+	if (outcome === "later") hook.queue.push(() => (hook.write as (...a: unknown[]) => unknown).apply(res, args));
 	return true;
 }
 
+function endWith(hook: Hook, res: ServerResponse, args: unknown[]): ServerResponse {
+	const outcome = settle(hook, res.statusCode);
+	if (outcome === "now") (hook.end as (...a: unknown[]) => unknown).apply(res, args);
+	else if (outcome === "later") hook.queue.push(() => (hook.end as (...a: unknown[]) => unknown).apply(res, args));
+	return res;
+}
+
+function flushHeadersWith(hook: Hook, res: ServerResponse): void {
+	const outcome = settle(hook, res.statusCode);
+	if (outcome === "now") hook.flushHeaders.call(res);
+	else if (outcome === "later") hook.queue.push(() => hook.flushHeaders.call(res));
+}
+
+const WITH_HOOK = { writeHead: writeHeadWith, write: writeWith, end: endWith, flushHeaders: flushHeadersWith } as const;
+type Method = keyof typeof WITH_HOOK;
+const METHODS = Object.keys(WITH_HOOK) as Method[];
+
+function hookedWriteHead(this: HookedResponse, ...args: unknown[]): ServerResponse {
+	return writeHeadWith(this[HOOK]!, this, args);
+}
+
+function hookedWrite(this: HookedResponse, ...args: unknown[]): boolean {
+	return writeWith(this[HOOK]!, this, args);
+}
+
 function hookedEnd(this: HookedResponse, ...args: unknown[]): ServerResponse {
-	const hook = hookOf(this)!;
-	const outcome = settle(hook, this.statusCode);
-	if (outcome === "now") (hook.end as (...a: unknown[]) => unknown).apply(this, args);
-	else if (outcome === "later") hook.queue.push(() => (hook.end as (...a: unknown[]) => unknown).apply(this, args));
-	return this;
+	return endWith(this[HOOK]!, this, args);
 }
 
 function hookedFlushHeaders(this: HookedResponse): void {
-	const hook = hookOf(this)!;
-	const outcome = settle(hook, this.statusCode);
-	if (outcome === "now") hook.flushHeaders.call(this);
-	else if (outcome === "later") hook.queue.push(() => hook.flushHeaders.call(this));
+	flushHeadersWith(this[HOOK]!, this);
 }
 
 /**
@@ -161,10 +176,6 @@ export function beforeHeaders(res: ServerResponse, commit: (statusCode: number) 
 	res.end = hookedEnd as ServerResponse["end"];
 	res.flushHeaders = hookedFlushHeaders;
 }
-
-const HOOKED = { writeHead: hookedWriteHead, write: hookedWrite, end: hookedEnd, flushHeaders: hookedFlushHeaders } as const;
-type Method = keyof typeof HOOKED;
-const METHODS = Object.keys(HOOKED) as Method[];
 
 /** The bases whose four methods dispatch through `sharedHooks`, with those methods. */
 const installed = new WeakMap<object, Record<Method, unknown>>();
@@ -197,9 +208,10 @@ function install(base: object): Record<Method, unknown> | null {
 	const parent = Object.getPrototypeOf(base) as Record<Method, (...args: unknown[]) => unknown>;
 	methods = {} as Record<Method, unknown>;
 	for (const name of METHODS) {
-		const hooked = HOOKED[name] as (this: ServerResponse, ...args: unknown[]) => unknown;
+		const withHook = WITH_HOOK[name] as (hook: Hook, res: ServerResponse, args: unknown[]) => unknown;
 		const method = function (this: ServerResponse, ...args: unknown[]): unknown {
-			return sharedHooks.has(this) ? hooked.apply(this, args) : parent[name].apply(this, args);
+			const hook = sharedHooks.get(this);
+			return hook === undefined ? parent[name].apply(this, args) : withHook(hook, this, args);
 		};
 		Object.defineProperty(base, name, { value: method, writable: true, configurable: true, enumerable: false });
 		methods[name] = method;
@@ -233,12 +245,13 @@ function beforeHeadersShared(res: ServerResponse, commit: (statusCode: number) =
 /**
  * Commits `session` before `res` sends its headers (unless the status is 500 or above) and adds
  * the cookie it gives; `onError` answers if the commit fails. Shared by node:http and Express.
+ * `request.secure` is read only when a cookie is sent (see `SessionManager.commit`).
  */
 export function commitBeforeHeaders<Data extends object>(
 	res: ServerResponse,
 	sessions: SessionManager<Data>,
 	session: Session<Data>,
-	isSecure: () => boolean,
+	request: { readonly secure: boolean },
 	onError: (error: unknown) => void,
 	express = false,
 ): void {
@@ -246,7 +259,7 @@ export function commitBeforeHeaders<Data extends object>(
 		res,
 		(statusCode) => {
 			if (statusCode >= 500) return;
-			const result = sessions.commit(session, { secure: isSecure() });
+			const result = sessions.commit(session, request);
 			if (isPromiseLike(result)) return result.then((settled) => applyCommit(res, settled));
 			applyCommit(res, result);
 		},
