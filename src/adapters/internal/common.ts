@@ -38,7 +38,6 @@ export function forwardedHTTPS(header: string | null | undefined): boolean {
 	return (comma < 0 ? header : header.slice(0, comma)).trim().toLowerCase() === "https";
 }
 
-
 /**
  * What `commit` asks of the request: `secure` is worked out by `decide` only when it is read,
  * that is when a cookie is sent with `secure: "auto"`. A class, because a getter in an object

@@ -36,7 +36,6 @@ type HookedResponse = ServerResponse & { [HOOK]?: Hook };
 // Express responses: the hook lives here, not on the response (see beforeHeadersShared).
 const sharedHooks = new WeakMap<ServerResponse, Hook>();
 
-
 /**
  * From now on the hooked methods pass every call straight through. They stay in place: putting
  * the originals back would be four more property writes, and on Express's responses (whose
