@@ -128,6 +128,10 @@ interface Variant {
 	server: string;
 	/** Extra environment for the server process. */
 	env?: Record<string, string>;
+	/** Only these scenarios (a floor measures the one it is the floor of). */
+	scenarios?: Array<Scenario["name"]>;
+	/** Log in first and send the session's cookie, as sessionkit and the peers do. */
+	login?: boolean;
 }
 
 /** Why a sessionkit variant cannot run yet (its adapter or store is not written), or null. */
@@ -370,14 +374,17 @@ async function runVariant(variant: Variant): Promise<void> {
 		const scenarios =
 			variant.kind === "ceiling"
 				? [{ name: "ceiling" as const, path: "/counter", withCookie: false }]
-				: variant.kind === "floor"
+				: variant.scenarios
+					? SCENARIOS.filter((s) => variant.scenarios!.includes(s.name))
+					: variant.kind === "floor"
 					? SCENARIOS.filter((s) => s.name === "untouched")
 					: variant.kind === "peer" && settings.peerScenarios
 						? SCENARIOS.filter((s) => settings.peerScenarios!.includes(s.name))
 						: SCENARIOS;
 		// The floor sets no cookie: it gets one as long as sessionkit's, so the request is the same size.
-		let cookie: string | null = variant.kind === "floor" ? `sid=${"x".repeat(43)}` : null;
-		if (variant.kind === "sessionkit" || variant.kind === "peer") {
+		const logsIn = variant.kind === "sessionkit" || variant.kind === "peer" || variant.login === true;
+		let cookie: string | null = variant.kind === "floor" && !logsIn ? `sid=${"x".repeat(43)}` : null;
+		if (logsIn) {
 			const login = await get(`${base}/login`);
 			cookie = cookieHeader(login.setCookies);
 			if (login.status !== 200 || !cookie) throw new Error(`GET /login answered ${login.status} with no session cookie (${login.body.slice(0, 200)})`);
@@ -651,9 +658,13 @@ async function main(): Promise<void> {
 		for (const plan of plans) {
 			log(`\n━━ ${FRAMEWORK_LABEL[plan.framework]}`);
 			await runVariant({ framework: plan.framework, library: "none", kind: "ceiling", store: "none", storeModule: "", server: `${plan.framework}/none.mjs` });
-			// node:http has no middleware: withSessions is a function around the handler.
+			// node:http has no middleware (withSessions is a function around the handler): its floor is
+			// the least a hashed-token session can do on the counter route.
 			if (plan.framework !== "node" && ceilingServer) {
 				await runVariant({ framework: plan.framework, library: "empty middleware", kind: "floor", store: "none", storeModule: "", server: `${plan.framework}/none.mjs`, env: { BENCH_EMPTY_MIDDLEWARE: "1" } });
+			}
+			if (plan.framework === "node" && ceilingServer) {
+				await runVariant({ framework: "node", library: "minimal session", kind: "floor", store: "none", storeModule: "", server: "node/minimal-session.mjs", scenarios: ["counter"], login: true });
 			}
 			try {
 				await runFrameworkVariants(plan, stores);

@@ -1,7 +1,7 @@
 export type Framework = "node" | "express" | "fastify" | "koa" | "hono";
 export type StoreName = "memory" | "cookie" | "redis" | "postgres" | "sqlite";
 export type ScenarioName = "untouched" | "counter" | "read" | "create";
-/** "floor": the no-session server with one empty middleware, what any session middleware costs at least. */
+/** "floor": what a session costs at least: the no-session server with one empty middleware, or on node:http a minimal hand-written session (counter route). */
 export type Kind = "ceiling" | "floor" | "sessionkit" | "peer";
 
 export const FRAMEWORK_LABEL: Record<Framework, string> = {
