@@ -376,8 +376,6 @@ async function runVariant(variant: Variant): Promise<void> {
 				? [{ name: "ceiling" as const, path: "/counter", withCookie: false }]
 				: variant.scenarios
 					? SCENARIOS.filter((s) => variant.scenarios!.includes(s.name))
-					: variant.kind === "floor"
-					? SCENARIOS.filter((s) => s.name === "untouched")
 					: variant.kind === "peer" && settings.peerScenarios
 						? SCENARIOS.filter((s) => settings.peerScenarios!.includes(s.name))
 						: SCENARIOS;
@@ -661,7 +659,7 @@ async function main(): Promise<void> {
 			// node:http has no middleware (withSessions is a function around the handler): its floor is
 			// the least a hashed-token session can do on the counter route.
 			if (plan.framework !== "node" && ceilingServer) {
-				await runVariant({ framework: plan.framework, library: "empty middleware", kind: "floor", store: "none", storeModule: "", server: `${plan.framework}/none.mjs`, env: { BENCH_EMPTY_MIDDLEWARE: "1" } });
+				await runVariant({ framework: plan.framework, library: "empty middleware", kind: "floor", store: "none", storeModule: "", server: `${plan.framework}/none.mjs`, env: { BENCH_EMPTY_MIDDLEWARE: "1" }, scenarios: ["untouched"] });
 			}
 			if (plan.framework === "node" && ceilingServer) {
 				await runVariant({ framework: "node", library: "minimal session", kind: "floor", store: "none", storeModule: "", server: "node/minimal-session.mjs", scenarios: ["counter"], login: true });
