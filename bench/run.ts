@@ -147,9 +147,16 @@ function missingSource(framework: Framework, store: StoreName | "none"): string 
 
 // ------------------------------------------------------------------------------ services
 
+/** sessionkit's Redis, and the peer's: two private servers, so each one's command counts are its library's alone. */
 let redis: RedisService | null = null;
+let peerRedis: RedisService | null = null;
 let postgres: PostgresService | null = null;
-let redisCalibration = 0;
+/** Socket reads a snapshot itself adds, per Redis server. */
+const redisCalibration = new Map<RedisService, number>();
+
+function redisOf(variant: Variant): RedisService {
+	return (variant.kind === "peer" ? peerRedis : redis)!;
+}
 const notes: string[] = [];
 const skipped: string[] = [];
 
@@ -159,18 +166,21 @@ function skip(line: string): void {
 }
 
 async function resetStore(store: StoreName | "none"): Promise<void> {
-	if (store === "redis") await redis!.reset();
+	if (store === "redis") {
+		await redis!.reset();
+		await peerRedis!.reset();
+	}
 	if (store === "postgres") await postgres!.reset();
 	if (store === "sqlite") removeSqlite(SQLITE_PATH);
 }
 
-function serverEnv(store: StoreName | "none"): NodeJS.ProcessEnv {
+function serverEnv(variant: Variant): NodeJS.ProcessEnv {
 	return {
 		...process.env,
 		NODE_ENV: "production",
-		BENCH_STORE: store,
+		BENCH_STORE: variant.store,
 		SESSIONKIT_DIST: DIST,
-		BENCH_REDIS_URL: redis?.url ?? "",
+		BENCH_REDIS_URL: variant.store === "redis" ? redisOf(variant).url : "",
 		BENCH_POSTGRES_URL: postgres?.url ?? "",
 		BENCH_SQLITE_PATH: SQLITE_PATH,
 	};
@@ -185,7 +195,7 @@ async function startServer(variant: Variant, extraNodeArgs: string[] = []): Prom
 	const [command, args] = pinned(0, process.execPath, [...extraNodeArgs, join(BENCH, "servers", variant.server)]);
 	const started = await startProcess(command, args, {
 		cwd: ROOT,
-		env: { ...serverEnv(variant.store), ...variant.env },
+		env: { ...serverEnv(variant), ...variant.env },
 		ready: (line) => line.startsWith("READY ") || line.startsWith("SKIP "),
 		timeoutMs: 20_000,
 		stdin: true,
@@ -225,27 +235,45 @@ function stalled(windows: number[] | null): boolean {
 	return windows !== null && windows.length > 1 && Math.min(...windows) < STALL * Math.max(...windows);
 }
 
+/** One server's route under load, with the cookie it sends. */
+interface LoadTarget {
+	url: string;
+	cookie: string | null;
+}
+
+type Measured = LoadResult & { windows: number[] };
+
+interface WindowSet {
+	/** One per target, in the order given. */
+	results: Measured[];
+	ceilingWindows: number[] | null;
+}
+
 /**
- * The measured load: `seconds` 1-second wrk windows on `url`. req/s, p50 and p99 are the best
- * window's (other processes share this machine and steal whole seconds at a time); requests,
- * duration and errors are the totals, which the per-request counters divide.
+ * The measured load: `seconds` 1-second wrk windows on each target's route. req/s, p50 and p99
+ * are the best window's (other processes share this machine and steal whole seconds at a time);
+ * requests, duration and errors are the totals, which the per-request counters divide.
  *
- * With `ceilingUrl`, every window is paired with a 1-second window on the framework's
- * no-session server, in ABBA order (ceiling, variant, variant, ceiling, …), so that the ratio
- * compares loads a second apart and a drift of the machine's speed cancels out.
+ * With `ceilingUrl`, windows of the framework's no-session server are interleaved, so that a
+ * ratio compares loads a second apart and a drift of the machine's speed cancels out. One
+ * target: ceiling, variant, variant, ceiling (ABBA). Two (sessionkit and the peer, on the same
+ * store): ceiling, sessionkit, peer, ceiling, peer, sessionkit, ceiling: each variant window
+ * sits next to a ceiling window and the two libraries' windows alternate, neither always first.
  *
  * A set in which one window fell under 60% of another of the same server (the machine stalled:
  * seen here on routes where the server's work is identical) is measured once more, and the new
  * set gives the figures; the totals count both.
  */
-async function loadWindows(url: string, seconds: number, cookie: string | null, ceilingUrl: string | null = null): Promise<LoadResult & { windows: number[]; ceilingWindows: number[] | null }> {
-	let set = await measureWindows(url, seconds, cookie, ceilingUrl);
-	if (stalled(set.windows) || stalled(set.ceilingWindows)) {
+async function loadWindows(targets: LoadTarget[], seconds: number, ceilingUrl: string | null = null): Promise<WindowSet> {
+	let set = await measureWindows(targets, seconds, ceilingUrl);
+	if (set.results.some((r) => stalled(r.windows)) || stalled(set.ceilingWindows)) {
 		const first = set;
-		set = await measureWindows(url, seconds, cookie, ceilingUrl);
-		set.requests += first.requests;
-		set.durationS += first.durationS;
-		set.errors += first.errors;
+		set = await measureWindows(targets, seconds, ceilingUrl);
+		set.results.forEach((result, i) => {
+			result.requests += first.results[i]!.requests;
+			result.durationS += first.results[i]!.durationS;
+			result.errors += first.results[i]!.errors;
+		});
 		remeasured++;
 	}
 	return set;
@@ -254,17 +282,25 @@ async function loadWindows(url: string, seconds: number, cookie: string | null, 
 /** How many window sets were measured again because the machine stalled. */
 let remeasured = 0;
 
-async function measureWindows(url: string, seconds: number, cookie: string | null, ceilingUrl: string | null): Promise<LoadResult & { windows: number[]; ceilingWindows: number[] | null }> {
-	const runs: LoadResult[] = [];
+async function measureWindows(targets: LoadTarget[], seconds: number, ceilingUrl: string | null): Promise<WindowSet> {
+	const runs: LoadResult[][] = targets.map(() => []);
 	const ceilingWindows: number[] = [];
 	const ceilingWindow = async () => {
 		if (ceilingUrl) ceilingWindows.push(Math.round((await load(ceilingUrl, { seconds: 1, connections: settings.connections, cookie: null })).reqPerSec));
 	};
+	const forward = targets.map((_, i) => i);
+	const backward = [...forward].reverse();
 	for (let i = 0; i < seconds; i++) {
 		if (i % 2 === 0) await ceilingWindow();
-		runs.push(await load(url, { seconds: 1, connections: settings.connections, cookie }));
-		if (i % 2 === 1 || (i === seconds - 1 && settings.pairAfter)) await ceilingWindow();
+		for (const t of i % 2 === 0 ? forward : backward) {
+			runs[t]!.push(await load(targets[t]!.url, { seconds: 1, connections: settings.connections, cookie: targets[t]!.cookie }));
+		}
+		if (i % 2 === 1 || targets.length > 1 || (i === seconds - 1 && settings.pairAfter)) await ceilingWindow();
 	}
+	return { results: runs.map(summarise), ceilingWindows: ceilingUrl ? ceilingWindows : null };
+}
+
+function summarise(runs: LoadResult[]): Measured {
 	const best = runs.reduce((a, b) => (b.reqPerSec > a.reqPerSec ? b : a));
 	return {
 		requests: runs.reduce((s, r) => s + r.requests, 0),
@@ -274,18 +310,17 @@ async function measureWindows(url: string, seconds: number, cookie: string | nul
 		p50Ms: best.p50Ms,
 		p99Ms: best.p99Ms,
 		windows: runs.map((r) => Math.round(r.reqPerSec)),
-		ceilingWindows: ceilingUrl ? ceilingWindows : null,
 	};
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// ------------------------------------------------------------------------------ one variant
+// ------------------------------------------------------------------------------ variants
 
 const entries: Entry[] = [];
 const storedBytes: StoredBytes[] = [];
 
-function blankEntry(variant: Variant, scenario: Entry["scenario"], result: LoadResult & { windows: number[]; ceilingWindows: number[] | null }): Entry {
+function blankEntry(variant: Variant, scenario: Entry["scenario"], result: Measured, ceilingWindows: number[] | null): Entry {
 	return {
 		framework: variant.framework,
 		store: variant.store,
@@ -296,7 +331,8 @@ function blankEntry(variant: Variant, scenario: Entry["scenario"], result: LoadR
 		reqPerSec: result.reqPerSec,
 		windows: result.windows,
 		medianReqPerSec: median(result.windows),
-		ceilingWindows: result.ceilingWindows,
+		ceilingWindows,
+		peerWindows: null,
 		p50Ms: result.p50Ms,
 		p99Ms: result.p99Ms,
 		requests: result.requests,
@@ -321,7 +357,15 @@ function describe(variant: Variant): string {
 	return `${FRAMEWORK_LABEL[variant.framework]} × ${variant.store} × ${variant.library}${variant.kind === "peer" && variant.storeModule !== variant.library ? ` (${variant.storeModule})` : ""}`;
 }
 
-async function measureStoredBytes(variant: Variant, server: RunningServer, login: { setCookies: string[] }): Promise<void> {
+/** The SQL tables that hold rows now: the login's record is then found in a table not among them. */
+async function tablesWithRows(store: StoreName | "none"): Promise<Set<string>> {
+	if (store !== "postgres" && store !== "sqlite") return new Set();
+	const rows = store === "postgres" ? await postgres!.rows() : await sqliteRows(SQLITE_PATH);
+	return new Set(rows.map((r) => r.table));
+}
+
+async function measureStoredBytes(open: OpenVariant, login: { setCookies: string[] }, tablesBefore: Set<string>): Promise<void> {
+	const { variant, server } = open;
 	if (variant.kind === "ceiling" || variant.store === "none") return;
 	if (storedBytes.some((s) => s.library === variant.library && s.store === variant.store)) return;
 	const base = { library: variant.library, store: variant.store, storeModule: variant.kind === "peer" && variant.storeModule !== variant.library ? variant.storeModule : "" };
@@ -332,13 +376,14 @@ async function measureStoredBytes(variant: Variant, server: RunningServer, login
 		const first = (await serverStats(server)).firstSet;
 		if (first) storedBytes.push({ ...base, recordBytes: first.keyBytes + first.valueBytes, indexBytes: 0, how: "key + JSON of what set() received" });
 	} else if (variant.store === "redis") {
-		const keys = (await redis!.keys()).sort((a, b) => b.bytes - a.bytes);
+		const keys = (await open.redis!.keys()).sort((a, b) => b.bytes - a.bytes);
 		if (keys.length) {
 			const [record, ...rest] = keys;
 			storedBytes.push({ ...base, recordBytes: record!.bytes, indexBytes: rest.reduce((s, k) => s + k.bytes, 0), how: `Redis ${record!.type}: key + ${record!.type === "hash" ? "fields + values" : "value"}${rest.length ? `; ${rest.length} other key(s) as index` : ""}` });
 		}
 	} else {
-		const rows = variant.store === "postgres" ? await postgres!.rows() : await sqliteRows(SQLITE_PATH);
+		// The other library's server, measured beside this one, may have stored its login already.
+		const rows = (variant.store === "postgres" ? await postgres!.rows() : await sqliteRows(SQLITE_PATH)).filter((r) => !tablesBefore.has(r.table));
 		const sorted = rows.sort((a, b) => b.bytes - a.bytes);
 		if (sorted.length) {
 			const [record, ...rest] = sorted;
@@ -350,129 +395,195 @@ async function measureStoredBytes(variant: Variant, server: RunningServer, login
 /** The framework's no-session server, kept running while its variants are measured (paired windows). */
 let ceilingServer: RunningServer | null = null;
 
-async function runVariant(variant: Variant): Promise<void> {
-	log(`\n▶ ${describe(variant)}`);
-	try {
-		await resetStore(variant.store);
-	} catch (error) {
-		skip(`${describe(variant)}: cannot reset the ${variant.store} store: ${(error as Error).message}`);
-		return;
-	}
+/** A variant whose server runs, logged in where it should be. */
+interface OpenVariant {
+	variant: Variant;
+	server: RunningServer;
+	base: string;
+	cookie: string | null;
+	/** The Redis server its store talks to (Redis variants). */
+	redis: RedisService | null;
+	/** It has had the long warm-up that a server's first scenario gets. */
+	warmed: boolean;
+}
+
+const CEILING_SCENARIO = { name: "ceiling" as const, path: "/counter", withCookie: false };
+
+function scenariosOf(variant: Variant): Array<Scenario | typeof CEILING_SCENARIO> {
+	if (variant.kind === "ceiling") return [CEILING_SCENARIO];
+	if (variant.scenarios) return SCENARIOS.filter((s) => variant.scenarios!.includes(s.name));
+	if (variant.kind === "peer" && settings.peerScenarios) return SCENARIOS.filter((s) => settings.peerScenarios!.includes(s.name));
+	return SCENARIOS;
+}
+
+/** Starts the variant's server and logs in; a string says why it cannot run. */
+async function openVariant(variant: Variant): Promise<OpenVariant | string> {
 	let server: RunningServer | string;
 	try {
 		server = await startServer(variant);
 	} catch (error) {
-		skip(`${describe(variant)}: the server did not start: ${(error as Error).message.split("\n").slice(0, 6).join(" | ")}`);
-		return;
+		return `the server did not start: ${(error as Error).message.split("\n").slice(0, 6).join(" | ")}`;
 	}
-	if (typeof server === "string") {
-		skip(`${describe(variant)}: ${server}`);
-		return;
-	}
+	if (typeof server === "string") return server;
+	const open: OpenVariant = { variant, server, base: `http://127.0.0.1:${server.port}`, cookie: null, redis: variant.store === "redis" ? redisOf(variant) : null, warmed: false };
 	try {
-		const base = `http://127.0.0.1:${server.port}`;
-		const scenarios =
-			variant.kind === "ceiling"
-				? [{ name: "ceiling" as const, path: "/counter", withCookie: false }]
-				: variant.scenarios
-					? SCENARIOS.filter((s) => variant.scenarios!.includes(s.name))
-					: variant.kind === "peer" && settings.peerScenarios
-						? SCENARIOS.filter((s) => settings.peerScenarios!.includes(s.name))
-						: SCENARIOS;
 		// The floor sets no cookie: it gets one as long as sessionkit's, so the request is the same size.
 		const logsIn = variant.kind === "sessionkit" || variant.kind === "peer" || variant.login === true;
-		let cookie: string | null = variant.kind === "floor" && !logsIn ? `sid=${"x".repeat(43)}` : null;
+		if (variant.kind === "floor" && !logsIn) open.cookie = `sid=${"x".repeat(43)}`;
 		if (logsIn) {
-			const login = await get(`${base}/login`);
-			cookie = cookieHeader(login.setCookies);
-			if (login.status !== 200 || !cookie) throw new Error(`GET /login answered ${login.status} with no session cookie (${login.body.slice(0, 200)})`);
-			await measureStoredBytes(variant, server, login);
+			const tablesBefore = await tablesWithRows(variant.store);
+			const login = await get(`${open.base}/login`);
+			open.cookie = cookieHeader(login.setCookies);
+			if (login.status !== 200 || !open.cookie) throw new Error(`GET /login answered ${login.status} with no session cookie (${login.body.slice(0, 200)})`);
+			await measureStoredBytes(open, login, tablesBefore);
 		}
-		let first = true;
+		return open;
+	} catch (error) {
+		await server.process.stop();
+		return `failed: ${(error as Error).message.split("\n")[0]}\n${server.process.output().slice(-1500)}`;
+	}
+}
+
+/**
+ * Measures variants of one framework together: sessionkit and the peer on the same store, or one
+ * variant alone. Their servers run side by side and each scenario's windows interleave (see
+ * `loadWindows`), so ×peer compares windows a second apart, as ×ceiling does.
+ */
+async function runVariants(variants: Variant[]): Promise<void> {
+	for (const variant of variants) log(`\n▶ ${describe(variant)}`);
+	const open: OpenVariant[] = [];
+	try {
+		for (const store of new Set(variants.map((v) => v.store))) {
+			try {
+				await resetStore(store);
+			} catch (error) {
+				for (const variant of variants.filter((v) => v.store === store)) skip(`${describe(variant)}: cannot reset the ${store} store: ${(error as Error).message}`);
+			}
+		}
+		for (const variant of variants) {
+			const opened = await openVariant(variant);
+			if (typeof opened === "string") skip(`${describe(variant)}: ${opened}`);
+			else open.push(opened);
+		}
+		const scenarios = [CEILING_SCENARIO, ...SCENARIOS];
 		for (const scenario of scenarios) {
-			const url = `${base}${scenario.path}`;
-			const sendCookie = scenario.withCookie ? cookie : null;
-			if (first && settings.warmupSeconds > 0) await load(url, { seconds: settings.warmupSeconds, connections: settings.connections, cookie: sendCookie });
-			if (settings.warmupScenarioSeconds > 0) await load(url, { seconds: settings.warmupScenarioSeconds, connections: settings.connections, cookie: sendCookie });
-			else await burst(url, sendCookie, settings.warmupBurst);
-			first = false;
-
-			const counterBefore = scenario.name === "counter" ? await readCounter(server, cookie) : 0;
-			const statsBefore = await serverStats(server);
-			const redisBefore: RedisSnapshot | null = variant.store === "redis" ? await redis!.snapshot() : null;
-			const seconds = variant.kind === "ceiling" ? Math.ceil(settings.duration * 1.5) : settings.duration;
-			const ceilingUrl = variant.kind !== "ceiling" && ceilingServer ? `http://127.0.0.1:${ceilingServer.port}/counter` : null;
-			const result = await loadWindows(url, seconds, sendCookie, ceilingUrl);
-			await sleep(250);
-			const redisAfter: RedisSnapshot | null = variant.store === "redis" ? await redis!.snapshot() : null;
-			const statsAfter = await serverStats(server);
-			const entry = blankEntry(variant, scenario.name, result);
-
-			if (variant.kind !== "ceiling") {
-				// Per request = per request the server received in the window (wrk counts only those it saw
-				// completed; a few dozen were still in flight when it stopped).
-				const received = statsAfter.requests - statsBefore.requests;
-				const n = Math.max(1, received > 0 ? received : result.requests);
-				entry.serverRequests = received;
-				let calls = 0;
-				for (const [method, after] of Object.entries(statsAfter.calls)) {
-					const delta = after - (statsBefore.calls[method] ?? 0);
-					if (delta > 0) entry.storeCalls[method] = round(delta / n);
-					calls += delta;
-				}
-				entry.storeCallsPerRequest = calls / n;
-				entry.writesPerRequest = (statsAfter.writes - statsBefore.writes) / n;
-				if (variant.store === "cookie") entry.roundTripsPerRequest = 0;
-				if (variant.store === "cookie" && variant.kind === "peer") {
-					// iron-session has no store object to count: the cookie is all there is.
-					entry.storeCallsPerRequest = null;
-					entry.storeCalls = {};
-					entry.writesPerRequest = null;
-				}
-				if (variant.store === "postgres") {
-					entry.roundTripsPerRequest = (statsAfter.queries - statsBefore.queries) / n;
-					entry.roundTripSource = "pg queries counted in the server process";
-					entry.writesPerRequest = (statsAfter.queryWrites - statsBefore.queryWrites) / n;
-				}
-				if (redisBefore && redisAfter) {
-					const counts = redisCounts(redisBefore, redisAfter);
-					entry.redisWritesPerRequest = counts.writes / n;
-					entry.redisCommands = Object.fromEntries(Object.entries(counts.byCommand).map(([k, v]) => [k, round(v / n)]));
-				}
-				if (scenario.name === "counter") {
-					if (variant.store === "cookie") entry.note = "cookie store: wrk replays one cookie, so increments cannot accumulate";
-					else entry.incrementsKept = ((await readCounter(server, cookie)) - counterBefore) / n;
-				}
-				if (variant.store === "redis") {
-					// Round trips: socket reads Redis processed during sequential requests, minus the snapshot's own.
-					const p0 = await redis!.snapshot();
-					for (let i = 0; i < settings.probeRequests; i++) await get(url, sendCookie);
-					const p1 = await redis!.snapshot();
-					entry.roundTripsPerRequest = (p1.reads - p0.reads - redisCalibration) / settings.probeRequests;
-					entry.roundTripSource = "redis INFO total_reads_processed, sequential requests";
+			const members = open.filter((o) => scenariosOf(o.variant).includes(scenario));
+			if (members.length === 0) continue;
+			try {
+				await measureScenario(members, scenario);
+			} catch (error) {
+				for (const o of members) {
+					skip(`${describe(o.variant)}: failed: ${(error as Error).message.split("\n")[0]}\n${o.server.process.output().slice(-1500)}`);
+					open.splice(open.indexOf(o), 1);
+					await o.server.process.stop();
 				}
 			}
-			if (result.errors > 0) entry.note = `${entry.note ? `${entry.note}; ` : ""}${result.errors} errors/non-2xx`;
-			entries.push(entry);
-			log(
-				`  ${scenario.name.padEnd(9)} ${result.reqPerSec.toFixed(0).padStart(7)} req/s  p50 ${result.p50Ms.toFixed(2)} ms  p99 ${result.p99Ms.toFixed(2)} ms` +
-					(entry.roundTripsPerRequest !== null ? `  RT/req ${entry.roundTripsPerRequest.toFixed(2)}` : "") +
-					(entry.storeCallsPerRequest !== null ? `  calls/req ${entry.storeCallsPerRequest.toFixed(2)}` : "") +
-					(entry.writesPerRequest !== null ? `  writes/req ${entry.writesPerRequest.toFixed(2)}` : "") +
-					(entry.redisCommands ? `  redis ${Object.entries(entry.redisCommands).map(([k, v]) => `${k}×${v}`).join(" ")}` : "") +
-					(entry.incrementsKept !== null ? `  kept ${(entry.incrementsKept * 100).toFixed(1)}%` : "") +
-					(result.errors ? `  errors ${result.errors}` : ""),
-			);
 		}
-	} catch (error) {
-		skip(`${describe(variant)}: failed: ${(error as Error).message.split("\n")[0]}\n${server.process.output().slice(-1500)}`);
-		if (variant.kind === "ceiling") await server.process.stop();
 	} finally {
-		if (variant.kind !== "ceiling") await server.process.stop();
+		for (const o of open) {
+			const { child } = o.server.process;
+			if (o.variant.kind === "ceiling" && child.exitCode === null && child.signalCode === null) ceilingServer = o.server;
+			else await o.server.process.stop();
+		}
 	}
-	const { child } = server.process;
-	if (variant.kind === "ceiling" && child.exitCode === null && child.signalCode === null) ceilingServer = server;
 }
+
+async function measureScenario(members: OpenVariant[], scenario: Scenario | typeof CEILING_SCENARIO): Promise<void> {
+	const cookieOf = (o: OpenVariant) => (scenario.withCookie ? o.cookie : null);
+	for (const o of members) {
+		const url = `${o.base}${scenario.path}`;
+		if (!o.warmed && settings.warmupSeconds > 0) await load(url, { seconds: settings.warmupSeconds, connections: settings.connections, cookie: cookieOf(o) });
+		if (settings.warmupScenarioSeconds > 0) await load(url, { seconds: settings.warmupScenarioSeconds, connections: settings.connections, cookie: cookieOf(o) });
+		else await burst(url, cookieOf(o), settings.warmupBurst);
+		o.warmed = true;
+	}
+
+	const before = [];
+	for (const o of members) {
+		before.push({
+			counter: scenario.name === "counter" ? await readCounter(o.server, o.cookie) : 0,
+			stats: await serverStats(o.server),
+			redis: o.redis ? await o.redis.snapshot() : null,
+		});
+	}
+	const isCeiling = scenario.name === "ceiling";
+	const seconds = isCeiling ? Math.ceil(settings.duration * 1.5) : settings.duration;
+	const ceilingUrl = !isCeiling && ceilingServer ? `http://127.0.0.1:${ceilingServer.port}/counter` : null;
+	const set = await loadWindows(members.map((o) => ({ url: `${o.base}${scenario.path}`, cookie: cookieOf(o) })), seconds, ceilingUrl);
+	await sleep(250);
+
+	const peerIndex = members.findIndex((o) => o.variant.kind === "peer");
+	for (const [i, o] of members.entries()) {
+		const { variant } = o;
+		const result = set.results[i]!;
+		const entry = blankEntry(variant, scenario.name, result, set.ceilingWindows);
+		if (variant.kind === "sessionkit" && peerIndex >= 0) entry.peerWindows = set.results[peerIndex]!.windows;
+		if (!isCeiling) await countPerRequest(o, scenario, entry, before[i]!);
+		if (result.errors > 0) entry.note = `${entry.note ? `${entry.note}; ` : ""}${result.errors} errors/non-2xx`;
+		entries.push(entry);
+		log(
+			`  ${(members.length > 1 ? `${scenario.name} · ${variant.library}` : scenario.name).padEnd(9)} ${result.reqPerSec.toFixed(0).padStart(7)} req/s  p50 ${result.p50Ms.toFixed(2)} ms  p99 ${result.p99Ms.toFixed(2)} ms` +
+				(entry.roundTripsPerRequest !== null ? `  RT/req ${entry.roundTripsPerRequest.toFixed(2)}` : "") +
+				(entry.storeCallsPerRequest !== null ? `  calls/req ${entry.storeCallsPerRequest.toFixed(2)}` : "") +
+				(entry.writesPerRequest !== null ? `  writes/req ${entry.writesPerRequest.toFixed(2)}` : "") +
+				(entry.redisCommands ? `  redis ${Object.entries(entry.redisCommands).map(([k, v]) => `${k}×${v}`).join(" ")}` : "") +
+				(entry.incrementsKept !== null ? `  kept ${(entry.incrementsKept * 100).toFixed(1)}%` : "") +
+				(result.errors ? `  errors ${result.errors}` : ""),
+		);
+	}
+}
+
+/** Store calls, writes, round trips and increments kept, per request the server received in the windows. */
+async function countPerRequest(o: OpenVariant, scenario: Scenario, entry: Entry, before: { counter: number; stats: ServerStats; redis: RedisSnapshot | null }): Promise<void> {
+	const { variant } = o;
+	const redisAfter = o.redis ? await o.redis.snapshot() : null;
+	const statsAfter = await serverStats(o.server);
+	// Per request = per request the server received in the windows (wrk counts only those it saw
+	// completed; a few dozen were still in flight when it stopped).
+	const received = statsAfter.requests - before.stats.requests;
+	const n = Math.max(1, received > 0 ? received : entry.requests);
+	entry.serverRequests = received;
+	let calls = 0;
+	for (const [method, after] of Object.entries(statsAfter.calls)) {
+		const delta = after - (before.stats.calls[method] ?? 0);
+		if (delta > 0) entry.storeCalls[method] = round(delta / n);
+		calls += delta;
+	}
+	entry.storeCallsPerRequest = calls / n;
+	entry.writesPerRequest = (statsAfter.writes - before.stats.writes) / n;
+	if (variant.store === "cookie") entry.roundTripsPerRequest = 0;
+	if (variant.store === "cookie" && variant.kind === "peer") {
+		// iron-session has no store object to count: the cookie is all there is.
+		entry.storeCallsPerRequest = null;
+		entry.storeCalls = {};
+		entry.writesPerRequest = null;
+	}
+	if (variant.store === "postgres") {
+		entry.roundTripsPerRequest = (statsAfter.queries - before.stats.queries) / n;
+		entry.roundTripSource = "pg queries counted in the server process";
+		entry.writesPerRequest = (statsAfter.queryWrites - before.stats.queryWrites) / n;
+	}
+	if (before.redis && redisAfter) {
+		const counts = redisCounts(before.redis, redisAfter);
+		entry.redisWritesPerRequest = counts.writes / n;
+		entry.redisCommands = Object.fromEntries(Object.entries(counts.byCommand).map(([k, v]) => [k, round(v / n)]));
+	}
+	if (scenario.name === "counter") {
+		if (variant.store === "cookie") entry.note = "cookie store: wrk replays one cookie, so increments cannot accumulate";
+		else entry.incrementsKept = ((await readCounter(o.server, o.cookie)) - before.counter) / n;
+	}
+	if (o.redis) {
+		// Round trips: socket reads Redis processed during sequential requests, minus the snapshot's own.
+		const url = `${o.base}${scenario.path}`;
+		const p0 = await o.redis.snapshot();
+		for (let i = 0; i < settings.probeRequests; i++) await get(url, scenario.withCookie ? o.cookie : null);
+		const p1 = await o.redis.snapshot();
+		entry.roundTripsPerRequest = (p1.reads - p0.reads - (redisCalibration.get(o.redis) ?? 0)) / settings.probeRequests;
+		entry.roundTripSource = "redis INFO total_reads_processed, sequential requests";
+	}
+}
+
+const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
 
 function median(values: number[]): number {
 	const sorted = [...values].sort((a, b) => a - b);
@@ -545,10 +656,10 @@ function fillRatios(): void {
 		const paired = e.ceilingWindows?.length ? e.ceilingWindows : null;
 		const ceiling = ceilings.get(e.framework);
 		if (paired) {
-			const variantSum = e.windows.reduce((a, b) => a + b, 0);
-			const ceilingSum = paired.reduce((a, b) => a + b, 0);
-			e.ratioToCeiling = variantSum / ceilingSum;
-			e.addedMicrosPerRequest = (1e6 * e.windows.length) / variantSum - (1e6 * paired.length) / ceilingSum;
+			const variantMean = mean(e.windows);
+			const ceilingMean = mean(paired);
+			e.ratioToCeiling = variantMean / ceilingMean;
+			e.addedMicrosPerRequest = 1e6 / variantMean - 1e6 / ceilingMean;
 		} else if (ceiling) {
 			e.ratioToCeiling = e.reqPerSec / ceiling;
 			e.addedMicrosPerRequest = 1e6 / e.reqPerSec - 1e6 / ceiling;
@@ -557,7 +668,9 @@ function fillRatios(): void {
 	for (const e of entries) {
 		if (e.kind === "sessionkit") {
 			const peer = entries.find((p) => p.kind === "peer" && p.framework === e.framework && p.store === e.store && p.scenario === e.scenario);
-			if (peer) e.ratioToPeer = peer.ratioToCeiling && e.ratioToCeiling && peer.ceilingWindows && e.ceilingWindows ? e.ratioToCeiling / peer.ratioToCeiling : e.reqPerSec / peer.reqPerSec;
+			if (!peer) continue;
+			if (e.peerWindows?.length) e.ratioToPeer = mean(e.windows) / mean(e.peerWindows);
+			else e.ratioToPeer = peer.ratioToCeiling && e.ratioToCeiling && peer.ceilingWindows && e.ceilingWindows ? e.ratioToCeiling / peer.ratioToCeiling : e.reqPerSec / peer.reqPerSec;
 		}
 	}
 }
@@ -580,7 +693,7 @@ function writeReport(micro: MicroResult[], startedAt: Date, loadBefore: number[]
 			os: `${os.type()} ${os.release()} ${os.arch()}`,
 			node: process.version,
 			"load average (1 min) before → after": `${loadBefore[0]!.toFixed(2)} → ${loadAfter[0]!.toFixed(2)}`,
-			redis: redis?.description ?? "not used",
+			redis: redis && peerRedis ? `sessionkit: ${redis.description} · peers: ${peerRedis.description}` : "not used",
 			postgres: postgres?.description ?? "not used",
 		},
 		versions,
@@ -602,7 +715,7 @@ function writeReport(micro: MicroResult[], startedAt: Date, loadBefore: number[]
 			...notes,
 			"The ceiling is each framework's server without session middleware, measured once per framework (its routes are identical) for 1.5× the duration; every ratio in a row comes from this same run.",
 			"The session cookie is sent on (a), (b) and (c); (d) sends none, so every request creates and stores a new login session.",
-			"connect-redis runs on node-redis (the client it supports); sessionkit and the koa-session store run on ioredis. All three talk to the same private redis-server.",
+			"connect-redis runs on node-redis (the client it supports); sessionkit and the koa-session store run on ioredis. sessionkit talks to one private redis-server, the peers to another (same binary and settings), so INFO counts each library's commands alone.",
 			"Other processes share this 2-core machine: the load average above says how noisy the run was.",
 			...(tool === "wrk" ? [] : ["wrk is not installed (apt-get install -y wrk): autocannon was used, which itself needs CPU; figures are lower and noisier than with wrk."]),
 		],
@@ -638,13 +751,20 @@ async function main(): Promise<void> {
 	const plans = PLAN.filter((p) => !onlyFrameworks || onlyFrameworks.includes(p.framework));
 	const wanted = (store: StoreName) => stores.has(store) && plans.some((p) => p.sessionkitStores.includes(store) || (p.peer?.stores[store] ?? null) !== null);
 	if (wanted("redis")) {
-		redis = await startRedis(log).catch((error: Error) => (log(`skip redis: ${error.message}`), null));
-		if (redis) {
-			const a = await redis.snapshot();
-			const b = await redis.snapshot();
-			redisCalibration = b.reads - a.reads;
-			log(`redis: ${redis.description}`);
-		} else skipped.push("every Redis variant: no Redis server (see above)");
+		redis = await startRedis(log, 15).catch((error: Error) => (log(`skip redis: ${error.message}`), null));
+		peerRedis = redis && (await startRedis(log, 14).catch((error: Error) => (log(`skip redis: ${error.message}`), null)));
+		if (redis && peerRedis) {
+			for (const service of [redis, peerRedis]) {
+				const a = await service.snapshot();
+				const b = await service.snapshot();
+				redisCalibration.set(service, b.reads - a.reads);
+			}
+			log(`redis: sessionkit's ${redis.description}; the peers' ${peerRedis.description}`);
+		} else {
+			await redis?.stop();
+			redis = null;
+			skipped.push("every Redis variant: no Redis server (see above)");
+		}
 	}
 	if (wanted("postgres")) {
 		postgres = await startPostgres(log);
@@ -655,15 +775,8 @@ async function main(): Promise<void> {
 	try {
 		for (const plan of plans) {
 			log(`\n━━ ${FRAMEWORK_LABEL[plan.framework]}`);
-			await runVariant({ framework: plan.framework, library: "none", kind: "ceiling", store: "none", storeModule: "", server: `${plan.framework}/none.mjs` });
-			// node:http has no middleware (withSessions is a function around the handler): its floor is
-			// the least a hashed-token session can do on the counter route.
-			if (plan.framework !== "node" && ceilingServer) {
-				await runVariant({ framework: plan.framework, library: "empty middleware", kind: "floor", store: "none", storeModule: "", server: `${plan.framework}/none.mjs`, env: { BENCH_EMPTY_MIDDLEWARE: "1" }, scenarios: ["untouched"] });
-			}
-			if (plan.framework === "node" && ceilingServer) {
-				await runVariant({ framework: "node", library: "minimal session", kind: "floor", store: "none", storeModule: "", server: "node/minimal-session.mjs", scenarios: ["counter"], login: true });
-			}
+			await runVariants([{ framework: plan.framework, library: "none", kind: "ceiling", store: "none", storeModule: "", server: `${plan.framework}/none.mjs` }]);
+			if (ceilingServer) await runFloors(plan.framework);
 			try {
 				await runFrameworkVariants(plan, stores);
 			} finally {
@@ -673,9 +786,22 @@ async function main(): Promise<void> {
 		}
 	} finally {
 		await redis?.stop();
+		await peerRedis?.stop();
 		await postgres?.stop();
 	}
 	return finish(startedAt, loadBefore);
+}
+
+/**
+ * What a session costs at least in the framework: one empty middleware on the untouched route
+ * (node:http has none: withSessions is a function around the handler; quick runs skip it, to stay
+ * under two minutes), and a minimal hand-written session on the counter route.
+ */
+async function runFloors(framework: Framework): Promise<void> {
+	if (framework !== "node" && !quick) {
+		await runVariants([{ framework, library: "empty middleware", kind: "floor", store: "none", storeModule: "", server: `${framework}/none.mjs`, env: { BENCH_EMPTY_MIDDLEWARE: "1" }, scenarios: ["untouched"] }]);
+	}
+	await runVariants([{ framework, library: "minimal session", kind: "floor", store: "none", storeModule: "", server: `${framework}/minimal-session.mjs`, scenarios: ["counter"], login: true }]);
 }
 
 /** Every sessionkit and peer variant of one framework, on the stores of this run. */
@@ -683,16 +809,16 @@ async function runFrameworkVariants(plan: (typeof PLAN)[number], stores: Set<Sto
 	const planStores = [...new Set<StoreName>([...plan.sessionkitStores, ...(Object.keys(plan.peer?.stores ?? {}) as StoreName[])])].filter((s) => stores.has(s));
 	for (const store of planStores) {
 		if ((store === "redis" && !redis) || (store === "postgres" && !postgres)) continue;
+		const variants: Variant[] = [];
 		if (plan.sessionkitStores.includes(store)) {
 			const variant: Variant = { framework: plan.framework, library: "sessionkit", kind: "sessionkit", store, storeModule: store, server: `${plan.framework}/sessionkit.mjs` };
 			const missing = missingSource(plan.framework, store);
 			if (missing) skip(`${describe(variant)}: ${missing}`);
-			else await runVariant(variant);
+			else variants.push(variant);
 		}
 		const peerStore = plan.peer?.stores[store];
-		if (plan.peer && peerStore) {
-			await runVariant({ framework: plan.framework, library: plan.peer.library, kind: "peer", store, storeModule: peerStore, server: plan.peer.server });
-		}
+		if (plan.peer && peerStore) variants.push({ framework: plan.framework, library: plan.peer.library, kind: "peer", store, storeModule: peerStore, server: plan.peer.server });
+		if (variants.length) await runVariants(variants);
 	}
 }
 

@@ -80,7 +80,11 @@ export function redisCounts(before: RedisSnapshot, after: RedisSnapshot): { comm
 	return { commands, writes, byCommand };
 }
 
-export async function startRedis(log: (line: string) => void): Promise<RedisService | null> {
+/**
+ * A private redis-server on a free port; without the binary, the shared Redis at REDIS_URL, in
+ * `sharedDatabase` (counts then include every client of that server).
+ */
+export async function startRedis(log: (line: string) => void, sharedDatabase: number): Promise<RedisService | null> {
 	let server: Started | null = null;
 	let url: string;
 	let description: string;
@@ -102,9 +106,9 @@ export async function startRedis(log: (line: string) => void): Promise<RedisServ
 			log(`skip redis: REDIS_URL is not on 127.0.0.1`);
 			return null;
 		}
-		shared.pathname = "/15";
+		shared.pathname = `/${sharedDatabase}`;
 		url = shared.toString();
-		description = `shared Redis at ${shared.host}, database 15 (counts may include other clients)`;
+		description = `shared Redis at ${shared.host}, database ${sharedDatabase} (counts may include other clients)`;
 	}
 	const client = new Redis(url, { lazyConnect: false, maxRetriesPerRequest: 2 });
 	await client.ping();

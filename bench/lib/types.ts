@@ -1,7 +1,7 @@
 export type Framework = "node" | "express" | "fastify" | "koa" | "hono";
 export type StoreName = "memory" | "cookie" | "redis" | "postgres" | "sqlite";
 export type ScenarioName = "untouched" | "counter" | "read" | "create";
-/** "floor": what a session costs at least: the no-session server with one empty middleware, or on node:http a minimal hand-written session (counter route). */
+/** "floor": what a session costs at least: the no-session server with one empty middleware (untouched route), or a minimal hand-written session (counter route). */
 export type Kind = "ceiling" | "floor" | "sessionkit" | "peer";
 
 export const FRAMEWORK_LABEL: Record<Framework, string> = {
@@ -57,12 +57,15 @@ export interface Entry {
 	redisWritesPerRequest: number | null;
 	/** Counter scenario: (value read back − value before) / requests completed. */
 	incrementsKept: number | null;
-	/** req/s of the framework's no-session server in the 1-s windows paired with `windows` (ABBA order); null for the ceiling itself. */
+	/** req/s of the framework's no-session server in the 1-s windows interleaved with `windows`; null for the ceiling itself. */
 	ceilingWindows: number[] | null;
-	/** Sum of the variant's windows over the sum of the paired ceiling windows (or, unpaired, over the ceiling's best window). */
+	/** sessionkit's entries: req/s of the peer's server in the windows interleaved with `windows` (same store, same scenario); else null. */
+	peerWindows: number[] | null;
+	/** Mean of the variant's windows over the mean of the interleaved ceiling windows (or, unpaired, over the ceiling's best window). */
 	ratioToCeiling: number | null;
 	/** CPU time the session layer adds per request on the server core: 1/req·s − 1/ceiling req·s, in µs. */
 	addedMicrosPerRequest: number | null;
+	/** Sum of `windows` over the sum of `peerWindows`; without them, ×ceiling over the peer's ×ceiling. */
 	ratioToPeer: number | null;
 	note?: string;
 }
