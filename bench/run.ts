@@ -445,21 +445,21 @@ async function openVariant(variant: Variant): Promise<OpenVariant | string> {
 }
 
 /**
- * Measures variants of one framework together: sessionkit and the peer on the same store, or one
+ * Measures variants of one framework on one store together: sessionkit and the peer, or one
  * variant alone. Their servers run side by side and each scenario's windows interleave (see
  * `loadWindows`), so ×peer compares windows a second apart, as ×ceiling does.
  */
 async function runVariants(variants: Variant[]): Promise<void> {
 	for (const variant of variants) log(`\n▶ ${describe(variant)}`);
+	const store = variants[0]!.store;
+	try {
+		await resetStore(store);
+	} catch (error) {
+		for (const variant of variants) skip(`${describe(variant)}: cannot reset the ${store} store: ${(error as Error).message}`);
+		return;
+	}
 	const open: OpenVariant[] = [];
 	try {
-		for (const store of new Set(variants.map((v) => v.store))) {
-			try {
-				await resetStore(store);
-			} catch (error) {
-				for (const variant of variants.filter((v) => v.store === store)) skip(`${describe(variant)}: cannot reset the ${store} store: ${(error as Error).message}`);
-			}
-		}
 		for (const variant of variants) {
 			const opened = await openVariant(variant);
 			if (typeof opened === "string") skip(`${describe(variant)}: ${opened}`);
