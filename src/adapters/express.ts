@@ -22,9 +22,10 @@ declare global {
  * Changes are committed unless the response is a server error (status 500 or above), so a
  * handler that throws after changing the session leaves the session as it was.
  *
- * To commit before the headers without writing to each response (slow on Express's responses,
- * whose prototype it swaps per request), the first request that uses its session gives
- * Express's shared response object its own `writeHead`, `write`, `end` and `flushHeaders`.
+ * To commit before the headers without writing four methods to each response (slow on
+ * Express's responses, whose prototype it swaps per request), the first request that uses its
+ * session gives Express's shared response object its own `writeHead`, `write`, `end` and
+ * `flushHeaders`; a response that uses its session gets one symbol property for their state.
  * They pass straight through to node's for every response with nothing to commit; a response
  * whose methods another middleware already wrapped is hooked on its own instead.
  *

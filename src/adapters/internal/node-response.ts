@@ -31,10 +31,12 @@ interface Hook {
 	queue: Array<() => void>;
 }
 
-type HookedResponse = ServerResponse & { [HOOK]?: Hook };
+// Express responses: the hook the shared methods use (see beforeHeadersShared). A key of its own:
+// an instance-hooked response may call a shared method as its "original", which must then pass
+// the call to node's.
+const SHARED_HOOK = Symbol("sessionkit.sharedHook");
 
-// Express responses: the hook lives here, not on the response (see beforeHeadersShared).
-const sharedHooks = new WeakMap<ServerResponse, Hook>();
+type HookedResponse = ServerResponse & { [HOOK]?: Hook; [SHARED_HOOK]?: Hook };
 
 /**
  * From now on the hooked methods pass every call straight through. They stay in place: putting
@@ -104,8 +106,8 @@ function takeHeaders(res: ServerResponse, args: unknown[]): unknown[] {
 	return args.slice(0, -1);
 }
 
-// The four hooked methods, given the hook: the instance hook finds it on the response, the
-// shared one in `sharedHooks`.
+// The four hooked methods, given the hook, which the instance and the shared methods find on
+// the response under their own keys.
 function writeHeadWith(hook: Hook, res: ServerResponse, given: unknown[]): ServerResponse {
 	if (hook.phase === "done") {
 		(hook.writeHead as (...a: unknown[]) => unknown).apply(res, given);
@@ -176,7 +178,7 @@ export function beforeHeaders(res: ServerResponse, commit: (statusCode: number) 
 	res.flushHeaders = hookedFlushHeaders;
 }
 
-/** The bases whose four methods dispatch through `sharedHooks`, with those methods. */
+/** The bases whose four methods dispatch through `SHARED_HOOK`, with those methods. */
 const installed = new WeakMap<object, Record<Method, unknown>>();
 
 /**
@@ -209,7 +211,7 @@ function install(base: object): Record<Method, unknown> | null {
 	for (const name of METHODS) {
 		const withHook = WITH_HOOK[name] as (hook: Hook, res: ServerResponse, args: unknown[]) => unknown;
 		const method = function (this: ServerResponse, ...args: unknown[]): unknown {
-			const hook = sharedHooks.get(this);
+			const hook = (this as HookedResponse)[SHARED_HOOK];
 			return hook === undefined ? parent[name].apply(this, args) : withHook(hook, this, args);
 		};
 		Object.defineProperty(base, name, { value: method, writable: true, configurable: true, enumerable: false });
@@ -224,11 +226,13 @@ function resolvesTo(res: ServerResponse, methods: Record<Method, unknown>): bool
 }
 
 /**
- * `beforeHeaders` for Express, without writing to the response. Express swaps the prototype of
- * every response, and each property then written on one cost about 2 µs here (5 per request
- * for the instance hook). The four methods are put once on Express's shared response object
- * and find the hook in a WeakMap. A response on which any of them is something else (another
- * middleware wrapped `res.end`, say) gets the instance hook instead.
+ * `beforeHeaders` for Express, with one write to the response instead of five. Express swaps
+ * the prototype of every response, and each property then written on one cost about 2 µs here.
+ * The four methods are put once on Express's shared response object and find the hook under
+ * `SHARED_HOOK`. (A WeakMap entry per response, which writes nothing, was 2-9% slower on the
+ * counter route: the scavenger traces each entry as an ephemeron.) A response on which any of
+ * the four is something else (another middleware wrapped `res.end`, say) gets the instance
+ * hook instead.
  */
 function beforeHeadersShared(res: ServerResponse, commit: (statusCode: number) => void | PromiseLike<void>, onError: (error: unknown) => void): void {
 	const base = sharedBase(res);
@@ -238,7 +242,7 @@ function beforeHeadersShared(res: ServerResponse, commit: (statusCode: number) =
 		return;
 	}
 	const parent = Object.getPrototypeOf(base) as ServerResponse;
-	sharedHooks.set(res, { commit, onError, writeHead: parent.writeHead, write: parent.write, end: parent.end, flushHeaders: parent.flushHeaders, phase: "waiting", queue: [] });
+	(res as HookedResponse)[SHARED_HOOK] = { commit, onError, writeHead: parent.writeHead, write: parent.write, end: parent.end, flushHeaders: parent.flushHeaders, phase: "waiting", queue: [] };
 }
 
 /**
