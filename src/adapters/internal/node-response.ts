@@ -229,7 +229,7 @@ function resolvesTo(res: ServerResponse, methods: Record<Method, unknown>): bool
  * `beforeHeaders` for Express, with one write to the response instead of five. Express swaps
  * the prototype of every response, and each property then written on one cost about 2 µs here.
  * The four methods are put once on Express's shared response object and find the hook under
- * `SHARED_HOOK`. (A WeakMap entry per response, which writes nothing, was 2-9% slower on the
+ * `SHARED_HOOK`. (A WeakMap entry per response, which writes nothing, was 2-10% slower on the
  * counter route: the scavenger traces each entry as an ephemeron.) A response on which any of
  * the four is something else (another middleware wrapped `res.end`, say) gets the instance
  * hook instead.
