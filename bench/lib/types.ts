@@ -65,7 +65,7 @@ export interface Entry {
 	ratioToCeiling: number | null;
 	/** CPU time the session layer adds per request on the server core: 1/req·s − 1/ceiling req·s, in µs. */
 	addedMicrosPerRequest: number | null;
-	/** Sum of `windows` over the sum of `peerWindows`; without them, ×ceiling over the peer's ×ceiling. */
+	/** Mean of `windows` over the mean of `peerWindows`; without them, ×ceiling over the peer's ×ceiling. */
 	ratioToPeer: number | null;
 	note?: string;
 }

@@ -5,12 +5,13 @@
 // validation, no response hook, no merge of parallel changes: a reference for what the counter
 // route cannot cost less than, not a session library. Each server wires it into its framework
 // the cheapest idiomatic way.
-import { createHash, randomBytes } from "node:crypto";
+import { hash, randomBytes } from "node:crypto";
 import { LOGIN } from "./common.mjs";
 
 const records = new Map();
 const IDLE_MS = 1_800_000;
-const sha256 = (token) => createHash("sha256").update(token).digest("hex");
+// One-shot, as sessionkit hashes: createHash would add about 1 µs a request to the floor.
+const sha256 = (token) => hash("sha256", token, "hex");
 
 /** The session of a Cookie header: `{ key, data }`, or null without a known `sid` cookie. */
 export function loadMinimal(cookieHeader) {
