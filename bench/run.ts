@@ -154,8 +154,10 @@ let postgres: PostgresService | null = null;
 /** Socket reads a snapshot itself adds, per Redis server. */
 const redisCalibration = new Map<RedisService, number>();
 
-function redisOf(variant: Variant): RedisService {
-	return (variant.kind === "peer" ? peerRedis : redis)!;
+/** The Redis server a Redis variant's store talks to; null for other stores. */
+function redisOf(variant: Variant): RedisService | null {
+	if (variant.store !== "redis") return null;
+	return variant.kind === "peer" ? peerRedis : redis;
 }
 const notes: string[] = [];
 const skipped: string[] = [];
@@ -180,7 +182,7 @@ function serverEnv(variant: Variant): NodeJS.ProcessEnv {
 		NODE_ENV: "production",
 		BENCH_STORE: variant.store,
 		SESSIONKIT_DIST: DIST,
-		BENCH_REDIS_URL: variant.store === "redis" ? redisOf(variant).url : "",
+		BENCH_REDIS_URL: redisOf(variant)?.url ?? "",
 		BENCH_POSTGRES_URL: postgres?.url ?? "",
 		BENCH_SQLITE_PATH: SQLITE_PATH,
 	};
@@ -425,7 +427,7 @@ async function openVariant(variant: Variant): Promise<OpenVariant | string> {
 		return `the server did not start: ${(error as Error).message.split("\n").slice(0, 6).join(" | ")}`;
 	}
 	if (typeof server === "string") return server;
-	const open: OpenVariant = { variant, server, base: `http://127.0.0.1:${server.port}`, cookie: null, redis: variant.store === "redis" ? redisOf(variant) : null, warmed: false };
+	const open: OpenVariant = { variant, server, base: `http://127.0.0.1:${server.port}`, cookie: null, redis: redisOf(variant), warmed: false };
 	try {
 		// The floor sets no cookie: it gets one as long as sessionkit's, so the request is the same size.
 		const logsIn = variant.kind === "sessionkit" || variant.kind === "peer" || variant.login === true;
