@@ -321,6 +321,32 @@ export function storeConformance(
 					assert.deepEqual((await store.get(key))?.data, { c: "3" });
 				});
 
+				it("applies changes that name the same key in the documented order, as applyChanges does", async () => {
+					for (const clear of [false, true]) {
+						const key = randomKey();
+						const record = makeRecord({ data: { a: "1", b: "2", c: "3" }, flash: { f: defaultCodec.encode("x") } });
+						await store.set(key, record, Date.now() + HOUR);
+						// a: deleted, set, then incremented; b: incremented from its stored value (0 after a clear);
+						// d: set, then incremented; f: a flash read and set again in one request.
+						const changes = noChanges({ clear, delete: ["a", "c"], set: { a: "10", d: "4" }, increment: { a: 1, b: 5, d: 1, e: 2 }, flashDelete: ["f"], flashSet: { f: defaultCodec.encode("y") } });
+						assert.equal(await store.merge!(key, changes, Date.now() + HOUR), true);
+						const loaded = await store.get(key);
+						const expected = applyChanges(record, changes);
+						assert.deepEqual(decodeAll(loaded!.data), decodeAll(expected.data), `clear: ${clear}`);
+						assert.deepEqual(decodeAll(loaded!.flash), decodeAll(expected.flash), `clear: ${clear}`);
+					}
+				});
+
+				it("merges 5000 keys set and 5000 deleted in one commit", async () => {
+					const key = randomKey();
+					const old = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`old${i}`, String(i)]));
+					await store.set(key, makeRecord({ data: { ...old, kept: "1" } }), Date.now() + HOUR);
+					assert.equal(Object.keys((await store.get(key))!.data).length, 5001);
+					const added = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`new${i}`, String(i)]));
+					assert.equal(await store.merge!(key, noChanges({ delete: Object.keys(old), set: added }), Date.now() + HOUR), true);
+					assert.deepEqual((await store.get(key))!.data, { ...added, kept: "1" });
+				});
+
 				it("resolves false and writes nothing when the record is gone (no resurrection)", async () => {
 					const key = randomKey();
 					assert.equal(await store.merge!(key, noChanges({ set: { a: "1" } }), Date.now() + HOUR), false);
