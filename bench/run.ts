@@ -37,6 +37,8 @@ const RESULTS = join(BENCH, "results");
 const TMP = join(RESULTS, "tmp");
 const DIST = join(TMP, "dist");
 const SQLITE_PATH = join(TMP, "bench.sqlite");
+/** The peer's SQLite file: a file of its own, as each library has its own Redis server. */
+const PEER_SQLITE_PATH = join(TMP, "bench-peer.sqlite");
 
 // ------------------------------------------------------------------------------ options
 
@@ -96,7 +98,7 @@ const PLAN: FrameworkPlan[] = [
 	{ framework: "node", peer: { library: "iron-session", server: "node/iron-session.mjs", stores: { cookie: "iron-session" } }, sessionkitStores: ["memory", "cookie"] },
 	{
 		framework: "express",
-		peer: { library: "express-session", server: "express/express-session.mjs", stores: { memory: "MemoryStore", redis: "connect-redis", postgres: "connect-pg-simple" } },
+		peer: { library: "express-session", server: "express/express-session.mjs", stores: { memory: "MemoryStore", redis: "connect-redis", postgres: "connect-pg-simple", sqlite: "better-express-store" } },
 		sessionkitStores: ["memory", "redis", "postgres", "sqlite"],
 	},
 	{ framework: "fastify", peer: { library: "@fastify/session", server: "fastify/fastify-session.mjs", stores: { memory: "MemoryStore", redis: "connect-redis" } }, sessionkitStores: ["memory", "redis"] },
@@ -173,7 +175,10 @@ async function resetStore(store: StoreName | "none"): Promise<void> {
 		await peerRedis!.reset();
 	}
 	if (store === "postgres") await postgres!.reset();
-	if (store === "sqlite") removeSqlite(SQLITE_PATH);
+	if (store === "sqlite") {
+		removeSqlite(SQLITE_PATH);
+		removeSqlite(PEER_SQLITE_PATH);
+	}
 }
 
 function serverEnv(variant: Variant): NodeJS.ProcessEnv {
@@ -184,7 +189,7 @@ function serverEnv(variant: Variant): NodeJS.ProcessEnv {
 		SESSIONKIT_DIST: DIST,
 		BENCH_REDIS_URL: redisOf(variant)?.url ?? "",
 		BENCH_POSTGRES_URL: postgres?.url ?? "",
-		BENCH_SQLITE_PATH: SQLITE_PATH,
+		BENCH_SQLITE_PATH: sqlitePathOf(variant),
 	};
 }
 
@@ -359,11 +364,20 @@ function describe(variant: Variant): string {
 	return `${FRAMEWORK_LABEL[variant.framework]} × ${variant.store} × ${variant.library}${variant.kind === "peer" && variant.storeModule !== variant.library ? ` (${variant.storeModule})` : ""}`;
 }
 
+function sqlitePathOf(variant: Variant): string {
+	return variant.kind === "peer" ? PEER_SQLITE_PATH : SQLITE_PATH;
+}
+
+/** The rows of a SQL variant's database, with their table. */
+async function sqlRows(variant: Variant): Promise<Array<{ table: string; bytes: number }>> {
+	if (variant.store === "postgres") return postgres!.rows();
+	if (variant.store === "sqlite") return sqliteRows(sqlitePathOf(variant));
+	return [];
+}
+
 /** The SQL tables that hold rows now: the login's record is then found in a table not among them. */
-async function tablesWithRows(store: StoreName | "none"): Promise<Set<string>> {
-	if (store !== "postgres" && store !== "sqlite") return new Set();
-	const rows = store === "postgres" ? await postgres!.rows() : await sqliteRows(SQLITE_PATH);
-	return new Set(rows.map((r) => r.table));
+async function tablesWithRows(variant: Variant): Promise<Set<string>> {
+	return new Set((await sqlRows(variant)).map((r) => r.table));
 }
 
 async function measureStoredBytes(open: OpenVariant, login: { setCookies: string[] }, tablesBefore: Set<string>): Promise<void> {
@@ -385,7 +399,7 @@ async function measureStoredBytes(open: OpenVariant, login: { setCookies: string
 		}
 	} else {
 		// The other library's server, measured beside this one, may have stored its login already.
-		const rows = (variant.store === "postgres" ? await postgres!.rows() : await sqliteRows(SQLITE_PATH)).filter((r) => !tablesBefore.has(r.table));
+		const rows = (await sqlRows(variant)).filter((r) => !tablesBefore.has(r.table));
 		const sorted = rows.sort((a, b) => b.bytes - a.bytes);
 		if (sorted.length) {
 			const [record, ...rest] = sorted;
@@ -433,7 +447,7 @@ async function openVariant(variant: Variant): Promise<OpenVariant | string> {
 		const logsIn = variant.kind === "sessionkit" || variant.kind === "peer" || variant.login === true;
 		if (variant.kind === "floor" && !logsIn) open.cookie = `sid=${"x".repeat(43)}`;
 		if (logsIn) {
-			const tablesBefore = await tablesWithRows(variant.store);
+			const tablesBefore = await tablesWithRows(variant);
 			const login = await get(`${open.base}/login`);
 			open.cookie = cookieHeader(login.setCookies);
 			if (login.status !== 200 || !open.cookie) throw new Error(`GET /login answered ${login.status} with no session cookie (${login.body.slice(0, 200)})`);
@@ -681,7 +695,7 @@ function writeReport(micro: MicroResult[], startedAt: Date, loadBefore: number[]
 	fillRatios();
 	const targets = evaluateTargets(entries, micro);
 	const versions: Record<string, string> = { sessionkit: `${versionOf("../")} (${gitCommit()}, src compiled with tsc ${versionOf("typescript")})` };
-	for (const name of ["express", "express-session", "fastify", "@fastify/session", "@fastify/cookie", "koa", "koa-session", "hono", "@hono/node-server", "iron-session", "connect-redis", "redis", "connect-pg-simple", "ioredis", "pg", "better-sqlite3", "cookie", "tinybench", "autocannon"]) {
+	for (const name of ["express", "express-session", "fastify", "@fastify/session", "@fastify/cookie", "koa", "koa-session", "hono", "@hono/node-server", "iron-session", "connect-redis", "redis", "connect-pg-simple", "ioredis", "pg", "better-sqlite3", "better-express-store", "cookie", "tinybench", "autocannon"]) {
 		versions[name] = versionOf(name);
 	}
 	const loadAfter = os.loadavg();
@@ -718,6 +732,7 @@ function writeReport(micro: MicroResult[], startedAt: Date, loadBefore: number[]
 			"The ceiling is each framework's server without session middleware, measured once per framework (its routes are identical) for 1.5× the duration; every ratio in a row comes from this same run.",
 			"The session cookie is sent on (a), (b) and (c); (d) sends none, so every request creates and stores a new login session.",
 			"connect-redis runs on node-redis (the client it supports); sessionkit and the koa-session store run on ioredis. sessionkit talks to one private redis-server, the peers to another (same binary and settings), so INFO counts each library's commands alone.",
+			"SQLite: express-session's store is better-express-store (on better-sqlite3, as sessionkit's store); each library has a file of its own, both in WAL mode with SQLite's default synchronous setting.",
 			"Other processes share this 2-core machine: the load average above says how noisy the run was.",
 			...(tool === "wrk" ? [] : ["wrk is not installed (apt-get install -y wrk): autocannon was used, which itself needs CPU; figures are lower and noisier than with wrk."]),
 		],

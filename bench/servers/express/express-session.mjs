@@ -1,6 +1,6 @@
 // Express 5 with express-session, configured as its README recommends (resave: false,
 // saveUninitialized: false). Stores: its MemoryStore, connect-redis (on node-redis, the client
-// connect-redis supports), connect-pg-simple.
+// connect-redis supports), connect-pg-simple, better-express-store (SQLite on better-sqlite3).
 import express from "express";
 import session from "express-session";
 import { countPeerStore, countPgQueries, env, objectLogin, ready, SECRET, skip, tuneServer } from "../common.mjs";
@@ -27,6 +27,24 @@ switch (env.store) {
 		const PgStore = connectPgSimple(session);
 		store = new PgStore({ pool, createTableIfMissing: true, pruneSessionInterval: false });
 		close = async () => pool.end();
+		break;
+	}
+	case "sqlite": {
+		// The store opens the file itself; WAL, as sessionkit's SQLite store sets, is kept in the file.
+		const Database = (await import("better-sqlite3")).default;
+		const db = new Database(env.sqlitePath);
+		db.pragma("journal_mode = WAL");
+		db.close();
+		const betterExpressStore = (await import("better-express-store")).default;
+		const inner = betterExpressStore({ dbPath: env.sqlitePath });
+		// Counted through a wrapper: its touch calls its own set, and set its own destroy, which
+		// are one store call each as express-session makes them.
+		store = new (class extends session.Store {
+			get(...args) { return inner.get(...args); }
+			set(...args) { return inner.set(...args); }
+			touch(...args) { return inner.touch(...args); }
+			destroy(...args) { return inner.destroy(...args); }
+		})();
 		break;
 	}
 	default:
