@@ -16,8 +16,10 @@ export function readSessionCookie(header: string | null | undefined, name: strin
 	const first = findCookie(header, name, 0);
 	if (first < 0) return { kind: "absent" };
 	if (findCookie(header, name, first + name.length + 1) >= 0) return { kind: "rejected", reason: "duplicated" };
+	// Only the session cookie's own pair is parsed: a browser may send dozens of other cookies.
 	// No percent-decoding: a token has one spelling, so logs and filters see what the store sees.
-	const value = parse(header, { decode: keepAsSent })[name];
+	const end = header.indexOf(";", first);
+	const value = parse(end < 0 ? header.slice(first) : header.slice(first, end), { decode: keepAsSent })[name];
 	if (value === undefined || value === "") return { kind: "absent" };
 	if (value.length > maxBytes) return { kind: "rejected", reason: "oversized" };
 	return { kind: "value", value };

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { serialize } from "cookie";
+import { parse, serialize } from "cookie";
 import { readSessionCookie, serializeExpiredCookie, serializeSessionCookie } from "../../src/core/cookie.js";
 import type { ResolvedOptions } from "../../src/core/options.js";
 
@@ -33,6 +33,15 @@ describe("reading the session cookie", () => {
 
 	it("rejects an oversized value", () => {
 		assert.deepEqual(readSessionCookie(`sid=${"a".repeat(65)}`, "sid", 64), { kind: "rejected", reason: "oversized" });
+	});
+
+	it("reads the value the cookie package parses from the whole header, from the session cookie's pair alone", () => {
+		const headers = ["a=1; sid = abc ; b=2", "sid\t=\tabc\t;x=1", "foo; sid=abc", "sid x=1", "sid ;x=1", "a=b=c; sid=x=y; c=d", "sid=abc;", '  sid="q"  ', "a=1; sid"];
+		for (const header of headers) {
+			const parsed = parse(header, { decode: (value) => value }).sid;
+			const expected = parsed === undefined || parsed === "" ? { kind: "absent" } : { kind: "value", value: parsed };
+			assert.deepEqual(readSessionCookie(header, "sid", 64), expected, header);
+		}
 	});
 
 	it("survives hostile headers without throwing", () => {
