@@ -67,12 +67,18 @@ const settings = {
 	 * Quick: the burst only, to stay under two minutes.
 	 */
 	warmupScenarioSeconds: quick ? 0 : 1,
-	/** Requests sent (16 at a time) from the driver before every scenario that gets no warm-up load. */
-	warmupBurst: 2000,
+	/**
+	 * Requests sent (16 at a time) from the driver before every scenario that gets no warm-up
+	 * load, for at most this many seconds: on a slow machine 2000 requests took up to a second
+	 * each time, 42 times in a quick run.
+	 */
+	warmupBurst: { requests: 2000, seconds: 0.5 },
 	/** A ceiling window after the variant's too (ABBA), not only before it (quick: AB). */
 	pairAfter: !quick,
 	/** Quick: the peers run the counter scenario only, the one their ×peer target is about. */
 	peerScenarios: quick ? ["counter"] : null,
+	/** Quick: sessionkit leaves out the new-session scenario, the one without a target. */
+	sessionkitScenarios: quick ? ["untouched", "counter", "read"] : null,
 	connections: Number(option("connections") ?? 10),
 	/** Sequential requests used to count Redis round trips. */
 	probeRequests: quick ? 10 : 20,
@@ -429,6 +435,7 @@ function scenariosOf(variant: Variant): Array<Scenario | typeof CEILING_SCENARIO
 	if (variant.kind === "ceiling") return [CEILING_SCENARIO];
 	if (variant.scenarios) return SCENARIOS.filter((s) => variant.scenarios!.includes(s.name));
 	if (variant.kind === "peer" && settings.peerScenarios) return SCENARIOS.filter((s) => settings.peerScenarios!.includes(s.name));
+	if (variant.kind === "sessionkit" && settings.sessionkitScenarios) return SCENARIOS.filter((s) => settings.sessionkitScenarios!.includes(s.name));
 	return SCENARIOS;
 }
 
@@ -510,7 +517,7 @@ async function measureScenario(members: OpenVariant[], scenario: Scenario | type
 		const url = `${o.base}${scenario.path}`;
 		if (!o.warmed && settings.warmupSeconds > 0) await load(url, { seconds: settings.warmupSeconds, connections: settings.connections, cookie: cookieOf(o) });
 		if (settings.warmupScenarioSeconds > 0) await load(url, { seconds: settings.warmupScenarioSeconds, connections: settings.connections, cookie: cookieOf(o) });
-		else await burst(url, cookieOf(o), settings.warmupBurst);
+		else await burst(url, cookieOf(o), settings.warmupBurst.requests, settings.warmupBurst.seconds);
 		o.warmed = true;
 	}
 
@@ -715,14 +722,14 @@ function writeReport(micro: MicroResult[], startedAt: Date, loadBefore: number[]
 		versions,
 		settings: {
 			tool: toolVersion(),
-			"load settings": `${tool === "wrk" ? `wrk -t1 -c${settings.connections} -d1s --timeout 5s` : `autocannon -c ${settings.connections} -d 1`}, ${settings.duration} 1-s windows per scenario, each paired with a 1-s window of the no-session server (its own first run: ${Math.ceil(settings.duration * 1.5)} windows)${settings.peerScenarios ? `; quick: the peers run the ${settings.peerScenarios.join(", ")} scenario only` : ""}`,
+			"load settings": `${tool === "wrk" ? `wrk -t1 -c${settings.connections} -d1s --timeout 5s` : `autocannon -c ${settings.connections} -d 1`}, ${settings.duration} 1-s windows per scenario, each paired with a 1-s window of the no-session server (its own first run: ${Math.ceil(settings.duration * 1.5)} windows)${settings.peerScenarios ? `; quick: the peers run the ${settings.peerScenarios.join(", ")} scenario only` : ""}${settings.sessionkitScenarios ? `, sessionkit the ${settings.sessionkitScenarios.join(", ")} scenarios` : ""}`,
 			"figures": "req/s, p50, p99: the best 1-s window (every window's req/s, and the paired ceiling windows, are in latest.json); ratios: paired windows (see below); per-request counts: totals over all windows",
 			stalls: `a set of windows in which one fell under ${STALL * 100}% of another of the same server is measured once more and the new set used: ${remeasured} set(s) in this run`,
 			"CPU idle": cpuLatency.description,
 			pinning: hasTaskset ? "server: taskset -c 0 · load generator: taskset -c 1 · Redis/PostgreSQL: unpinned" : "none (taskset missing or one core)",
 			"warm-up": settings.warmupSeconds
 				? `${settings.warmupSeconds} s load, then ${settings.warmupScenarioSeconds} s load, before a server's first scenario; ${settings.warmupScenarioSeconds} s load before each of its other scenarios (on the scenario's route)`
-				: `${settings.warmupBurst} requests (16 at a time) before every scenario`,
+				: `up to ${settings.warmupBurst.requests} requests (16 at a time, for at most ${settings.warmupBurst.seconds} s) before every scenario`,
 			"server env": "NODE_ENV=production, each server in its own process, sessionkit from the compiled src",
 			"sessionkit options": "createSessions defaults (idle 30 min, touchAfter 3 min), store as named",
 			"peer options": "express-session: resave false, saveUninitialized false · @fastify/session: saveUninitialized false, rolling false · koa-session: defaults (signed), external store · iron-session: defaults",

@@ -92,11 +92,15 @@ export function cookieHeader(setCookies: string[]): string | null {
 	return pairs.length > 0 ? pairs.join("; ") : null;
 }
 
-/** `total` requests, `concurrency` at a time: a warm-up that needs no extra process. */
-export async function burst(url: string, cookie: string | null, total: number, concurrency = 16): Promise<void> {
+/**
+ * `total` requests, `concurrency` at a time, or fewer if `seconds` run out first: a warm-up that
+ * needs no extra process, and takes no longer on a slow server.
+ */
+export async function burst(url: string, cookie: string | null, total: number, seconds: number, concurrency = 16): Promise<void> {
 	let next = 0;
+	const end = performance.now() + seconds * 1000;
 	const worker = async () => {
-		while (next < total) {
+		while (next < total && performance.now() < end) {
 			next++;
 			await get(url, cookie);
 		}
