@@ -416,7 +416,8 @@ async function measureStoredBytes(open: OpenVariant, login: { setCookies: string
 			storedBytes.push({ ...base, recordBytes: record!.bytes, indexBytes: rest.reduce((s, k) => s + k.bytes, 0), how: `Redis ${record!.type}: key + ${record!.type === "hash" ? "fields + values" : "value"}${rest.length ? `; ${rest.length} other key(s) as index` : ""}` });
 		}
 	} else {
-		// The other library's server, measured beside this one, may have stored its login already.
+		// On PostgreSQL the other library's server, measured beside this one in the same database,
+		// may have stored its login already (on SQLite each library has a file of its own).
 		const rows = (await sqlRows(variant)).filter((r) => !tablesBefore.has(r.table));
 		const sorted = rows.sort((a, b) => b.bytes - a.bytes);
 		if (sorted.length) {
