@@ -160,6 +160,11 @@ function hookedFlushHeaders(this: HookedResponse): void {
 	flushHeadersWith(this[HOOK]!, this);
 }
 
+/** A hook that has not committed yet; its original methods are those `methods` has now. */
+function waitingHook(commit: Hook["commit"], onError: Hook["onError"], methods: ServerResponse): Hook {
+	return { commit, onError, writeHead: methods.writeHead, write: methods.write, end: methods.end, flushHeaders: methods.flushHeaders, phase: "waiting", queue: [] };
+}
+
 /**
  * Runs `commit` once, before the response's headers go out, however the handler writes
  * (`writeHead`, `write`, `end`, `flushHeaders`, a piped stream). A commit that completes
@@ -171,7 +176,7 @@ function hookedFlushHeaders(this: HookedResponse): void {
  */
 export function beforeHeaders(res: ServerResponse, commit: (statusCode: number) => void | PromiseLike<void>, onError: (error: unknown) => void): void {
 	const hooked = res as HookedResponse;
-	hooked[HOOK] = { commit, onError, writeHead: res.writeHead, write: res.write, end: res.end, flushHeaders: res.flushHeaders, phase: "waiting", queue: [] };
+	hooked[HOOK] = waitingHook(commit, onError, res);
 	res.writeHead = hookedWriteHead as ServerResponse["writeHead"];
 	res.write = hookedWrite as ServerResponse["write"];
 	res.end = hookedEnd as ServerResponse["end"];
@@ -242,7 +247,7 @@ function beforeHeadersShared(res: ServerResponse, commit: (statusCode: number) =
 		return;
 	}
 	const parent = Object.getPrototypeOf(base) as ServerResponse;
-	(res as HookedResponse)[SHARED_HOOK] = { commit, onError, writeHead: parent.writeHead, write: parent.write, end: parent.end, flushHeaders: parent.flushHeaders, phase: "waiting", queue: [] };
+	(res as HookedResponse)[SHARED_HOOK] = waitingHook(commit, onError, parent);
 }
 
 /**
