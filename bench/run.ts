@@ -75,10 +75,11 @@ const settings = {
 	warmupBurst: { requests: 2000, seconds: 0.5 },
 	/** A ceiling window after the variant's too (ABBA), not only before it (quick: AB). */
 	pairAfter: !quick,
-	/** Quick: the peers run the counter scenario only, the one their ×peer target is about. */
-	peerScenarios: quick ? ["counter"] : null,
-	/** Quick: sessionkit leaves out the new-session scenario, the one without a target. */
-	sessionkitScenarios: quick ? ["untouched", "counter", "read"] : null,
+	/**
+	 * Quick: the scenarios of each library. The peers run the counter only, the one their ×peer
+	 * target is about; sessionkit leaves out new sessions, the one scenario without a target.
+	 */
+	quickScenarios: quick ? { peer: ["counter"], sessionkit: ["untouched", "counter", "read"] } : null,
 	connections: Number(option("connections") ?? 10),
 	/** Sequential requests used to count Redis round trips. */
 	probeRequests: quick ? 10 : 20,
@@ -446,10 +447,9 @@ const CEILING_SCENARIO = { name: "ceiling" as const, path: "/counter", withCooki
 
 function scenariosOf(variant: Variant): Array<Scenario | typeof CEILING_SCENARIO> {
 	if (variant.kind === "ceiling") return [CEILING_SCENARIO];
-	if (variant.scenarios) return SCENARIOS.filter((s) => variant.scenarios!.includes(s.name));
-	if (variant.kind === "peer" && settings.peerScenarios) return SCENARIOS.filter((s) => settings.peerScenarios!.includes(s.name));
-	if (variant.kind === "sessionkit" && settings.sessionkitScenarios) return SCENARIOS.filter((s) => settings.sessionkitScenarios!.includes(s.name));
-	return SCENARIOS;
+	const byLibrary = variant.kind === "peer" || variant.kind === "sessionkit" ? settings.quickScenarios?.[variant.kind] : undefined;
+	const only: string[] | undefined = variant.scenarios ?? byLibrary;
+	return only ? SCENARIOS.filter((s) => only.includes(s.name)) : SCENARIOS;
 }
 
 /** Starts the variant's server and logs in; a string says why it cannot run. */
@@ -735,7 +735,7 @@ function writeReport(micro: MicroResult[], startedAt: Date, loadBefore: number[]
 		versions,
 		settings: {
 			tool: toolVersion(),
-			"load settings": `${tool === "wrk" ? `wrk -t1 -c${settings.connections} -d1s --timeout 5s` : `autocannon -c ${settings.connections} -d 1`}, ${settings.duration} 1-s windows per scenario, each paired with a 1-s window of the no-session server (its own first run: ${Math.ceil(settings.duration * 1.5)} windows)${settings.peerScenarios ? `; quick: the peers run the ${settings.peerScenarios.join(", ")} scenario only` : ""}${settings.sessionkitScenarios ? `, sessionkit the ${settings.sessionkitScenarios.join(", ")} scenarios` : ""}`,
+			"load settings": `${tool === "wrk" ? `wrk -t1 -c${settings.connections} -d1s --timeout 5s` : `autocannon -c ${settings.connections} -d 1`}, ${settings.duration} 1-s windows per scenario, each paired with a 1-s window of the no-session server (its own first run: ${Math.ceil(settings.duration * 1.5)} windows)${settings.quickScenarios ? `; quick: the peers run the ${settings.quickScenarios.peer.join(", ")} scenario only, sessionkit the ${settings.quickScenarios.sessionkit.join(", ")} scenarios` : ""}`,
 			"figures": "req/s, p50, p99: the best 1-s window (every window's req/s, and the paired ceiling windows, are in latest.json); ratios: paired windows (see below); per-request counts: totals over all windows",
 			stalls: `a set of windows in which one fell under ${STALL * 100}% of another of the same server is measured once more and the new set used: ${remeasured} set(s) in this run${stalledKept > 0 ? `; ${stalledKept} more stalled set(s) kept as measured (at most ${settings.maxRemeasures} are measured again, to keep the run within its time bound)` : ""}`,
 			"CPU idle": cpuLatency.description,

@@ -96,7 +96,7 @@ export function cookieHeader(setCookies: string[]): string | null {
  * `total` requests, `concurrency` at a time, or fewer if `seconds` run out first: a warm-up that
  * needs no extra process, and takes no longer on a slow server.
  */
-export async function burst(url: string, cookie: string | null, total: number, seconds: number, concurrency = 16): Promise<void> {
+export async function burst(url: string, cookie: string | null, total: number, seconds = Number.POSITIVE_INFINITY, concurrency = 16): Promise<void> {
 	let next = 0;
 	const end = performance.now() + seconds * 1000;
 	const worker = async () => {

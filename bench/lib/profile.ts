@@ -210,7 +210,7 @@ export async function profile(options: Options): Promise<void> {
 			const { port } = JSON.parse(server.line.slice(6)) as { port: number };
 			const base = `http://127.0.0.1:${port}`;
 			const cookie = cookieHeader((await get(`${base}/login`)).setCookies);
-			await burst(`${base}${target.path}`, cookie, 3000, 30);
+			await burst(`${base}${target.path}`, cookie, 3000);
 			const result = await load(`${base}${target.path}`, { seconds: options.seconds, connections: options.connections, cookie });
 			log(`  ${result.reqPerSec.toFixed(0)} req/s under the profiler`);
 		} finally {
