@@ -61,7 +61,7 @@ const record = {
 	subject: "4242",
 };
 
-const bench = new Bench({ time: quick ? 150 : 500, warmupTime: quick ? 50 : 150 });
+const bench = new Bench({ time: quick ? 150 : 300, warmupTime: quick ? 50 : 100 });
 bench
 	.add("parse the Cookie header (4 cookies)", () => {
 		cookie.readSessionCookie(header, "sid", 64);

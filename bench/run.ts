@@ -30,6 +30,7 @@ import type { Entry, Framework, Kind, MicroResult, Report, ScenarioName, StoredB
 import { FRAMEWORK_LABEL } from "./lib/types.js";
 import { profile } from "./lib/profile.js";
 import { holdCpuLatency } from "./lib/cpu-latency.js";
+import { TimeBudget } from "./lib/time-budget.js";
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = dirname(BENCH);
@@ -84,11 +85,15 @@ const settings = {
 	/** Sequential requests used to count Redis round trips. */
 	probeRequests: quick ? 10 : 20,
 	/**
-	 * Stalled window sets measured again, at most, in one run: each costs up to 7 s, and a full
-	 * run without any takes about 560 s here, against its bound of 10 minutes.
+	 * The bound a run must end within (the benchmark issue's: 10 minutes, quick 2), less a
+	 * margin for the projection's error. A full run without any stalled set measured again takes
+	 * about 550 s here; each one measured again adds up to 9 s. The projection keeps a margin of one set.
 	 */
-	maxRemeasures: quick ? 2 : 4,
+	boundS: quick ? 114 : 585,
+	/** What a run takes after its last window set: the micro-benchmarks (unless --no-micro) and the report. */
+	afterSetsS: flag("no-micro") ? 2 : quick ? 6 : 12,
 };
+const budget = new TimeBudget(settings.boundS, settings.afterSetsS);
 const cpuLatency = flag("let-cpus-halt") ? { description: "not held (--let-cpus-halt): idle cores may halt", release() {} } : holdCpuLatency();
 const onlyFrameworks = list("frameworks") as Framework[] | undefined;
 const onlyStores = list("stores") as StoreName[] | undefined;
@@ -281,13 +286,14 @@ interface WindowSet {
  *
  * A set in which one window fell under 60% of another of the same server (the machine stalled:
  * seen here on routes where the server's work is identical) is measured once more, and the new
- * set gives the figures; the totals count both. Past `settings.maxRemeasures` in one run, a
- * stalled set is kept as measured, and the report counts it.
+ * set gives the figures; the totals count both. When measuring it again would take the run past
+ * its time bound (see `TimeBudget`), a stalled set is kept as measured, and the report counts it.
  */
 async function loadWindows(targets: LoadTarget[], seconds: number, ceilingUrl: string | null = null): Promise<WindowSet> {
+	const startedAt = Date.now();
 	let set = await measureWindows(targets, seconds, ceilingUrl);
 	if (set.results.some((r) => stalled(r.windows)) || stalled(set.ceilingWindows)) {
-		if (remeasured >= settings.maxRemeasures) {
+		if (!budget.allows((Date.now() - startedAt) / 1000)) {
 			stalledKept++;
 			return set;
 		}
@@ -305,7 +311,7 @@ async function loadWindows(targets: LoadTarget[], seconds: number, ceilingUrl: s
 
 /** How many window sets were measured again because the machine stalled. */
 let remeasured = 0;
-/** Stalled window sets kept as measured, once `settings.maxRemeasures` was reached. */
+/** Stalled window sets kept as measured: measuring them again would have taken the run past its bound. */
 let stalledKept = 0;
 
 async function measureWindows(targets: LoadTarget[], seconds: number, ceilingUrl: string | null): Promise<WindowSet> {
@@ -452,6 +458,11 @@ function scenariosOf(variant: Variant): Array<Scenario | typeof CEILING_SCENARIO
 	return only ? SCENARIOS.filter((s) => only.includes(s.name)) : SCENARIOS;
 }
 
+/** The scenarios a group of variants measures, one window set each, in the order they run. */
+function plannedScenarios(variants: Variant[]): Array<Scenario | typeof CEILING_SCENARIO> {
+	return [CEILING_SCENARIO, ...SCENARIOS].filter((scenario) => variants.some((v) => scenariosOf(v).includes(scenario)));
+}
+
 /** Starts the variant's server and logs in; a string says why it cannot run. */
 async function openVariant(variant: Variant): Promise<OpenVariant | string> {
 	let server: RunningServer | string;
@@ -488,12 +499,15 @@ async function openVariant(variant: Variant): Promise<OpenVariant | string> {
 async function runVariants(variants: Variant[]): Promise<void> {
 	for (const variant of variants) log(`\n▶ ${describe(variant)}`);
 	const store = variants[0]!.store;
+	const scenarios = plannedScenarios(variants);
 	try {
 		await resetStore(store);
 	} catch (error) {
 		for (const variant of variants) skip(`${describe(variant)}: cannot reset the ${store} store: ${(error as Error).message}`);
+		budget.done(scenarios.length);
 		return;
 	}
+	budget.starting();
 	const open: OpenVariant[] = [];
 	try {
 		for (const variant of variants) {
@@ -501,18 +515,18 @@ async function runVariants(variants: Variant[]): Promise<void> {
 			if (typeof opened === "string") skip(`${describe(variant)}: ${opened}`);
 			else open.push(opened);
 		}
-		const scenarios = [CEILING_SCENARIO, ...SCENARIOS];
 		for (const scenario of scenarios) {
 			const members = open.filter((o) => scenariosOf(o.variant).includes(scenario));
-			if (members.length === 0) continue;
 			try {
-				await measureScenario(members, scenario);
+				if (members.length > 0) await measureScenario(members, scenario);
 			} catch (error) {
 				for (const o of members) {
 					skip(`${describe(o.variant)}: failed: ${(error as Error).message.split("\n")[0]}\n${o.server.process.output().slice(-1500)}`);
 					open.splice(open.indexOf(o), 1);
 					await o.server.process.stop();
 				}
+			} finally {
+				budget.done();
 			}
 		}
 	} finally {
@@ -737,7 +751,7 @@ function writeReport(micro: MicroResult[], startedAt: Date, loadBefore: number[]
 			tool: toolVersion(),
 			"load settings": `${tool === "wrk" ? `wrk -t1 -c${settings.connections} -d1s --timeout 5s` : `autocannon -c ${settings.connections} -d 1`}, ${settings.duration} 1-s windows per scenario, each paired with a 1-s window of the no-session server (its own first run: ${Math.ceil(settings.duration * 1.5)} windows)${settings.quickScenarios ? `; quick: the peers run the ${settings.quickScenarios.peer.join(", ")} scenario only, sessionkit the ${settings.quickScenarios.sessionkit.join(", ")} scenarios` : ""}`,
 			"figures": "req/s, p50, p99: the best 1-s window (every window's req/s, and the paired ceiling windows, are in latest.json); ratios: paired windows (see below); per-request counts: totals over all windows",
-			stalls: `a set of windows in which one fell under ${STALL * 100}% of another of the same server is measured once more and the new set used: ${remeasured} set(s) in this run${stalledKept > 0 ? `; ${stalledKept} more stalled set(s) kept as measured (at most ${settings.maxRemeasures} are measured again, to keep the run within its time bound)` : ""}`,
+			stalls: `a set of windows in which one fell under ${STALL * 100}% of another of the same server is measured once more and the new set used: ${remeasured} set(s) in this run${stalledKept > 0 ? `; ${stalledKept} more stalled set(s) kept as measured (measuring them again would have taken the run past ${settings.boundS} s)` : ""}`,
 			"CPU idle": cpuLatency.description,
 			pinning: hasTaskset ? "server: taskset -c 0 · load generator: taskset -c 1 · Redis/PostgreSQL: unpinned" : "none (taskset missing or one core)",
 			"warm-up": settings.warmupSeconds
@@ -809,13 +823,17 @@ async function main(): Promise<void> {
 		else skipped.push("every PostgreSQL variant: no PostgreSQL server (see above)");
 	}
 
+	const frameworks = plans.map((plan) => ({ framework: plan.framework, blocks: frameworkBlocks(plan, stores) }));
+	for (const { blocks } of frameworks) for (const block of blocks) budget.plan(plannedScenarios(block).length);
 	try {
-		for (const plan of plans) {
-			log(`\n━━ ${FRAMEWORK_LABEL[plan.framework]}`);
-			await runVariants([{ framework: plan.framework, library: "none", kind: "ceiling", store: "none", storeModule: "", server: `${plan.framework}/none.mjs` }]);
-			if (ceilingServer) await runFloors(plan.framework);
+		for (const { framework, blocks } of frameworks) {
+			log(`\n━━ ${FRAMEWORK_LABEL[framework]}`);
 			try {
-				await runFrameworkVariants(plan, stores);
+				for (const block of blocks) {
+					// Without its ceiling, a floor has nothing to be the floor of.
+					if (block[0]!.kind === "floor" && !ceilingServer) budget.done(plannedScenarios(block).length);
+					else await runVariants(block);
+				}
 			} finally {
 				await ceilingServer?.process.stop();
 				ceilingServer = null;
@@ -830,33 +848,33 @@ async function main(): Promise<void> {
 }
 
 /**
- * What a session costs at least in the framework: one empty middleware on the untouched route
- * (node:http has none: withSessions is a function around the handler; quick runs skip it, to stay
- * under two minutes), and a minimal hand-written session on the counter route.
+ * The variants of one framework, in the groups that run side by side, in order: its ceiling;
+ * what a session costs at least in it (one empty middleware on the untouched route, where the
+ * framework has middleware, and a minimal hand-written session on the counter route; quick runs
+ * skip the first, to stay under two minutes); then, per store, sessionkit and the peer.
  */
-async function runFloors(framework: Framework): Promise<void> {
+function frameworkBlocks(plan: (typeof PLAN)[number], stores: Set<StoreName>): Variant[][] {
+	const { framework } = plan;
+	const blocks: Variant[][] = [[{ framework, library: "none", kind: "ceiling", store: "none", storeModule: "", server: `${framework}/none.mjs` }]];
 	if (framework !== "node" && !quick) {
-		await runVariants([{ framework, library: "empty middleware", kind: "floor", store: "none", storeModule: "", server: `${framework}/none.mjs`, env: { BENCH_EMPTY_MIDDLEWARE: "1" }, scenarios: ["untouched"] }]);
+		blocks.push([{ framework, library: "empty middleware", kind: "floor", store: "none", storeModule: "", server: `${framework}/none.mjs`, env: { BENCH_EMPTY_MIDDLEWARE: "1" }, scenarios: ["untouched"] }]);
 	}
-	await runVariants([{ framework, library: "minimal session", kind: "floor", store: "none", storeModule: "", server: `${framework}/minimal-session.mjs`, scenarios: ["counter"], login: true }]);
-}
-
-/** Every sessionkit and peer variant of one framework, on the stores of this run. */
-async function runFrameworkVariants(plan: (typeof PLAN)[number], stores: Set<StoreName>): Promise<void> {
+	blocks.push([{ framework, library: "minimal session", kind: "floor", store: "none", storeModule: "", server: `${framework}/minimal-session.mjs`, scenarios: ["counter"], login: true }]);
 	const planStores = [...new Set<StoreName>([...plan.sessionkitStores, ...(Object.keys(plan.peer?.stores ?? {}) as StoreName[])])].filter((s) => stores.has(s));
 	for (const store of planStores) {
 		if ((store === "redis" && !redis) || (store === "postgres" && !postgres)) continue;
 		const variants: Variant[] = [];
 		if (plan.sessionkitStores.includes(store)) {
-			const variant: Variant = { framework: plan.framework, library: "sessionkit", kind: "sessionkit", store, storeModule: store, server: `${plan.framework}/sessionkit.mjs` };
-			const missing = missingSource(plan.framework, store);
+			const variant: Variant = { framework, library: "sessionkit", kind: "sessionkit", store, storeModule: store, server: `${framework}/sessionkit.mjs` };
+			const missing = missingSource(framework, store);
 			if (missing) skip(`${describe(variant)}: ${missing}`);
 			else variants.push(variant);
 		}
 		const peerStore = plan.peer?.stores[store];
-		if (plan.peer && peerStore) variants.push({ framework: plan.framework, library: plan.peer.library, kind: "peer", store, storeModule: peerStore, server: plan.peer.server });
-		if (variants.length) await runVariants(variants);
+		if (plan.peer && peerStore) variants.push({ framework, library: plan.peer.library, kind: "peer", store, storeModule: peerStore, server: plan.peer.server });
+		if (variants.length) blocks.push(variants);
 	}
+	return blocks;
 }
 
 async function finish(startedAt: Date, loadBefore: number[]): Promise<void> {
