@@ -23,10 +23,6 @@ export class TimeBudget {
 		this.#afterSetsS = afterSetsS;
 	}
 
-	get boundS(): number {
-		return this.#boundS;
-	}
-
 	/** Adds window sets to the plan. */
 	plan(sets: number): void {
 		this.#planned += sets;
