@@ -87,7 +87,8 @@ const settings = {
 	/**
 	 * The bound a run must end within (the benchmark issue's: 10 minutes, quick 2), less a
 	 * margin for the projection's error. A full run without any stalled set measured again takes
-	 * about 550 s here; each one measured again adds up to 9 s. The projection keeps a margin of one set.
+	 * about 550 s here; each one measured again adds up to 9 s. The projection keeps a margin of
+	 * one set.
 	 */
 	boundS: quick ? 114 : 590,
 	/** What a run takes after its last window set: the micro-benchmarks (unless --no-micro) and the report. */
