@@ -272,7 +272,43 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		if (!session[USED]) return NO_CHANGE;
 		const state = session[STATE];
 		if (this.#nothingToCommit(state)) return NO_CHANGE;
-		return runSteps(this.#sealed ? this.#commitSealed(this.#sealed, state, request) : this.#commitStored(this.#store!, state, request));
+		const store = this.#store;
+		if (this.#lazy && store !== null && store.merge !== undefined && state.modified && state.stored && state.pending === null && state.retired.length === 0) {
+			return this.#mergeSynchronously(store, state, request);
+		}
+		return runSteps(this.#sealed ? this.#commitSealed(this.#sealed, state, request) : this.#commitStored(store!, state, request));
+	}
+
+	/**
+	 * The commit of the common write (changes to a stored session, nothing retired) with a
+	 * synchronous store: `#commitStored`'s merge, without a generator, which was 7% of the
+	 * instructions of a counter request with the memory store.
+	 */
+	#mergeSynchronously(store: SessionStore, state: SessionState, request: { secure: boolean }): CommitResult {
+		const now = this.options.clock();
+		const idleExpiresAt = Math.min(now + this.options.idleTimeoutMs, state.absoluteExpiresAt);
+		this.#checkSize(state);
+		let written: boolean;
+		try {
+			written = this.#settled(store.merge!(state.key!, changesOf(state, idleExpiresAt), idleExpiresAt));
+		} catch (error) {
+			if (error instanceof SessionTooLargeError) throw error;
+			throw this.#storeError("merge", error);
+		}
+		const setCookie = this.#afterUpdate(state, written, request, now, idleExpiresAt);
+		return setCookie === null ? NO_CHANGE : { setCookie };
+	}
+
+	/** After a merge or replace of a stored session: the cookie to send, or `null`. */
+	#afterUpdate(state: SessionState, written: boolean, request: { secure: boolean }, now: number, idleExpiresAt: number): string | null {
+		if (!written) {
+			// A parallel request destroyed or renewed this session first: do not bring it back, and
+			// send no cookie, which could replace the renewed session's newer one in the browser.
+			this.#emit({ type: "session-lost", id: state.key!, reason: "destroyed-concurrently" });
+			return null;
+		}
+		state.idleExpiresAt = idleExpiresAt;
+		return this.#cookieFor(state.token!, request, now, idleExpiresAt, false);
 	}
 
 	*#commitStored(store: SessionStore, state: SessionState, request: { secure: boolean }): Steps<CommitResult> {
@@ -306,28 +342,20 @@ class Manager<Data extends object> implements SessionManager<Data> {
 				this.#emit(state.renewed ? { type: "session-renewed", id: key, previousId } : { type: "session-created", id: key });
 				setCookie = this.#cookieFor(token, request, now, expiresAt, true);
 			} else {
-				const expiresAt = Math.min(idleExpiresAt, state.absoluteExpiresAt);
 				let written: boolean;
 				try {
 					if (store.merge) {
 						const changes = changesOf(state, idleExpiresAt);
-						written = (yield store.merge(state.key!, changes, expiresAt)) as boolean;
+						written = (yield store.merge(state.key!, changes, idleExpiresAt)) as boolean;
 					} else {
 						const record = recordOf(state, idleExpiresAt);
-						written = (yield store.replace(state.key!, record, expiresAt)) as boolean;
+						written = (yield store.replace(state.key!, record, idleExpiresAt)) as boolean;
 					}
 				} catch (error) {
 					if (error instanceof SessionTooLargeError) throw error;
 					throw this.#storeError(store.merge ? "merge" : "replace", error);
 				}
-				if (written) {
-					state.idleExpiresAt = idleExpiresAt;
-					setCookie = this.#cookieFor(state.token!, request, now, expiresAt, false);
-				} else {
-					// A parallel request destroyed or renewed this session first: do not bring it back, and
-					// send no cookie, which could replace the renewed session's newer one in the browser.
-					this.#emit({ type: "session-lost", id: state.key!, reason: "destroyed-concurrently" });
-				}
+				setCookie = this.#afterUpdate(state, written, request, now, idleExpiresAt);
 			}
 		} else if (state.stored && this.#touchDue(state, now)) {
 			const expiresAt = Math.min(idleExpiresAt, state.absoluteExpiresAt);

@@ -76,6 +76,14 @@ export const STATE = Symbol("sessionkit.state");
 /** Symbol of the getter that tells whether the handler used the session at all. */
 export const USED = Symbol("sessionkit.used");
 
+/**
+ * Symbol of a slot in which an adapter keeps its own state for the request (the Express
+ * adapter: its commit hook, see adapters/internal/node-response.ts). The session is the one
+ * object of a request that is ours: a property written on a framework's request or response
+ * can cost far more.
+ */
+export const ADAPTER_SLOT = Symbol("sessionkit.adapterSlot");
+
 /** A record that came with the request, and the token and key it came under. */
 export interface LoadedRecord {
 	token: string | null;
@@ -93,6 +101,9 @@ export interface LazyLoad {
 }
 
 const MAX_KEY_LENGTH = 256;
+
+// For-in with this check where a loop runs on every commit: no array per loop (see applyChanges).
+const { hasOwnProperty } = Object.prototype;
 
 // Most requests record no change and most sessions hold no flash: until the first write, a
 // state shares these empty, never-filled instances (six fewer collections per request).
@@ -194,6 +205,8 @@ export class Session<Data extends object = Record<string, unknown>> {
 	readonly #now: () => number;
 	readonly #idleTimeoutMs: number;
 	readonly #absoluteTimeoutMs: number;
+	/** @internal Set up front, so that every session keeps one hidden class. */
+	[ADAPTER_SLOT]: unknown = undefined;
 
 	/**
 	 * @internal Sessions are made by the manager (`sessions.load`), never by user code. `source`
@@ -598,7 +611,7 @@ export function stateSize(state: SessionState): number {
 export function stateSizeBound(state: SessionState): number {
 	let length = 0;
 	const base = state.base;
-	if (base !== null) for (const key of Object.keys(base)) length += key.length + base[key]!.length;
+	if (base !== null) for (const key in base) if (hasOwnProperty.call(base, key)) length += key.length + base[key]!.length;
 	for (const [key, entry] of state.data) length += key.length + entry.encoded.length;
 	return measureState(state, 3 * length, maxUtf8Length);
 }

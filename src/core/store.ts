@@ -171,19 +171,32 @@ export function isSealedCookieStore(store: AnyStore): store is SealedCookieStore
 	return (store as SealedCookieStore).kind === "sealed-cookie";
 }
 
-/** Applies `changes` to a copy of `record`: the reference semantics of `merge`, for stores that merge in JS. */
+// For-in loops with this check, not Object.keys: they run on every merge, and an array per
+// loop was 5% of a counter request's instructions. V8 answers `hasOwnProperty.call` in a
+// for-in from the loop's own cache (`Object.hasOwn` it does not: 6% more).
+const { hasOwnProperty } = Object.prototype;
+
+/**
+ * The record `changes` make of `record`, as a new object (`record` is left as it was): the
+ * reference semantics of `merge`, for stores that merge in JS. A part that did not change (the
+ * flash, most often) is shared with `record`, so treat both as read-only.
+ */
 export function applyChanges(record: StoredRecord, changes: RecordChanges): StoredRecord {
 	const data: Record<string, string> = changes.clear ? {} : { ...record.data };
 	for (const key of changes.delete) delete data[key];
-	for (const key of Object.keys(changes.set)) data[key] = changes.set[key]!;
-	for (const key of Object.keys(changes.increment)) {
+	for (const key in changes.set) if (hasOwnProperty.call(changes.set, key)) data[key] = changes.set[key]!;
+	for (const key in changes.increment) {
+		if (!hasOwnProperty.call(changes.increment, key)) continue;
 		const current = data[key] === undefined ? 0 : Number(data[key]);
 		const base = Number.isFinite(current) ? current : 0;
 		data[key] = String(base + changes.increment[key]!);
 	}
-	const flash: Record<string, string> = { ...record.flash };
-	for (const key of changes.flashDelete) delete flash[key];
-	for (const key of Object.keys(changes.flashSet)) flash[key] = changes.flashSet[key]!;
+	let flash = record.flash;
+	if (changes.flashDelete.length > 0 || !isEmpty(changes.flashSet)) {
+		flash = { ...record.flash };
+		for (const key of changes.flashDelete) delete flash[key];
+		for (const key in changes.flashSet) if (hasOwnProperty.call(changes.flashSet, key)) flash[key] = changes.flashSet[key]!;
+	}
 	return {
 		data,
 		flash,
@@ -192,4 +205,9 @@ export function applyChanges(record: StoredRecord, changes: RecordChanges): Stor
 		absoluteExpiresAt: record.absoluteExpiresAt,
 		subject: changes.subject === undefined ? record.subject : changes.subject,
 	};
+}
+
+function isEmpty(object: Record<string, unknown>): boolean {
+	for (const _ in object) return false;
+	return true;
 }

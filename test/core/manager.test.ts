@@ -310,6 +310,38 @@ describe("store failures", () => {
 		assert.throws(() => session.get("a"), SessionStoreError, "and on every later use: never an empty session in its place");
 	});
 
+	it("with a synchronous store, fail the commit of a change with a typed error naming the store", async () => {
+		const events: SessionEvent[] = [];
+		const inner = memoryStore({ sweepInterval: 0 });
+		let mergeAnswer: "throw" | "promise" | "real" = "real";
+		const store: SessionStore = {
+			...inner,
+			name: "flaky-sync",
+			merge: (key, changes, expiresAt) => {
+				if (mergeAnswer === "throw") throw new Error("disk full");
+				if (mergeAnswer === "promise") return Promise.resolve(true);
+				return inner.merge!(key, changes, expiresAt);
+			},
+		};
+		const sessions = createSessions({ store, onEvent: (e) => events.push(e) });
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("n", 1))).setCookie);
+
+		mergeAnswer = "throw";
+		const failing = await sessions.load(cookie);
+		failing.increment("n");
+		assert.throws(() => sessions.commit(failing, { secure: false }), (error: unknown) => error instanceof SessionStoreError && /^sessionkit\/flaky-sync: merge failed: disk full/.test(error.message));
+		assert.equal(events.at(-1)?.type, "store-error");
+
+		mergeAnswer = "promise";
+		const lying = await sessions.load(cookie);
+		lying.increment("n");
+		assert.throws(() => sessions.commit(lying, { secure: false }), (error: unknown) => error instanceof SessionStoreError && /says it is synchronous but returned a promise/.test(error.message));
+
+		mergeAnswer = "real";
+		const { session } = await request(sessions, cookie);
+		assert.equal(session.get("n"), 1, "neither failed increment landed");
+	});
+
 	it("fail the commit: nothing is silently dropped", async () => {
 		const sessions = createSessions({ store: failing("set") });
 		const session = await sessions.load(undefined);

@@ -2,9 +2,11 @@
  * Committing before a node:http response sends its headers: the machinery the node:http and
  * Express adapters share. `applyCommit` and `beforeHeaders` are public through `sessionkit/node`.
  */
+import type { IncomingMessage } from "node:http";
 import { ServerResponse } from "node:http";
-import type { CommitResult, Session, SessionManager } from "../../index.js";
-import { SESSION_RESPONSE_HEADERS } from "../../index.js";
+import { ADAPTER_SLOT } from "../../core/session.js";
+import type { CommitResult, SessionManager } from "../../index.js";
+import { SESSION_RESPONSE_HEADERS, Session } from "../../index.js";
 import { isPromiseLike } from "./common.js";
 
 /** Adds the session cookie and the headers that keep caches from storing or sharing it. */
@@ -31,12 +33,17 @@ interface Hook {
 	queue: Array<() => void>;
 }
 
-// Express responses: the hook the shared methods use (see beforeHeadersShared). A key of its own:
-// an instance-hooked response may call a shared method as its "original", which must then pass
-// the call to node's.
-const SHARED_HOOK = Symbol("sessionkit.sharedHook");
+type HookedResponse = ServerResponse & { [HOOK]?: Hook };
 
-type HookedResponse = ServerResponse & { [HOOK]?: Hook; [SHARED_HOOK]?: Hook };
+/**
+ * The hook the shared methods of an Express response use (see beforeHeadersShared): it sits on
+ * the request's session. Only a shared hook goes there: an instance-hooked response may call a
+ * shared method as its "original", which must then pass the call to node's.
+ */
+function sharedHookOf(res: ServerResponse): Hook | undefined {
+	const session = (res.req as (IncomingMessage & { session?: unknown }) | undefined)?.session;
+	return session instanceof Session ? (session[ADAPTER_SLOT] as Hook | undefined) : undefined;
+}
 
 /**
  * From now on the hooked methods pass every call straight through. They stay in place: putting
@@ -183,7 +190,7 @@ export function beforeHeaders(res: ServerResponse, commit: (statusCode: number) 
 	res.flushHeaders = hookedFlushHeaders;
 }
 
-/** The bases whose four methods dispatch through `SHARED_HOOK`, with those methods. */
+/** The bases whose four methods dispatch through `sharedHookOf`, with those methods. */
 const installed = new WeakMap<object, Record<Method, unknown>>();
 
 /**
@@ -216,7 +223,7 @@ function install(base: object): Record<Method, unknown> | null {
 	for (const name of METHODS) {
 		const withHook = WITH_HOOK[name] as (hook: Hook, res: ServerResponse, args: unknown[]) => unknown;
 		const method = function (this: ServerResponse, ...args: unknown[]): unknown {
-			const hook = (this as HookedResponse)[SHARED_HOOK];
+			const hook = sharedHookOf(this);
 			return hook === undefined ? parent[name].apply(this, args) : withHook(hook, this, args);
 		};
 		Object.defineProperty(base, name, { value: method, writable: true, configurable: true, enumerable: false });
@@ -231,15 +238,17 @@ function resolvesTo(res: ServerResponse, methods: Record<Method, unknown>): bool
 }
 
 /**
- * `beforeHeaders` for Express, with one write to the response instead of five. Express swaps
- * the prototype of every response, and each property then written on one cost about 2 µs here.
- * The four methods are put once on Express's shared response object and find the hook under
- * `SHARED_HOOK`. (A WeakMap entry per response, which writes nothing, was 2-10% slower on the
- * counter route: the scavenger traces each entry as an ephemeron.) A response on which any of
- * the four is something else (another middleware wrapped `res.end`, say) gets the instance
- * hook instead.
+ * `beforeHeaders` for Express, without writing to the response. Express swaps the prototype of
+ * every response, which leaves each response a hidden class of its own: a property written on
+ * one costs a new hidden class, and every later read of it misses V8's caches. The four methods
+ * are put once on Express's shared response object, and the hook sits on the request's session
+ * (`res.req.session`), an object of ours whose hidden class never changes. Kept on the response
+ * under a symbol, it cost 9% more instructions on the counter route (callgrind, 780k against
+ * 711k a request); in a WeakMap, more again (the scavenger traces each entry as an ephemeron).
+ * A response on which any of the four is something else (another middleware wrapped `res.end`,
+ * say) gets the instance hook instead.
  */
-function beforeHeadersShared(res: ServerResponse, commit: (statusCode: number) => void | PromiseLike<void>, onError: (error: unknown) => void): void {
+function beforeHeadersShared(res: ServerResponse, session: Session<object>, commit: (statusCode: number) => void | PromiseLike<void>, onError: (error: unknown) => void): void {
 	const base = sharedBase(res);
 	const methods = base === null ? null : install(base);
 	if (base === null || methods === null || !resolvesTo(res, methods)) {
@@ -247,7 +256,7 @@ function beforeHeadersShared(res: ServerResponse, commit: (statusCode: number) =
 		return;
 	}
 	const parent = Object.getPrototypeOf(base) as ServerResponse;
-	(res as HookedResponse)[SHARED_HOOK] = waitingHook(commit, onError, parent);
+	session[ADAPTER_SLOT] = waitingHook(commit, onError, parent);
 }
 
 /**
@@ -263,14 +272,12 @@ export function commitBeforeHeaders<Data extends object>(
 	onError: (error: unknown) => void,
 	express = false,
 ): void {
-	(express ? beforeHeadersShared : beforeHeaders)(
-		res,
-		(statusCode) => {
-			if (statusCode >= 500) return;
-			const result = sessions.commit(session, request);
-			if (isPromiseLike(result)) return result.then((settled) => applyCommit(res, settled));
-			applyCommit(res, result);
-		},
-		onError,
-	);
+	const commit = (statusCode: number): void | PromiseLike<void> => {
+		if (statusCode >= 500) return;
+		const result = sessions.commit(session, request);
+		if (isPromiseLike(result)) return result.then((settled) => applyCommit(res, settled));
+		applyCommit(res, result);
+	};
+	if (express) beforeHeadersShared(res, session as Session<object>, commit, onError);
+	else beforeHeaders(res, commit, onError);
 }
