@@ -25,8 +25,8 @@ declare global {
  * To commit before the headers without writing four methods to each response (slow on
  * Express's responses, whose prototype it swaps per request), the first request that uses its
  * session gives Express's shared response object its own `writeHead`, `write`, `end` and
- * `flushHeaders`; a response that uses its session gets one symbol property for their state.
- * They pass straight through to node's for every response with nothing to commit; a response
+ * `flushHeaders`, which find their state for a response on its request's session: nothing is
+ * written to the response. They pass straight through to node's for every response with nothing to commit; a response
  * whose methods another middleware already wrapped is hooked on its own instead.
  *
  * @example
