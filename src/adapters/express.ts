@@ -26,8 +26,9 @@ declare global {
  * Express's responses, whose prototype it swaps per request), the first request that uses its
  * session gives Express's shared response object its own `writeHead`, `write`, `end` and
  * `flushHeaders`, which find their state for a response on its request's session: nothing is
- * written to the response. They pass straight through to node's for every response with nothing to commit; a response
- * whose methods another middleware already wrapped is hooked on its own instead.
+ * written to the response. They pass straight through to node's for every response with
+ * nothing to commit; a response whose methods another middleware already wrapped is hooked on
+ * its own instead.
  *
  * @example
  * app.use(sessionMiddleware(createSessions({ store })));

@@ -29,11 +29,11 @@ function tracked(store: SessionStore): { store: SessionStore; written: Set<strin
 	return { written, store: { ...store, set: (key, record, expiresAt) => (written.add(key), store.set(key, record, expiresAt)) } };
 }
 
-/** The remaining TTL memcached itself reports for `key` (meta get), from whichever server holds it. */
 // memcached keeps its own clock, ticked by a once-a-second timer that lags on a busy machine:
 // its TTL of an absolute expiry was seen 3 s off.
 const TTL_SLACK_S = 5;
 
+/** The remaining TTL memcached itself reports for `key` (meta get), from whichever server holds it. */
 async function serverTTL(key: string): Promise<number | null> {
 	for (const hostPort of servers) {
 		const [host, port] = hostPort.split(":");
