@@ -728,7 +728,7 @@ function fillRatios(): void {
 
 function writeReport(micro: MicroResult[], startedAt: Date, loadBefore: number[]): Report {
 	fillRatios();
-	const targets = evaluateTargets(entries, micro);
+	const targets = evaluateTargets(entries, micro, quick);
 	const versions: Record<string, string> = { sessionkit: `${versionOf("../")} (${gitCommit()}, src compiled with tsc ${versionOf("typescript")})` };
 	for (const name of ["express", "express-session", "fastify", "@fastify/session", "@fastify/cookie", "koa", "koa-session", "hono", "@hono/node-server", "iron-session", "connect-redis", "redis", "connect-pg-simple", "ioredis", "pg", "better-sqlite3", "better-express-store", "cookie", "tinybench", "autocannon"]) {
 		versions[name] = versionOf(name);

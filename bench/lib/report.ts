@@ -31,7 +31,25 @@ function floorNote(entries: Entry[], framework: Framework, scenario: Entry["scen
 	return `; ${floor.library === "empty middleware" ? "one empty middleware" : `a ${floor.library}`} alone: ${floor.ratioToCeiling.toFixed(3)}`;
 }
 
-export function evaluateTargets(entries: Entry[], micro: MicroResult[]): Target[] {
+/**
+ * The targets, judged. A quick run does not judge the speed targets: each scenario gets one
+ * window after a 0.5-s burst, and a server's first scenario then runs before V8 has optimized
+ * it (node:http's untouched route read 0.34 of the ceiling in one quick run, 0.90-0.98 in full
+ * runs). Its figures are still shown.
+ */
+export function evaluateTargets(entries: Entry[], micro: MicroResult[], quick = false): Target[] {
+	const targets = speedTargets(entries, micro);
+	if (quick) {
+		for (const t of targets) {
+			if (t.met !== null) t.measured += " · a quick run does not judge it";
+			t.met = null;
+		}
+	}
+	return [...targets, ...behaviourTargets(entries)];
+}
+
+/** The ratio targets: judged on full runs only. */
+function speedTargets(entries: Entry[], micro: MicroResult[]): Target[] {
 	const targets: Target[] = [];
 	for (const framework of FRAMEWORKS) {
 		const goal = framework === "express" ? 0.9 : 0.85;
@@ -76,6 +94,12 @@ export function evaluateTargets(entries: Entry[], micro: MicroResult[]): Target[
 			met: e?.ratioToCeiling != null ? e.ratioToCeiling >= 0.97 : null,
 		});
 	}
+	return targets;
+}
+
+/** Increments kept, writes on reads, round trips to load: counts, which a quick run judges too. */
+function behaviourTargets(entries: Entry[]): Target[] {
+	const targets: Target[] = [];
 	{
 		const counters = entries.filter((e) => e.kind === "sessionkit" && e.scenario === "counter" && e.incrementsKept !== null);
 		const worst = counters.reduce<Entry | undefined>((w, e) => (w === undefined || e.incrementsKept! < w.incrementsKept! ? e : w), undefined);
