@@ -34,7 +34,7 @@ function floorNote(entries: Entry[], framework: Framework, scenario: Entry["scen
 /**
  * The targets, judged. A quick run does not judge the speed targets: each scenario gets one
  * window after a 0.5-s burst, and a server's first scenario then runs before V8 has optimized
- * it (node:http's untouched route read 0.34 of the ceiling in one quick run, 0.90-0.98 in full
+ * it (node:http's untouched route read 0.34 of the ceiling in one quick run, 0.89-1.00 in full
  * runs). Its figures are still shown.
  */
 export function evaluateTargets(entries: Entry[], micro: MicroResult[], quick = false): Target[] {
