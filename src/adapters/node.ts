@@ -41,9 +41,8 @@ const CONTEXT = Symbol("sessionkit.request");
 interface RequestContext {
 	readonly session: Session<object>;
 	readonly res: ServerResponse;
-	readonly binding: Binding;
-	/** The commit runs before the headers: set up on the first `getSession`. */
-	hooked: boolean;
+	/** Set by the first `getSession`, which must come before the headers are sent. */
+	used: boolean;
 }
 
 interface Binding {
@@ -54,12 +53,13 @@ interface Binding {
 
 type RequestWithContext = IncomingMessage & { [CONTEXT]?: RequestContext };
 
-function hookCommit(req: IncomingMessage, context: RequestContext): void {
-	const { session, res, binding } = context;
-	if (res.headersSent) {
-		throw new SessionUsageError("getSession(req) was first called after the response headers were sent, so the session could not be saved. Call it before writing the response.");
-	}
-	context.hooked = true;
+/**
+ * Hooks the commit onto the response before the handler runs, used or not (an unused session
+ * commits as a no-op). Not on the first `getSession`: in `res.end(String(getSession(req)…))`,
+ * `res.end` is looked up before `getSession` runs, so node's own `end` would write the body
+ * while a commit to an asynchronous store still held the headers back.
+ */
+function hookCommit(req: IncomingMessage, res: ServerResponse, session: Session<object>, binding: Binding): void {
 	commitBeforeHeaders(
 		res,
 		binding.sessions,
@@ -94,7 +94,8 @@ export function withSessions<Data extends object = AppSessionData>(
 		onError: options.onError ?? defaultOnError,
 	};
 	function run(req: IncomingMessage, res: ServerResponse, session: Session<object>): void | Promise<void> {
-		(req as RequestWithContext)[CONTEXT] = { session, res, binding, hooked: false };
+		(req as RequestWithContext)[CONTEXT] = { session, res, used: false };
+		hookCommit(req, res, session, binding);
 		let result: unknown;
 		try {
 			result = handler(req, res);
@@ -124,6 +125,12 @@ export function withSessions<Data extends object = AppSessionData>(
 export function getSession<Data extends object = AppSessionData>(req: IncomingMessage): Session<Data> {
 	const context = (req as RequestWithContext)[CONTEXT];
 	if (!context) throw new SessionNotLoadedError("withSessions(sessions, handler)");
-	if (!context.hooked) hookCommit(req, context);
+	if (!context.used) {
+		// The commit ran (as a no-op) when the headers went out: a change now would be lost.
+		if (context.res.headersSent) {
+			throw new SessionUsageError("getSession(req) was first called after the response headers were sent, so the session could not be saved. Call it before writing the response.");
+		}
+		context.used = true;
+	}
 	return context.session as Session<Data>;
 }
