@@ -23,39 +23,37 @@ declare global {
  * handler that throws after changing the session leaves the session as it was.
  *
  * To commit before the headers without writing four methods to each response (slow on
- * Express's responses, whose prototype it swaps per request), the first request that uses its
- * session gives Express's shared response object its own `writeHead`, `write`, `end` and
- * `flushHeaders`, which find their state for a response on its request's session: nothing is
- * written to the response. They pass straight through to node's for every response with
- * nothing to commit; a response whose methods another middleware already wrapped is hooked on
- * its own instead.
+ * Express's responses, whose prototype it swaps per request), the first request gives
+ * Express's shared response object its own `writeHead`, `write`, `end` and `flushHeaders`,
+ * which find their state for a response on its request's session: nothing is written to the
+ * response. They pass straight through to node's for every response with nothing to commit; a
+ * response whose methods another middleware already wrapped is hooked on its own instead.
  *
  * @example
  * app.use(sessionMiddleware(createSessions({ store })));
  * app.get("/", (req, res) => res.send(`visits: ${req.session.increment("visits")}`));
  */
 export function sessionMiddleware<Data extends object = AppSessionData>(sessions: SessionManager<Data>): RequestHandler {
-	function start(req: Request, next: NextFunction, session: Session<Data>): void {
+	// The commit is hooked before the handler runs, used or not (an unused session commits as a
+	// no-op). Not on the session's first use: in `res.end(String(req.session.get("n")))`, `res.end`
+	// is looked up first, and if it is another middleware's wrapper around node's `end`, that
+	// `end` would write the body while a commit held the headers back (a commit of a synchronous
+	// store waits for an asynchronous `onDestroy` callback).
+	function start(req: Request, res: Response, next: NextFunction, session: Session<Data>): void {
 		(req as { session: unknown }).session = session;
-		next();
-	}
-	// Runs when the handler first uses the session (at once for a store that answers
-	// asynchronously): a request that never touches it leaves the response untouched too.
-	function prepareCommit(req: Request, res: Response, next: NextFunction, session: Session<Data>): void {
-		// Used only after the headers went out: there is nothing left to commit into.
-		if (res.headersSent) return;
 		commitBeforeHeaders(res, sessions, session, req, next, true);
+		next();
 	}
 	return (req: Request, res: Response, next: NextFunction): void => {
 		let loaded: Session<Data> | Promise<Session<Data>>;
 		try {
-			loaded = sessions.load(req.headers.cookie, (session) => prepareCommit(req, res, next, session));
+			loaded = sessions.load(req.headers.cookie);
 		} catch (error) {
 			next(error);
 			return;
 		}
-		if (isPromiseLike(loaded)) loaded.then((session) => start(req, next, session), next);
-		else start(req, next, loaded);
+		if (isPromiseLike(loaded)) loaded.then((session) => start(req, res, next, session), next);
+		else start(req, res, next, loaded);
 	};
 }
 

@@ -100,3 +100,42 @@ for (const [name, framework] of [["express 5", express], ["express 4", express4]
 		assert.equal(await second.text(), "2");
 	});
 }
+
+// `res.end` is looked up before its argument first uses the session, and here it is another
+// middleware's wrapper around node's own `end`. The commit of the memory store then waits for the
+// asynchronous onDestroy callback: the response must still go out whole, headers first.
+it("express: res.end(…req.session…) behind a middleware that wrapped res.end, with an onDestroy that waits, sends the headers first", async (t) => {
+	const sessions = createSessions({ store: memoryStore({ sweepInterval: 0 }) });
+	const destroyed: string[] = [];
+	sessions.onDestroy(async ({ reason }) => {
+		await new Promise((resolve) => setTimeout(resolve, 5));
+		destroyed.push(reason);
+	});
+	const app = express();
+	app.use((_req, res, next) => {
+		const end = res.end;
+		res.end = function (this: ServerResponse, ...args: Parameters<typeof end>) {
+			return end.apply(this, args);
+		} as typeof end;
+		next();
+	});
+	app.use(sessionMiddleware(sessions));
+	app.get("/login", (req, res) => {
+		req.session.set("userId", 7);
+		res.send("in");
+	});
+	app.get("/logout", (req, res) => {
+		res.end(String((req.session.destroy(), "out")));
+	});
+	const server = await listen(createServer(app));
+	t.after(async () => {
+		await server.close();
+		await sessions.close();
+	});
+	const cookie = (await fetch(`${server.url}/login`)).headers.getSetCookie()[0]!.split(";")[0]!;
+	const reply = await fetch(`${server.url}/logout`, { headers: { cookie } });
+	assert.equal(reply.status, 200);
+	assert.equal(await reply.text(), "out");
+	assert.ok(reply.headers.getSetCookie().some((line) => line.startsWith(`${sessions.cookieName}=;`)), "the session cookie is expired");
+	assert.deepEqual(destroyed, ["destroyed"]);
+});

@@ -127,22 +127,23 @@ function writeHeadWith(hook: Hook, res: ServerResponse, given: unknown[]): Serve
 	return res;
 }
 
+// `res.statusCode` is read only before the commit: on Express's responses every read misses V8's caches.
 function writeWith(hook: Hook, res: ServerResponse, args: unknown[]): boolean {
-	const outcome = settle(hook, res.statusCode);
+	const outcome = hook.phase === "done" ? "now" : settle(hook, res.statusCode);
 	if (outcome === "now") return (hook.write as (...a: unknown[]) => boolean).apply(res, args);
 	if (outcome === "later") hook.queue.push(() => (hook.write as (...a: unknown[]) => unknown).apply(res, args));
 	return true;
 }
 
 function endWith(hook: Hook, res: ServerResponse, args: unknown[]): ServerResponse {
-	const outcome = settle(hook, res.statusCode);
+	const outcome = hook.phase === "done" ? "now" : settle(hook, res.statusCode);
 	if (outcome === "now") (hook.end as (...a: unknown[]) => unknown).apply(res, args);
 	else if (outcome === "later") hook.queue.push(() => (hook.end as (...a: unknown[]) => unknown).apply(res, args));
 	return res;
 }
 
 function flushHeadersWith(hook: Hook, res: ServerResponse): void {
-	const outcome = settle(hook, res.statusCode);
+	const outcome = hook.phase === "done" ? "now" : settle(hook, res.statusCode);
 	if (outcome === "now") hook.flushHeaders.call(res);
 	else if (outcome === "later") hook.queue.push(() => hook.flushHeaders.call(res));
 }
