@@ -53,7 +53,9 @@ export interface SessionManager<Data extends object = Record<string, unknown>> {
 	 *
 	 * `onUse` (for adapters) runs once the session is loaded: right away for a store that answers
 	 * asynchronously, on the handler's first use for a lazy session, never for a request that does
-	 * not use its session. An adapter can wait until then to prepare the commit.
+	 * not use its session. Not the moment to hook a commit onto a response's methods: the handler
+	 * may have looked one up before that first use (`res.end(String(session.get("n")))`), so the
+	 * built-in adapters hook before the handler runs.
 	 */
 	load(cookieHeader: string | null | undefined, onUse?: (session: Session<Data>) => void): Session<Data> | Promise<Session<Data>>;
 	/**
