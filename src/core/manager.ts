@@ -360,14 +360,14 @@ class Manager<Data extends object> implements SessionManager<Data> {
 				setCookie = this.#afterUpdate(state, written, request, now, idleExpiresAt);
 			}
 		} else if (state.stored && this.#touchDue(state, now)) {
-			const expiresAt = Math.min(idleExpiresAt, state.absoluteExpiresAt);
+			// idleExpiresAt is already capped at the absolute deadline: it is also the backend's expiry.
 			try {
-				yield store.touch(state.key!, idleExpiresAt, expiresAt);
+				yield store.touch(state.key!, idleExpiresAt, idleExpiresAt);
 			} catch (error) {
 				throw this.#storeError("touch", error);
 			}
 			state.idleExpiresAt = idleExpiresAt;
-			setCookie = this.#cookieFor(state.token!, request, now, expiresAt, false);
+			setCookie = this.#cookieFor(state.token!, request, now, idleExpiresAt, false);
 		}
 
 		// Old keys go last: if writing the new record failed, the old session still works.

@@ -2,6 +2,7 @@ import type { Codec } from "./codec.js";
 import { isForbiddenKey } from "./codec.js";
 import { SessionUsageError } from "./errors.js";
 import type { RecordChanges, StoredRecord } from "./store.js";
+import { hasOwnProperty } from "./store.js";
 
 /** Keys of `Data` whose values are numbers (any key when `Data` is untyped). */
 export type NumericKeys<Data> = {
@@ -101,9 +102,6 @@ export interface LazyLoad {
 }
 
 const MAX_KEY_LENGTH = 256;
-
-// For-in with this check where a loop runs on every commit: no array per loop (see applyChanges).
-const { hasOwnProperty } = Object.prototype;
 
 // Most requests record no change and most sessions hold no flash: until the first write, a
 // state shares these empty, never-filled instances (six fewer collections per request).

@@ -174,7 +174,7 @@ export function isSealedCookieStore(store: AnyStore): store is SealedCookieStore
 // For-in loops with this check, not Object.keys: they run on every merge, and an array per
 // loop was 5% of a counter request's instructions. V8 answers `hasOwnProperty.call` in a
 // for-in from the loop's own cache (`Object.hasOwn` it does not: 6% more).
-const { hasOwnProperty } = Object.prototype;
+export const { hasOwnProperty } = Object.prototype;
 
 /**
  * The record `changes` make of `record`, as a new object (`record` is left as it was): the

@@ -55,17 +55,19 @@ function done(hook: Hook): void {
 }
 
 /**
- * Starts the commit on the first call that would send headers. "now": the commit is done (it
- * finished synchronously, or earlier), so the call goes through; "later": the caller queues its
- * call behind a running commit; "dropped": the commit failed and `onError` answers instead.
+ * Starts the commit on the first call that would send headers, with the status `writeHead` was
+ * given or else the response's. "now": the commit is done (it finished synchronously, or
+ * earlier), so the call goes through; "later": the caller queues its call behind a running
+ * commit; "dropped": the commit failed and `onError` answers instead. `res.statusCode` is read
+ * only to start the commit: on Express's responses every read misses V8's caches.
  */
-function settle(hook: Hook, statusCode: number): "now" | "later" | "dropped" {
+function settle(hook: Hook, res: ServerResponse, statusCode?: number): "now" | "later" | "dropped" {
 	if (hook.phase === "done") return "now";
 	if (hook.phase === "committing") return "later";
 	hook.phase = "committing";
 	let result: void | PromiseLike<void>;
 	try {
-		result = hook.commit(statusCode);
+		result = hook.commit(statusCode ?? res.statusCode);
 	} catch (error) {
 		done(hook);
 		hook.onError(error);
@@ -121,29 +123,28 @@ function writeHeadWith(hook: Hook, res: ServerResponse, given: unknown[]): Serve
 		return res;
 	}
 	const args = takeHeaders(res, given);
-	const outcome = settle(hook, typeof args[0] === "number" ? args[0] : res.statusCode);
+	const outcome = settle(hook, res, typeof args[0] === "number" ? args[0] : undefined);
 	if (outcome === "now") (hook.writeHead as (...a: unknown[]) => unknown).apply(res, args);
 	else if (outcome === "later") hook.queue.push(() => (hook.writeHead as (...a: unknown[]) => unknown).apply(res, args));
 	return res;
 }
 
-// `res.statusCode` is read only before the commit: on Express's responses every read misses V8's caches.
 function writeWith(hook: Hook, res: ServerResponse, args: unknown[]): boolean {
-	const outcome = hook.phase === "done" ? "now" : settle(hook, res.statusCode);
+	const outcome = settle(hook, res);
 	if (outcome === "now") return (hook.write as (...a: unknown[]) => boolean).apply(res, args);
 	if (outcome === "later") hook.queue.push(() => (hook.write as (...a: unknown[]) => unknown).apply(res, args));
 	return true;
 }
 
 function endWith(hook: Hook, res: ServerResponse, args: unknown[]): ServerResponse {
-	const outcome = hook.phase === "done" ? "now" : settle(hook, res.statusCode);
+	const outcome = settle(hook, res);
 	if (outcome === "now") (hook.end as (...a: unknown[]) => unknown).apply(res, args);
 	else if (outcome === "later") hook.queue.push(() => (hook.end as (...a: unknown[]) => unknown).apply(res, args));
 	return res;
 }
 
 function flushHeadersWith(hook: Hook, res: ServerResponse): void {
-	const outcome = hook.phase === "done" ? "now" : settle(hook, res.statusCode);
+	const outcome = settle(hook, res);
 	if (outcome === "now") hook.flushHeaders.call(res);
 	else if (outcome === "later") hook.queue.push(() => hook.flushHeaders.call(res));
 }
