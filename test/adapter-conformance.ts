@@ -30,7 +30,11 @@ import { describe, it } from "node:test";
 import type { TestContext } from "node:test";
 import { createSessions } from "sessionkit";
 import type { AppSessionData, SessionManager, SessionOptions, SessionStore } from "sessionkit";
+import { fileStore } from "sessionkit/stores/file";
 import { memoryStore } from "sessionkit/stores/memory";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { CookieJar, readReply } from "./helpers/cookie-jar.js";
 import type { Reply } from "./helpers/cookie-jar.js";
 
@@ -151,16 +155,36 @@ interface Setup {
 }
 
 /**
- * Runs the whole list of adapter behaviours against `start`'s server. Every test starts its
- * own server and session manager (default memory store), so tests are independent.
+ * The stores the suite runs on: the memory store, whose calls answer synchronously, and the
+ * file store, whose calls wait for the disk. An adapter must behave the same with both: with a
+ * store that waits, the load and the commit finish after the framework has moved on.
+ */
+const STORES = {
+	memory: async () => ({ store: memoryStore({ sweepInterval: 0 }), cleanup: async () => {} }),
+	file: async () => {
+		const dir = await mkdtemp(join(tmpdir(), "sessionkit-adapter-"));
+		return { store: fileStore({ dir, gcInterval: 0 }), cleanup: () => rm(dir, { recursive: true, force: true }) };
+	},
+} satisfies Record<string, () => Promise<{ store: SessionStore; cleanup: () => Promise<void> }>>;
+
+/**
+ * Runs the whole list of adapter behaviours against `start`'s server, once on each of
+ * {@link STORES}. Every test starts its own server, session manager and store, so tests are
+ * independent.
  */
 export function adapterConformance(name: string, start: StartServer): void {
+	for (const [storeName, makeStore] of Object.entries(STORES)) suite(name, storeName, makeStore, start);
+}
+
+function suite(name: string, storeName: string, makeStore: (typeof STORES)[keyof typeof STORES], start: StartServer): void {
 	async function serve(t: TestContext, setup: Setup = {}): Promise<Client> {
-		const sessions = createSessions<AppSessionData>(setup.options);
+		const { store, cleanup } = await makeStore();
+		const sessions = createSessions<AppSessionData>({ store, ...setup.options });
 		const server = await start(sessions, { trustProxy: setup.trustProxy ?? false });
 		t.after(async () => {
 			await server.close();
 			await sessions.close();
+			await cleanup();
 		});
 		return new Client(server.url, sessions.cookieName);
 	}
@@ -171,7 +195,7 @@ export function adapterConformance(name: string, start: StartServer): void {
 		assert.ok(reply.session, "login sets the session cookie");
 	}
 
-	describe(`adapter conformance: ${name}`, () => {
+	describe(`adapter conformance: ${name}, ${storeName} store`, () => {
 		it("sets no cookie on a request that does not touch the session", async (t) => {
 			const client = await serve(t);
 			const get = await client.get("/get");
