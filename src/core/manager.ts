@@ -330,9 +330,8 @@ class Manager<Data extends object> implements SessionManager<Data> {
 				const record = recordOf(state, idleExpiresAt);
 				const token = generateToken();
 				const key = (yield hashToken(token)) as string;
-				const expiresAt = Math.min(idleExpiresAt, record.absoluteExpiresAt);
 				try {
-					yield store.set(key, record, expiresAt);
+					yield store.set(key, record, idleExpiresAt);
 				} catch (error) {
 					throw this.#storeError("set", error);
 				}
@@ -342,7 +341,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 				state.stored = true;
 				state.idleExpiresAt = idleExpiresAt;
 				this.#emit(state.renewed ? { type: "session-renewed", id: key, previousId } : { type: "session-created", id: key });
-				setCookie = this.#cookieFor(token, request, now, expiresAt, true);
+				setCookie = this.#cookieFor(token, request, now, idleExpiresAt, true);
 			} else {
 				let written: boolean;
 				try {
@@ -406,7 +405,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 			state.idleExpiresAt = idleExpiresAt;
 			if (state.destroyed) this.#emit({ type: "session-destroyed", id: null });
 			if (isNew) this.#emit(state.renewed ? { type: "session-renewed", id: null, previousId: null } : { type: "session-created", id: null });
-			return { setCookie: this.#cookieFor(value, request, now, Math.min(idleExpiresAt, record.absoluteExpiresAt), true) };
+			return { setCookie: this.#cookieFor(value, request, now, idleExpiresAt, true) };
 		}
 		if (state.destroyed && !state.stored) {
 			this.#emit({ type: "session-destroyed", id: null });
