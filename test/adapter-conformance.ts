@@ -29,14 +29,12 @@ import type { AddressInfo } from "node:net";
 import { describe, it } from "node:test";
 import type { TestContext } from "node:test";
 import { createSessions } from "sessionkit";
-import type { AppSessionData, SessionManager, SessionOptions, SessionStore } from "sessionkit";
-import { fileStore } from "sessionkit/stores/file";
-import { memoryStore } from "sessionkit/stores/memory";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import type { AppSessionData, SessionManager, SessionOptions } from "sessionkit";
 import { CookieJar, readReply } from "./helpers/cookie-jar.js";
 import type { Reply } from "./helpers/cookie-jar.js";
+import { testClock } from "./helpers/clock.js";
+import { faultyStore, STORE_KINDS, storeOf } from "./helpers/test-stores.js";
+import type { StoreKind } from "./helpers/test-stores.js";
 
 /** A running server: its base URL (no trailing slash) and how to stop it. */
 export interface AdapterServer {
@@ -101,90 +99,28 @@ class Client {
 	}
 }
 
-type FailureMode = "none" | "writes" | "all";
-
-/**
- * A store under test that really fails: it keeps sessions in a memory store, and while
- * `failing` says so its methods reject with `new Error("down")` before touching them, as a
- * store whose connection dropped would. Not a mock of a database: a faulty store.
- */
-interface FaultyStore extends SessionStore {
-	failing: FailureMode;
-}
-
-function faultyStore(): FaultyStore {
-	const inner = memoryStore({ sweepInterval: 0 });
-	const store: FaultyStore = {
-		name: "faulty",
-		failing: "none",
-		async get(key) {
-			check(false);
-			return inner.get(key);
-		},
-		async set(key, record, expiresAt) {
-			check(true);
-			return inner.set(key, record, expiresAt);
-		},
-		async replace(key, record, expiresAt) {
-			check(true);
-			return inner.replace(key, record, expiresAt);
-		},
-		async merge(key, changes, expiresAt) {
-			check(true);
-			return inner.merge!(key, changes, expiresAt);
-		},
-		async delete(key) {
-			check(true);
-			return inner.delete(key);
-		},
-		async touch(key, idleExpiresAt, expiresAt) {
-			check(true);
-			return inner.touch(key, idleExpiresAt, expiresAt);
-		},
-		close: () => inner.close!(),
-	};
-	function check(write: boolean): void {
-		if (store.failing === "all" || (write && store.failing === "writes")) throw new Error("down");
-	}
-	return store;
-}
-
 interface Setup {
 	options?: SessionOptions;
 	trustProxy?: boolean;
 }
 
 /**
- * The stores the suite runs on: the memory store, whose calls answer synchronously, and the
- * file store, whose calls wait for the disk. An adapter must behave the same with both: with a
- * store that waits, the load and the commit finish after the framework has moved on.
- */
-const STORES = {
-	memory: async () => ({ store: memoryStore({ sweepInterval: 0 }), cleanup: async () => {} }),
-	file: async () => {
-		const dir = await mkdtemp(join(tmpdir(), "sessionkit-adapter-"));
-		return { store: fileStore({ dir, gcInterval: 0 }), cleanup: () => rm(dir, { recursive: true, force: true }) };
-	},
-} satisfies Record<string, () => Promise<{ store: SessionStore; cleanup: () => Promise<void> }>>;
-
-/**
  * Runs the whole list of adapter behaviours against `start`'s server, once on each of
- * {@link STORES}. Every test starts its own server, session manager and store, so tests are
- * independent.
+ * {@link STORE_KINDS}: with a store that waits (file), the load and the commit finish after the
+ * framework has moved on. Every test starts its own server, session manager and store, so
+ * tests are independent.
  */
 export function adapterConformance(name: string, start: StartServer): void {
-	for (const [storeName, makeStore] of Object.entries(STORES)) suite(name, storeName, makeStore, start);
+	for (const kind of STORE_KINDS) suite(name, kind, start);
 }
 
-function suite(name: string, storeName: string, makeStore: (typeof STORES)[keyof typeof STORES], start: StartServer): void {
+function suite(name: string, kind: StoreKind, start: StartServer): void {
 	async function serve(t: TestContext, setup: Setup = {}): Promise<Client> {
-		const { store, cleanup } = await makeStore();
-		const sessions = createSessions<AppSessionData>({ store, ...setup.options });
+		const sessions = createSessions<AppSessionData>({ store: await storeOf(kind, t), ...setup.options });
 		const server = await start(sessions, { trustProxy: setup.trustProxy ?? false });
 		t.after(async () => {
 			await server.close();
 			await sessions.close();
-			await cleanup();
 		});
 		return new Client(server.url, sessions.cookieName);
 	}
@@ -195,7 +131,7 @@ function suite(name: string, storeName: string, makeStore: (typeof STORES)[keyof
 		assert.ok(reply.session, "login sets the session cookie");
 	}
 
-	describe(`adapter conformance: ${name}, ${storeName} store`, () => {
+	describe(`adapter conformance: ${name}, ${kind} store`, () => {
 		it("sets no cookie on a request that does not touch the session", async (t) => {
 			const client = await serve(t);
 			const get = await client.get("/get");
@@ -209,6 +145,19 @@ function suite(name: string, storeName: string, makeStore: (typeof STORES)[keyof
 			const flash = await client.get("/flash/get");
 			assert.equal(flash.body, "No flash message");
 			assert.deepEqual(flash.cookies, []);
+		});
+
+		it("does not count a request that never touches the session as activity", async (t) => {
+			// The stores check deadlines on their own clock too: start this one at the real time.
+			const clock = testClock(Date.now());
+			const client = await serve(t, { options: { clock, idleTimeout: 300, touchAfter: 60, cookie: { persist: true } } });
+			await client.get("/set");
+			clock.advance(200);
+			const untouched = await client.get("/no-such-route");
+			assert.equal(untouched.status, 404);
+			assert.deepEqual(untouched.cookies, [], "no refreshed cookie: the idle deadline did not move");
+			clock.advance(200);
+			assert.equal((await client.get("/get")).body, "Not authenticated", "the session expired 300 s after its last use");
 		});
 
 		it("reads in the next request what a request stored", async (t) => {

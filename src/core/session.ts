@@ -197,6 +197,8 @@ function checkKey(key: unknown, what = "key"): asserts key is string {
 export class Session<Data extends object = Record<string, unknown>> {
 	#state: SessionState | undefined;
 	#lazy: (() => LazyLoad) | undefined;
+	/** Anything read or changed the session: only then is the request activity to commit. */
+	#used = false;
 	// Not typed by Data, which would make Session<A> and Session<B> incomparable for adapters.
 	#onUse: ((session: Session) => void) | undefined;
 	readonly #codec: Codec;
@@ -233,14 +235,19 @@ export class Session<Data extends object = Record<string, unknown>> {
 		onUse?.(this);
 	}
 
-	/** @internal The state the manager commits; the first access loads a lazy session. */
+	/**
+	 * @internal The state every method reads; the first access loads a lazy session and marks
+	 * the session used. A session loaded up front (from a store that answers asynchronously)
+	 * is not used until then either: a request that never touches it is no activity.
+	 */
 	get [STATE](): SessionState {
+		this.#used = true;
 		return this.#state ?? this.#load();
 	}
 
 	/** @internal True once anything read or changed the session in this request. */
 	get [USED](): boolean {
-		return this.#state !== undefined;
+		return this.#used;
 	}
 
 	#load(): SessionState {
