@@ -17,10 +17,13 @@ export interface SessionPluginOptions {
 	sessions: SessionManager<AppSessionData>;
 }
 
-/** Set on a request whose session went through `commit` already (an error reply runs `onSend` again). */
-const COMMITTED = Symbol("sessionkit.committed");
+/**
+ * Set on a request with nothing left to commit: its session went through `commit` already (an
+ * error reply runs `onSend` again), or the request failed (its error handler may answer < 500).
+ */
+const SETTLED = Symbol("sessionkit.settled");
 
-type CommittableRequest = FastifyRequest & { [COMMITTED]?: boolean };
+type CommittableRequest = FastifyRequest & { [SETTLED]?: boolean };
 
 /**
  * Fastify 5 plugin: sets `request.session` in an `onRequest` hook and commits it in `onSend`,
@@ -32,10 +35,11 @@ type CommittableRequest = FastifyRequest & { [COMMITTED]?: boolean };
  * (`setErrorHandler`), which answers them with a 500. `Secure` follows `request.protocol`,
  * so it honours Fastify's `trustProxy` option.
  *
- * Changes are committed unless the response is a server error (status 500 or above), so a
- * handler that throws after changing the session leaves the session as it was. A hijacked
- * reply (`reply.hijack()`) skips `onSend`, and so is never committed. In `onRequest` hooks added
- * before the plugin, `request.session` is still `null`.
+ * Changes are committed unless the request failed (an error went to the error handler, whatever
+ * status that answers with) or the response is a server error (status 500 or above, that of a
+ * returned `Response` too), so a handler that throws after changing the session leaves the
+ * session as it was. A hijacked reply (`reply.hijack()`) skips `onSend`, and so is never
+ * committed. In `onRequest` hooks added before the plugin, `request.session` is still `null`.
  *
  * @example
  * const app = Fastify();
@@ -51,7 +55,7 @@ async function plugin(fastify: FastifyInstance, options: SessionPluginOptions): 
 	// Fastify 5 refuses reference values as decorators; each request gets its own in onRequest.
 	fastify.decorateRequest("session", null, []);
 	// Declared up front, so that setting it keeps Fastify's request objects on one hidden class.
-	fastify.decorateRequest(COMMITTED, false);
+	fastify.decorateRequest(SETTLED, false);
 
 	// Callback-style hooks: with a synchronous store (memory) a request never waits for a microtask.
 	fastify.addHook("onRequest", (request, _reply, done) => {
@@ -76,13 +80,21 @@ async function plugin(fastify: FastifyInstance, options: SessionPluginOptions): 
 		);
 	});
 
+	// Runs before the error handler: whatever status it answers with, a failed request keeps nothing.
+	fastify.addHook("onError", (request: CommittableRequest, _reply, _error, done) => {
+		request[SETTLED] = true;
+		done();
+	});
+
 	fastify.addHook("onSend", (request: CommittableRequest, reply, payload, done) => {
 		const session = request.session as Session<AppSessionData> | null;
-		if (session === null || reply.statusCode >= 500 || request[COMMITTED]) {
+		// A returned Response gives the reply its status only after onSend.
+		const status = isResponse(payload) ? payload.status : reply.statusCode;
+		if (session === null || status >= 500 || request[SETTLED]) {
 			done(null, payload);
 			return;
 		}
-		request[COMMITTED] = true;
+		request[SETTLED] = true;
 		const fail = (error: unknown) => {
 			// The error handler sends its own payload: release the one that will never be sent.
 			discard(payload);
@@ -96,8 +108,12 @@ async function plugin(fastify: FastifyInstance, options: SessionPluginOptions): 
 			return;
 		}
 		const finish = ({ setCookie }: CommitResult) => {
-			if (setCookie !== null) addCookieHeaders(reply, setCookie);
-			done(null, payload);
+			if (setCookie === null) {
+				done(null, payload);
+				return;
+			}
+			addCookieHeaders(reply, setCookie);
+			done(null, isResponse(payload) ? withSessionHeaders(payload) : payload);
 		};
 		if (isPromiseLike(result)) result.then(finish, fail);
 		else finish(result);
@@ -112,9 +128,30 @@ function addCookieHeaders(reply: FastifyReply, setCookie: string): void {
 	reply.header("vary", varyWithCookie(Array.isArray(vary) ? vary.join(", ") : vary === undefined ? undefined : String(vary)));
 }
 
+/**
+ * A `Response` the handler returned: Fastify applies its status and headers to the reply after
+ * `onSend`, its `Cache-Control` and `Vary` replacing the reply's.
+ */
+function isResponse(payload: unknown): payload is Response {
+	// typeof first: the usual payload is a string, and this runs on every reply.
+	return typeof payload === "object" && payload !== null && Object.prototype.toString.call(payload) === "[object Response]";
+}
+
+/** `response` with the session's `Cache-Control` and `Vary` in place of its own (on a copy: its headers may be immutable). */
+function withSessionHeaders(response: Response): Response {
+	const headers = response.headers;
+	// A used body is Fastify's error to report (FST_ERR_REP_RESPONSE_BODY_CONSUMED); it cannot be copied.
+	if ((!headers.has("cache-control") && !headers.has("vary")) || response.bodyUsed) return response;
+	const copy = new Response(response.body, response);
+	if (headers.has("cache-control")) copy.headers.set("cache-control", SESSION_RESPONSE_HEADERS["Cache-Control"]!);
+	if (headers.has("vary")) copy.headers.set("vary", varyWithCookie(headers.get("vary")));
+	return copy;
+}
+
 function discard(payload: unknown): void {
 	if (payload === null || typeof payload !== "object") return;
-	const stream = payload as { destroy?: () => void; cancel?: () => Promise<void> };
+	const stream = (isResponse(payload) ? payload.body : payload) as { destroy?: () => void; cancel?: () => Promise<void> } | null;
+	if (stream === null) return;
 	if (typeof stream.destroy === "function") stream.destroy();
 	else if (typeof stream.cancel === "function") stream.cancel().catch(() => {});
 }

@@ -56,8 +56,15 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 		c.set("session", session as Session<object> as Session<AppSessionData>);
 		await next();
 		if (c.error !== undefined || c.res.status >= 500) return;
-		const committed = sessions.commit(session, new CommitRequest(c, trustProxy, isSecureHono));
-		const { setCookie } = isPromiseLike(committed) ? await committed : committed;
+		let setCookie: string | null;
+		try {
+			const committed = sessions.commit(session, new CommitRequest(c, trustProxy, isSecureHono));
+			({ setCookie } = isPromiseLike(committed) ? await committed : committed);
+		} catch (error) {
+			// app.onError answers instead: cancel this body, so that a stream's producer stops (onAbort).
+			c.res.body?.cancel().catch(() => {});
+			throw error;
+		}
 		if (setCookie === null) return;
 		try {
 			addCookieHeaders(c.res.headers, setCookie);

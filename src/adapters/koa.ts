@@ -37,9 +37,15 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 		(ctx as { session: unknown }).session = session;
 		await next();
 		if (ctx.status >= 500) return;
-		// ctx.secure is a getter: the manager reads it only when a cookie is sent.
-		const committed = sessions.commit(session, ctx);
-		const { setCookie } = isPromiseLike(committed) ? await committed : committed;
+		let setCookie: string | null;
+		try {
+			// ctx.secure is a getter: the manager reads it only when a cookie is sent.
+			const committed = sessions.commit(session, ctx);
+			({ setCookie } = isPromiseLike(committed) ? await committed : committed);
+		} catch (error) {
+			discardWebBody(ctx.body);
+			throw error;
+		}
 		if (setCookie === null) return;
 		if (ctx.headerSent) {
 			throw new SessionUsageError(
@@ -50,6 +56,15 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 		ctx.set("Cache-Control", SESSION_RESPONSE_HEADERS["Cache-Control"]!);
 		ctx.vary("Cookie");
 	};
+}
+
+/**
+ * Cancels a web body (a `ReadableStream`, or a `Response`'s) that the error response will
+ * replace, so that its producer stops. Koa itself destroys a replaced Node stream, not these.
+ */
+function discardWebBody(body: unknown): void {
+	const stream = body instanceof Response ? body.body : body;
+	if (stream instanceof ReadableStream) stream.cancel().catch(() => {});
 }
 
 /**

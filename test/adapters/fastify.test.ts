@@ -1,11 +1,15 @@
 import assert from "node:assert/strict";
 import { it } from "node:test";
+import type { TestContext } from "node:test";
 import Fastify from "fastify";
-import { SessionConfigError, SessionNotLoadedError } from "sessionkit";
-import type { SessionManager } from "sessionkit";
+import type { FastifyInstance } from "fastify";
+import { createSessions, SessionConfigError, SessionNotLoadedError } from "sessionkit";
+import type { SessionManager, SessionStore } from "sessionkit";
 import { getSession, sessionPlugin } from "sessionkit/fastify";
 import { createApp } from "../../examples/fastify/app.js";
 import { adapterConformance } from "../adapter-conformance.js";
+import { setCookiesOf } from "../helpers/cookie-jar.js";
+import { faultyStore, STORE_KINDS, storeOf } from "../helpers/test-stores.js";
 
 adapterConformance("fastify", async (sessions, { trustProxy }) => {
 	const app = await createApp(sessions, { trustProxy, logErrors: false });
@@ -35,4 +39,115 @@ it("fastify: registering without a session manager fails at boot", async (t) => 
 	await assert.rejects(async () => {
 		await app.register(sessionPlugin, { sessions: undefined as unknown as SessionManager });
 	}, SessionConfigError);
+});
+
+/** A Fastify app with the plugin on `store`, the routes `/set` and `/get`, and the test's own routes. */
+async function serve(t: TestContext, store: SessionStore, routes: (app: FastifyInstance) => void): Promise<string> {
+	const sessions = createSessions({ store });
+	const app = Fastify();
+	await app.register(sessionPlugin, { sessions });
+	app.get("/set", async (request) => {
+		request.session.set("user_id", 123);
+		return "Succeed";
+	});
+	app.get("/get", async (request) => String(request.session.get("user_id")));
+	routes(app);
+	const url = await app.listen({ host: "127.0.0.1", port: 0 });
+	t.after(() => app.close());
+	return url;
+}
+
+/** The session cookie a response sets, as a `Cookie` header value. */
+function sessionCookieOf(response: Response): string | undefined {
+	return response.headers.getSetCookie().find((line) => line.startsWith("sid="))?.split(";")[0];
+}
+
+for (const kind of STORE_KINDS) {
+	it(`fastify (${kind} store): drops the changes of a handler whose error is answered with a 4xx`, async (t) => {
+		const url = await serve(t, await storeOf(kind, t), (app) => {
+			app.get("/forbidden", async (request) => {
+				request.session.set("user_id", 403);
+				throw Object.assign(new Error("no"), { statusCode: 403 });
+			});
+		});
+		const fresh = await fetch(`${url}/forbidden`);
+		assert.equal(fresh.status, 403);
+		assert.deepEqual(setCookiesOf(fresh), [], "a new session changed by a failing handler is not stored");
+
+		const cookie = sessionCookieOf(await fetch(`${url}/set`))!;
+		const failed = await fetch(`${url}/forbidden`, { headers: { cookie } });
+		assert.equal(failed.status, 403);
+		assert.equal(await (await fetch(`${url}/get`, { headers: { cookie } })).text(), "123", "the change before the throw was dropped");
+	});
+
+	it(`fastify (${kind} store): drops the changes of a handler that throws, even when setErrorHandler answers 200`, async (t) => {
+		const url = await serve(t, await storeOf(kind, t), (app) => {
+			app.setErrorHandler(async (error: Error, _request, reply) => reply.code(200).send(`Sorry: ${error.message}`));
+			app.get("/throw", async (request) => {
+				request.session.set("user_id", 666);
+				throw new Error("boom");
+			});
+		});
+		const cookie = sessionCookieOf(await fetch(`${url}/set`))!;
+		const thrown = await fetch(`${url}/throw`, { headers: { cookie } });
+		assert.equal(await thrown.text(), "Sorry: boom");
+		assert.deepEqual(setCookiesOf(thrown), []);
+		assert.equal(await (await fetch(`${url}/get`, { headers: { cookie } })).text(), "123");
+	});
+
+	it(`fastify (${kind} store): a returned Response keeps its cookies and gets Cache-Control: no-store and Vary: Cookie`, async (t) => {
+		const url = await serve(t, await storeOf(kind, t), (app) => {
+			app.get("/response", async (request) => {
+				request.session.set("user_id", 123);
+				const headers = new Headers({ "cache-control": "public, max-age=3600", vary: "Accept-Encoding" });
+				headers.append("set-cookie", "theme=dark; Path=/");
+				return new Response("from a Response", { headers });
+			});
+			app.get("/redirect", async (request) => {
+				request.session.set("user_id", 123);
+				return Response.redirect("http://127.0.0.1/home", 303);
+			});
+		});
+		const response = await fetch(`${url}/response`);
+		assert.equal(await response.text(), "from a Response");
+		assert.deepEqual(setCookiesOf(response).map((c) => c.name).sort(), ["sid", "theme"]);
+		assert.equal(response.headers.get("cache-control"), "no-store", "a cache must not keep a response that sets the session cookie");
+		assert.equal(response.headers.get("vary"), "Accept-Encoding, Cookie");
+		const redirect = await fetch(`${url}/redirect`, { redirect: "manual" });
+		assert.equal(redirect.status, 303);
+		assert.ok(sessionCookieOf(redirect));
+		assert.equal(redirect.headers.get("cache-control"), "no-store");
+	});
+
+	it(`fastify (${kind} store): drops the changes of a handler that returns a Response with status 500`, async (t) => {
+		const url = await serve(t, await storeOf(kind, t), (app) => {
+			app.get("/response-500", async (request) => {
+				request.session.set("user_id", 500);
+				return new Response("upstream failed", { status: 500 });
+			});
+		});
+		const cookie = sessionCookieOf(await fetch(`${url}/set`))!;
+		const failed = await fetch(`${url}/response-500`, { headers: { cookie } });
+		assert.equal(failed.status, 500);
+		assert.equal(await (await fetch(`${url}/get`, { headers: { cookie } })).text(), "123");
+	});
+}
+
+it("fastify: releases the body of a returned Response when the store cannot save", async (t) => {
+	const store = faultyStore();
+	let cancelled = false;
+	const url = await serve(t, store, (app) => {
+		app.get("/response", async (request) => {
+			request.session.set("user_id", 123);
+			// Like the body of a proxied fetch() response: it holds its upstream connection until read or cancelled.
+			const body = new ReadableStream({ pull: (controller) => controller.enqueue(new Uint8Array(8)), cancel: () => void (cancelled = true) });
+			return new Response(body);
+		});
+	});
+	store.failing = "writes";
+	const response = await fetch(`${url}/response`);
+	assert.equal(response.status, 500);
+	assert.deepEqual(setCookiesOf(response), []);
+	await response.text();
+	assert.ok(cancelled, "the body that will never be sent is cancelled");
 });

@@ -8,12 +8,14 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { getRequestListener } from "@hono/node-server";
 import { Hono } from "hono";
+import { stream } from "hono/streaming";
 import { createSessions, SessionConfigError, SessionNotLoadedError } from "sessionkit";
 import type { SessionManager } from "sessionkit";
 import { getSession, sessionMiddleware } from "sessionkit/hono";
 import { createApp } from "../../examples/hono/app.js";
 import { adapterConformance, listen } from "../adapter-conformance.js";
 import { setCookiesOf } from "../helpers/cookie-jar.js";
+import { faultyStore } from "../helpers/test-stores.js";
 
 adapterConformance("hono", async (sessions, { trustProxy }) =>
 	listen(createServer(getRequestListener(createApp(sessions, { trustProxy, logErrors: false }).fetch))),
@@ -85,4 +87,30 @@ it("hono: works on Web Crypto alone, as on Workers (no process.getBuiltinModule)
 	const [setCookie, body] = JSON.parse(stdout) as [string, string];
 	assert.match(setCookie, /^sid=[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; Secure; SameSite=Lax$/);
 	assert.equal(body, "Authenticated as 123");
+});
+
+it("hono: cancels a streamed body that will never be sent when the store cannot save", async (t) => {
+	const store = faultyStore();
+	const sessions = createSessions({ store });
+	const app = new Hono();
+	app.use(sessionMiddleware(sessions));
+	app.onError((error, c) => c.text(`Error: ${error.message}`, 500));
+	let aborted!: () => void;
+	const abort = new Promise<string>((resolve) => (aborted = () => resolve("aborted")));
+	app.get("/events", (c) => {
+		c.get("session").set("user_id", 123);
+		return stream(c, async (body) => {
+			// What an event stream releases when its client goes: a subscription, a timer.
+			body.onAbort(aborted);
+			while (!body.aborted) await body.write("event\n");
+		});
+	});
+	const server = await listen(createServer(getRequestListener(app.fetch)));
+	t.after(() => Promise.all([server.close(), sessions.close()]));
+	store.failing = "writes";
+	const response = await fetch(`${server.url}/events`);
+	assert.equal(response.status, 500);
+	assert.match(await response.text(), /^Error: sessionkit\/faulty: set failed/);
+	const timeout = new Promise<string>((resolve) => setTimeout(resolve, 2000, "still running").unref());
+	assert.equal(await Promise.race([abort, timeout]), "aborted", "the stream callback hears that its body will not be read");
 });

@@ -7,6 +7,7 @@ import type { SessionManager } from "sessionkit";
 import { getSession, sessionMiddleware } from "sessionkit/koa";
 import { createApp } from "../../examples/koa/app.js";
 import { adapterConformance, listen } from "../adapter-conformance.js";
+import { faultyStore } from "../helpers/test-stores.js";
 
 adapterConformance("koa", async (sessions, { trustProxy }) =>
 	listen(createServer(createApp(sessions, { trustProxy, logErrors: false }).callback())),
@@ -48,4 +49,29 @@ it("koa: reports through app.on(\"error\") a session cookie that came after the 
 	const response = await fetch(server.url);
 	assert.equal(await response.text(), "raw");
 	assert.ok((await reported) instanceof SessionUsageError);
+});
+
+it("koa: cancels a web stream body that will never be sent when the store cannot save", async (t) => {
+	const store = faultyStore();
+	const sessions = createSessions({ store });
+	const app = new Koa();
+	app.on("error", () => {});
+	app.use(sessionMiddleware(sessions));
+	const cancelled: string[] = [];
+	/** A body that never ends on its own, as an event stream or a proxied upstream body. */
+	const endless = (name: string) => new ReadableStream({ pull: (controller) => controller.enqueue(new Uint8Array(8)), cancel: () => void cancelled.push(name) });
+	app.use((ctx) => {
+		ctx.session.set("user_id", 123);
+		ctx.body = ctx.path === "/response" ? new Response(endless("response")) : endless("stream");
+	});
+	const server = await listen(createServer(app.callback()));
+	t.after(() => Promise.all([server.close(), sessions.close()]));
+	store.failing = "writes";
+	for (const path of ["/stream", "/response"]) {
+		const response = await fetch(server.url + path);
+		assert.equal(response.status, 500);
+		assert.equal(response.headers.getSetCookie().length, 0);
+		await response.text();
+	}
+	assert.deepEqual(cancelled, ["stream", "response"], "each body that will never be sent is cancelled");
 });
