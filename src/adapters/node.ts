@@ -2,8 +2,8 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { TLSSocket } from "node:tls";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
 import { SessionNotLoadedError, SessionUsageError } from "../index.js";
-import { CommitRequest, isPromiseLike } from "./internal/common.js";
-import { commitBeforeHeaders } from "./internal/node-response.js";
+import { isPromiseLike } from "./internal/common.js";
+import { beforeHeaders, commitFor } from "./internal/node-response.js";
 
 export { applyCommit, beforeHeaders } from "./internal/node-response.js";
 
@@ -37,45 +37,67 @@ function defaultOnError(error: unknown, _req: IncomingMessage, res: ServerRespon
 
 const CONTEXT = Symbol("sessionkit.request");
 
-/** What `getSession` finds on a request inside `withSessions`. */
-interface RequestContext {
-	readonly session: Session<object>;
-	readonly res: ServerResponse;
-	/** Set by the first `getSession`, which must come before the headers are sent. */
-	used: boolean;
-}
-
 interface Binding {
 	readonly sessions: SessionManager<object>;
 	readonly trustProxy: boolean;
 	readonly onError: (error: unknown, req: IncomingMessage, res: ServerResponse) => void;
 }
 
+/**
+ * What `getSession` finds on a request inside `withSessions`, and what the commit asks of the
+ * request (`secure`, worked out only when a cookie is sent).
+ */
+class RequestContext {
+	readonly session: Session<object>;
+	readonly res: ServerResponse;
+	/** Set by the first `getSession`, which must come before the headers are sent. */
+	used = false;
+	/** The handler threw: its changes are dropped, whatever status `onError` answers with. */
+	threw = false;
+	readonly #req: IncomingMessage;
+	readonly #trustProxy: boolean;
+
+	constructor(req: IncomingMessage, res: ServerResponse, session: Session<object>, trustProxy: boolean) {
+		this.session = session;
+		this.res = res;
+		this.#req = req;
+		this.#trustProxy = trustProxy;
+	}
+
+	get secure(): boolean {
+		return isSecureRequest(this.#req, this.#trustProxy);
+	}
+}
+
 type RequestWithContext = IncomingMessage & { [CONTEXT]?: RequestContext };
 
 /**
- * Hooks the commit onto the response before the handler runs, used or not (an unused session
- * commits as a no-op). Not on the first `getSession`: in `res.end(String(getSession(req)…))`,
- * `res.end` is looked up before `getSession` runs, so node's own `end` would write the body
- * while a commit to an asynchronous store still held the headers back.
+ * Hooks the commit onto the response before the handler runs, used or not. Not on the first
+ * `getSession`: in `res.end(String(getSession(req)…))`, `res.end` is looked up before
+ * `getSession` runs, so node's own `end` would write the body while a commit to an asynchronous
+ * store still held the headers back. A session the handler never used commits as a no-op.
  */
-function hookCommit(req: IncomingMessage, res: ServerResponse, session: Session<object>, binding: Binding): void {
-	commitBeforeHeaders(
+function hookCommit(req: IncomingMessage, res: ServerResponse, context: RequestContext, binding: Binding): void {
+	beforeHeaders(
 		res,
-		binding.sessions,
-		session,
-		new CommitRequest(req, binding.trustProxy, isSecureRequest),
+		(statusCode) => (context.threw ? undefined : commitFor(res, binding.sessions, context.session, context, statusCode)),
 		(error) => binding.onError(error, req, res),
 	);
+}
+
+function handlerFailed(error: unknown, context: RequestContext, req: IncomingMessage, binding: Binding): void {
+	context.threw = true;
+	binding.onError(error, req, context.res);
 }
 
 /**
  * Wraps a node:http handler so that each request has a session (read it with
  * `getSession(req)`), committed before the response headers are sent.
  *
- * Changes are committed unless the response is a server error (status 500 or above), so a
- * handler that throws after changing the session leaves the session as it was. A request whose
- * handler never calls `getSession` costs no store call and no write.
+ * Changes are committed unless the handler throws (or its promise rejects) or the response is
+ * a server error (status 500 or above): the session then stays as it was, whatever status
+ * `onError` answers with. A request whose handler never calls `getSession` writes nothing and
+ * sets no cookie (with a synchronous store it costs no store call at all).
  *
  * @example
  * const server = http.createServer(withSessions(sessions, (req, res) => {
@@ -94,16 +116,17 @@ export function withSessions<Data extends object = AppSessionData>(
 		onError: options.onError ?? defaultOnError,
 	};
 	function run(req: IncomingMessage, res: ServerResponse, session: Session<object>): void | Promise<void> {
-		(req as RequestWithContext)[CONTEXT] = { session, res, used: false };
-		hookCommit(req, res, session, binding);
+		const context = new RequestContext(req, res, session, binding.trustProxy);
+		(req as RequestWithContext)[CONTEXT] = context;
+		hookCommit(req, res, context, binding);
 		let result: unknown;
 		try {
 			result = handler(req, res);
 		} catch (error) {
-			binding.onError(error, req, res);
+			handlerFailed(error, context, req, binding);
 			return;
 		}
-		if (isPromiseLike(result)) return Promise.resolve(result).then(undefined, (error: unknown) => binding.onError(error, req, res));
+		if (isPromiseLike(result)) return Promise.resolve(result).then(undefined, (error: unknown) => handlerFailed(error, context, req, binding));
 	}
 	return (req, res) => {
 		let loaded: Session<Data> | Promise<Session<Data>>;

@@ -1,10 +1,15 @@
 import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
 import { createServer, ServerResponse } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { it } from "node:test";
 import express from "express";
+import type { ErrorRequestHandler, NextFunction, Request, Response } from "express";
 import express4 from "express4";
-import { createSessions, SessionNotLoadedError } from "sessionkit";
+import { createSessions, SessionError, SessionNotLoadedError } from "sessionkit";
 import { getSession, sessionMiddleware } from "sessionkit/express";
+import { fileStore } from "sessionkit/stores/file";
 import { memoryStore } from "sessionkit/stores/memory";
 import { adapterConformance, listen } from "../adapter-conformance.js";
 import { createExpressApp } from "./express-app.js";
@@ -139,3 +144,104 @@ it("express: res.end(…req.session…) behind a middleware that wrapped res.end
 	assert.ok(reply.headers.getSetCookie().some((line) => line.startsWith(`${sessions.cookieName}=;`)), "the session cookie is expired");
 	assert.deepEqual(destroyed, ["destroyed"]);
 });
+
+for (const [name, framework] of [["express 5", express], ["express 4", express4]] as const) {
+	// As on-headers (morgan) or compression does: the response's own writeHead and end, around the ones they found.
+	function wrapResponse(_req: Request, res: Response, next: NextFunction): void {
+		const { writeHead, end } = res;
+		res.writeHead = function (this: Response, ...args: unknown[]) {
+			return (writeHead as (...a: unknown[]) => Response).apply(this, args);
+		} as typeof res.writeHead;
+		res.end = function (this: Response, ...args: unknown[]) {
+			return (end as (...a: unknown[]) => Response).apply(this, args);
+		} as typeof res.end;
+		next();
+	}
+
+	for (const wrapped of [false, true]) {
+		it(`${name}: sessionMiddleware on the app and again on a router${wrapped ? ", behind a middleware that wrapped res.end," : ""} counts and sends one cookie`, async (t) => {
+			const sessions = createSessions({ store: memoryStore({ sweepInterval: 0 }) });
+			const app = framework();
+			if (wrapped) app.use(wrapResponse);
+			app.use(sessionMiddleware(sessions));
+			const router = framework.Router();
+			router.use(sessionMiddleware(sessions));
+			router.get("/count", (req, res) => {
+				res.send(String(req.session.increment("n")));
+			});
+			app.use("/api", router);
+			const server = await listen(createServer(app));
+			t.after(async () => {
+				await server.close();
+				await sessions.close();
+			});
+			const first = await fetch(`${server.url}/api/count`);
+			assert.equal(await first.text(), "1");
+			const cookies = first.headers.getSetCookie();
+			assert.equal(cookies.length, 1, cookies.join(" | "));
+			const second = await fetch(`${server.url}/api/count`, { headers: { cookie: cookies[0]!.split(";")[0]! } });
+			assert.equal(await second.text(), "2");
+		});
+	}
+
+	it(`${name}: a commit that fails on the first of several writes reaches the error handler, and the later writes do not crash the server`, async (t) => {
+		const sessions = createSessions({ store: memoryStore({ sweepInterval: 0 }), maxSize: 256 });
+		const app = framework();
+		app.use(sessionMiddleware(sessions));
+		app.get("/cart", (req, res) => {
+			req.session.set("cart", "x".repeat(1000));
+			res.type("text/plain");
+			res.write("a");
+			res.write("b");
+			res.end("c");
+		});
+		const onError: ErrorRequestHandler = (error, _req, res, next) => {
+			if (res.headersSent) return next(error);
+			res.status(500).type("text/plain").send(`Error: ${error instanceof SessionError ? error.code : "INTERNAL"}`);
+		};
+		app.use(onError);
+		const server = await listen(createServer(app));
+		t.after(async () => {
+			await server.close();
+			await sessions.close();
+		});
+		const reply = await fetch(`${server.url}/cart`);
+		assert.equal(reply.status, 500);
+		assert.equal(await reply.text(), "Error: SESSION_TOO_LARGE");
+		assert.deepEqual(reply.headers.getSetCookie(), []);
+	});
+}
+
+for (const [name, framework] of [["express 5", express], ["express 4", express4]] as const) {
+	for (const storeName of ["memory", "file"] as const) {
+		it(`${name}: an error passed to next after res.send leaves the response as the route sent it (${storeName} store)`, async (t) => {
+			const dir = await mkdtemp(join(tmpdir(), "sessionkit-express-"));
+			const sessions = createSessions({ store: storeName === "memory" ? memoryStore({ sweepInterval: 0 }) : fileStore({ dir, gcInterval: 0 }) });
+			const app = framework();
+			app.use(sessionMiddleware(sessions));
+			app.get("/save", (req, res, next) => {
+				req.session.set("userId", 7);
+				res.send("saved");
+				// e.g. an audit log written after answering, which fails
+				Promise.resolve().then(() => next(new Error("after the response")));
+			});
+			const onError: ErrorRequestHandler = (error, _req, res, next) => {
+				if (res.headersSent) return next(error);
+				res.status(500).type("text/plain").send("Error: INTERNAL");
+			};
+			app.use(onError);
+			const server = await listen(createServer(app));
+			t.after(async () => {
+				await server.close();
+				await sessions.close();
+				await rm(dir, { recursive: true, force: true });
+			});
+			const reply = await fetch(`${server.url}/save`);
+			assert.equal(reply.status, 200);
+			assert.equal(await reply.text(), "saved");
+			assert.match(reply.headers.get("content-type") ?? "", /^text\/html/);
+			assert.ok(reply.headers.getSetCookie().some((line) => line.startsWith(`${sessions.cookieName}=`)));
+			assert.equal((await fetch(`${server.url}/save`)).status, 200, "the server still answers");
+		});
+	}
+}

@@ -1,15 +1,18 @@
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer, IncomingMessage, type ServerResponse } from "node:http";
-import { Socket } from "node:net";
+import { connect, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { it } from "node:test";
-import { createSessions, SessionNotLoadedError, SessionUsageError } from "sessionkit";
+import { it, type TestContext } from "node:test";
+import { createSessions, SessionNotLoadedError, SessionTooLargeError, SessionUsageError } from "sessionkit";
+import type { SessionManager, SessionOptions } from "sessionkit";
 import { getSession, withSessions } from "sessionkit/node";
 import { fileStore } from "sessionkit/stores/file";
+import { memoryStore } from "sessionkit/stores/memory";
 import { createApp } from "../../examples/node/app.js";
-import { adapterConformance, listen } from "../adapter-conformance.js";
+import { adapterConformance, listen, type AdapterServer } from "../adapter-conformance.js";
+import { testClock } from "../helpers/clock.js";
 import { CookieJar } from "../helpers/cookie-jar.js";
 
 adapterConformance("node:http", async (sessions, { trustProxy }) =>
@@ -74,3 +77,172 @@ it("node:http: getSession first called after the headers went out throws Session
 	assert.equal(await response.text(), "sent");
 	assert.ok(thrown instanceof SessionUsageError, `got ${String(thrown)}`);
 });
+
+/** A manager on the memory store (answers synchronously) or the file store (waits for the disk). */
+async function sessionsOn(t: TestContext, store: "memory" | "file", options: SessionOptions = {}): Promise<SessionManager<Record<string, unknown>>> {
+	if (store === "memory") {
+		const sessions = createSessions<Record<string, unknown>>({ store: memoryStore({ sweepInterval: 0 }), ...options });
+		t.after(() => sessions.close());
+		return sessions;
+	}
+	const dir = await mkdtemp(join(tmpdir(), "sessionkit-node-"));
+	const sessions = createSessions<Record<string, unknown>>({ store: fileStore({ dir, gcInterval: 0, clock: options.clock }), ...options });
+	t.after(async () => {
+		await sessions.close();
+		await rm(dir, { recursive: true, force: true });
+	});
+	return sessions;
+}
+
+async function serve(t: TestContext, listener: (req: IncomingMessage, res: ServerResponse) => void | Promise<void>): Promise<AdapterServer> {
+	const server = await listen(createServer(listener));
+	t.after(() => server.close());
+	return server;
+}
+
+/** One raw HTTP/1.1 exchange on its own connection: the response exactly as sent. */
+function rawRequest(url: string, head: string): Promise<string> {
+	return new Promise((resolve, reject) => {
+		const socket = connect({ host: "127.0.0.1", port: Number(new URL(url).port) });
+		let received = "";
+		socket.on("data", (chunk: Buffer) => (received += chunk.toString("latin1")));
+		socket.on("end", () => resolve(received));
+		socket.on("error", reject);
+		socket.write(`${head}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`);
+	});
+}
+
+for (const store of ["memory", "file"] as const) {
+	it(`node:http: writeHead(status, [name, value, …]) keeps repeated headers and adds the session cookie (${store} store)`, async (t) => {
+		const sessions = await sessionsOn(t, store);
+		const server = await serve(t, withSessions(sessions, (req, res) => {
+			getSession(req).set("userId", 7);
+			res.writeHead(200, ["Link", "</a.css>; rel=preload", "Link", "</b.js>; rel=preload", "Set-Cookie", "theme=dark", "Set-Cookie", "lang=en"]);
+			res.end("ok");
+		}));
+		const response = await rawRequest(server.url, "GET / HTTP/1.1");
+		assert.match(response, /^HTTP\/1\.1 200 /);
+		const lines = response.split("\r\n\r\n")[0]!.split("\r\n");
+		assert.deepEqual(lines.filter((line) => line.startsWith("Link:")), ["Link: </a.css>; rel=preload", "Link: </b.js>; rel=preload"]);
+		const cookies = lines.filter((line) => line.startsWith("Set-Cookie:"));
+		assert.deepEqual(cookies.slice(0, 2), ["Set-Cookie: theme=dark", "Set-Cookie: lang=en"]);
+		assert.ok(cookies[2]?.startsWith(`Set-Cookie: ${sessions.cookieName}=`), cookies.join(" | "));
+		assert.ok(lines.includes("Cache-Control: no-store"));
+	});
+
+	it(`node:http: a handler wrapped twice in withSessions answers, with one session cookie (${store} store)`, async (t) => {
+		const sessions = await sessionsOn(t, store);
+		// As when a sub-handler module wraps itself and the app wraps its router too.
+		const inner = withSessions(sessions, (req, res) => {
+			res.end(String(getSession(req).increment("n")));
+		});
+		const server = await serve(t, withSessions(sessions, inner));
+		const first = await fetch(server.url);
+		assert.equal(await first.text(), "1");
+		const cookies = first.headers.getSetCookie();
+		assert.equal(cookies.length, 1, cookies.join(" | "));
+		const second = await fetch(server.url, { headers: { cookie: cookies[0]!.split(";")[0]! } });
+		assert.equal(await second.text(), "2");
+	});
+
+	it(`node:http: a handler that throws after changing the session keeps nothing, even when onError answers 4xx (${store} store)`, async (t) => {
+		const sessions = await sessionsOn(t, store);
+		const server = await serve(t, withSessions(sessions, (req, res) => {
+			const session = getSession(req);
+			if (req.url === "/set") {
+				session.set("userId", 7);
+				res.end("set");
+				return;
+			}
+			if (req.url === "/get") {
+				res.end(String(session.get("userId")));
+				return;
+			}
+			session.set("userId", 666);
+			throw new SessionUsageError("a bad request");
+		}, {
+			onError(error, _req, res) {
+				res.statusCode = error instanceof SessionUsageError ? 400 : 500;
+				res.end("refused");
+			},
+		}));
+		const fresh = await fetch(`${server.url}/throw`);
+		assert.equal(fresh.status, 400);
+		assert.deepEqual(fresh.headers.getSetCookie(), [], "a new session changed by a failing handler is not stored");
+		const set = await fetch(`${server.url}/set`);
+		const cookie = set.headers.getSetCookie()[0]!.split(";")[0]!;
+		const thrown = await fetch(`${server.url}/throw`, { headers: { cookie } });
+		assert.equal(thrown.status, 400);
+		assert.equal(await (await fetch(`${server.url}/get`, { headers: { cookie } })).text(), "7", "the change before the throw was dropped");
+	});
+}
+
+it("node:http: a request that never calls getSession does not extend the session, with an asynchronous store", async (t) => {
+	const clock = testClock(Date.now());
+	const sessions = await sessionsOn(t, "file", { clock, touchAfter: 60, cookie: { persist: true } });
+	const server = await serve(t, withSessions(sessions, (req, res) => {
+		if (req.url === "/set") getSession(req).set("userId", 7);
+		res.end("ok");
+	}));
+	const cookie = (await fetch(`${server.url}/set`)).headers.getSetCookie()[0]!.split(";")[0]!;
+	clock.advance(120); // the idle deadline is due a refresh
+	const untouched = await fetch(`${server.url}/static`, { headers: { cookie } });
+	assert.equal(await untouched.text(), "ok");
+	assert.deepEqual(untouched.headers.getSetCookie(), [], "no cookie: the session was not used");
+	assert.equal(untouched.headers.get("cache-control"), null, "the response stays cacheable");
+});
+
+it("node:http: a commit that fails on the first of several writes answers 500, and the later writes do not crash the server", async (t) => {
+	const sessions = await sessionsOn(t, "memory", { maxSize: 256 });
+	const errors: unknown[] = [];
+	const server = await serve(t, withSessions(sessions, (req, res) => {
+		getSession(req).set("cart", "x".repeat(1000));
+		res.write("a");
+		res.write("b");
+		res.end("c");
+	}, {
+		onError(error, _req, res) {
+			errors.push(error);
+			res.statusCode = 500;
+			res.end("failed");
+		},
+	}));
+	const response = await fetch(server.url);
+	assert.equal(response.status, 500);
+	assert.equal(await response.text(), "failed");
+	assert.deepEqual(response.headers.getSetCookie(), []);
+	assert.equal(errors.length, 1);
+	assert.ok(errors[0] instanceof SessionTooLargeError, String(errors[0]));
+});
+
+for (const store of ["memory", "file"] as const) {
+	it(`node:http: an error raised after res.end leaves the response as the handler sent it (${store} store)`, async (t) => {
+		const sessions = await sessionsOn(t, store);
+		const errors: unknown[] = [];
+		const server = await serve(t, withSessions(sessions, async (req, res) => {
+			getSession(req).set("userId", 7);
+			res.setHeader("Content-Type", "text/plain; charset=utf-8");
+			res.end("saved");
+			await null; // e.g. an audit log written after answering, which fails
+			throw new Error("after the response");
+		}, {
+			// The usual onError: it answers unless the headers went out. With an asynchronous store
+			// they are still held back by the commit when it runs.
+			onError(error, _req, res) {
+				errors.push(error);
+				if (res.headersSent) return void res.destroy();
+				res.statusCode = 500;
+				res.setHeader("Content-Type", "text/html");
+				res.end("<h1>failed</h1>");
+			},
+		}));
+		const response = await fetch(server.url);
+		assert.equal(response.status, 200);
+		assert.equal(response.headers.get("content-type"), "text/plain; charset=utf-8");
+		assert.equal(await response.text(), "saved");
+		assert.ok(response.headers.getSetCookie().some((line) => line.startsWith(`${sessions.cookieName}=`)));
+		assert.equal(errors.length, 1);
+		// The server still answers: the refused end did not crash it.
+		assert.equal((await fetch(server.url)).status, 200);
+	});
+}

@@ -28,9 +28,12 @@ interface Hook {
 	readonly write: ServerResponse["write"];
 	readonly end: ServerResponse["end"];
 	readonly flushHeaders: ServerResponse["flushHeaders"];
-	phase: "waiting" | "committing" | "done";
+	/** "failed": the commit failed and `onError` answered; the handler's calls go on only until the response has ended. */
+	phase: "waiting" | "committing" | "done" | "failed";
 	/** Calls made while an asynchronous commit runs, replayed in order after it. */
 	queue: Array<() => void>;
+	/** An `end` is in the queue: the response is over, and later calls are dropped as node would refuse them. */
+	ended: boolean;
 }
 
 type HookedResponse = ServerResponse & { [HOOK]?: Hook };
@@ -55,6 +58,17 @@ function done(hook: Hook): void {
 }
 
 /**
+ * The commit failed: `onError` answers (synchronously, or later through an error handler). A
+ * handler still writing must not reach node's methods once that answer has ended the response:
+ * a write after end is an 'error' event nobody listens to, which crashes the process.
+ */
+function fail(hook: Hook, error: unknown): void {
+	hook.phase = "failed";
+	hook.queue.length = 0;
+	hook.onError(error);
+}
+
+/**
  * Starts the commit on the first call that would send headers, with the status `writeHead` was
  * given or else the response's. "now": the commit is done (it finished synchronously, or
  * earlier), so the call goes through; "later": the caller queues its call behind a running
@@ -64,31 +78,63 @@ function done(hook: Hook): void {
 function settle(hook: Hook, res: ServerResponse, statusCode?: number): "now" | "later" | "dropped" {
 	if (hook.phase === "done") return "now";
 	if (hook.phase === "committing") return "later";
+	if (hook.phase === "failed") return res.writableEnded ? "dropped" : "now";
 	hook.phase = "committing";
 	let result: void | PromiseLike<void>;
 	try {
 		result = hook.commit(statusCode ?? res.statusCode);
 	} catch (error) {
-		done(hook);
-		hook.onError(error);
+		fail(hook, error);
 		return "dropped";
 	}
 	if (!isPromiseLike(result)) {
 		done(hook);
 		return "now";
 	}
+	const sent = sentHead(res, statusCode ?? res.statusCode);
 	result.then(
 		() => {
 			done(hook);
+			restoreHead(res, sent);
 			for (const deferred of hook.queue.splice(0)) deferred();
 		},
-		(error: unknown) => {
-			done(hook);
-			hook.queue.length = 0;
-			hook.onError(error);
-		},
+		(error: unknown) => fail(hook, error),
 	);
 	return "later";
+}
+
+/** The headers the commit adds to: they are the commit's to change, not the snapshot's. */
+function isCommitHeader(name: string): boolean {
+	return name === "set-cookie" || name === "cache-control" || name === "vary";
+}
+
+interface SentHead {
+	readonly statusCode: number;
+	/** The header names (lower case, as `getHeaderNames` gives them) and their values, in step. */
+	readonly names: string[];
+	readonly values: Array<number | string | string[]>;
+}
+
+/**
+ * The status and headers the response would have sent now, had the commit not held them back.
+ * While it runs, `res.headersSent` is still false, so code that runs after the handler's `end`
+ * (an error handler for a promise that rejected after it) may set another status and headers,
+ * which node would have refused: the replay restores these first. Plain arrays, no Set and no
+ * regular expression: it runs on every request whose commit waits for its store.
+ */
+function sentHead(res: ServerResponse, statusCode: number): SentHead {
+	const names = res.getHeaderNames();
+	return { statusCode, names, values: names.map((name) => res.getHeader(name)!) };
+}
+
+function restoreHead(res: ServerResponse, sent: SentHead): void {
+	res.statusCode = sent.statusCode;
+	const { names, values } = sent;
+	for (let i = 0; i < names.length; i++) {
+		const name = names[i]!;
+		if (!isCommitHeader(name) && res.getHeader(name) !== values[i]) res.setHeader(name, values[i]!);
+	}
+	for (const name of res.getHeaderNames()) if (!isCommitHeader(name) && !names.includes(name)) res.removeHeader(name);
 }
 
 /**
@@ -99,20 +145,28 @@ function settle(hook: Hook, res: ServerResponse, statusCode?: number): "now" | "
 function takeHeaders(res: ServerResponse, args: unknown[]): unknown[] {
 	const last = args[args.length - 1];
 	if (args.length < 2 || typeof last !== "object" || last === null) return args;
-	const pairs: Array<[string, unknown]> = [];
 	if (Array.isArray(last)) {
 		// [[name, value], …] or the raw [name, value, name, value, …]
+		const pairs: Array<[string, unknown]> = [];
 		if (Array.isArray(last[0])) for (const [name, value] of last as Array<[string, unknown]>) pairs.push([name, value]);
 		else for (let i = 0; i + 1 < last.length; i += 2) pairs.push([String(last[i]), last[i + 1]]);
+		// As Node does with an array: it replaces the headers it names, and a name may repeat.
+		for (const [name] of pairs) if (name.toLowerCase() !== "set-cookie") res.removeHeader(name);
+		for (const [name, value] of pairs) if (value !== undefined) res.appendHeader(name, value as string | string[]);
 	} else {
-		for (const name of Object.keys(last)) pairs.push([name, (last as Record<string, unknown>)[name]]);
-	}
-	for (const [name, value] of pairs) {
-		if (value === undefined) continue;
-		if (name.toLowerCase() === "set-cookie") res.appendHeader(name, value as string | string[]);
-		else res.setHeader(name, value as string | number | string[]);
+		for (const name of Object.keys(last)) {
+			const value = (last as Record<string, unknown>)[name];
+			if (value === undefined) continue;
+			if (name.toLowerCase() === "set-cookie") res.appendHeader(name, value as string | string[]);
+			else res.setHeader(name, value as string | number | string[]);
+		}
 	}
 	return args.slice(0, -1);
+}
+
+/** Queues a call behind the running commit, unless an `end` is queued already (node would refuse the call). */
+function enqueue(hook: Hook, call: () => void): void {
+	if (!hook.ended) hook.queue.push(call);
 }
 
 // The four hooked methods, given the hook, which the instance and the shared methods find on
@@ -122,31 +176,34 @@ function writeHeadWith(hook: Hook, res: ServerResponse, given: unknown[]): Serve
 		(hook.writeHead as (...a: unknown[]) => unknown).apply(res, given);
 		return res;
 	}
-	const args = takeHeaders(res, given);
+	const args = hook.phase === "failed" ? given : takeHeaders(res, given);
 	const outcome = settle(hook, res, typeof args[0] === "number" ? args[0] : undefined);
 	if (outcome === "now") (hook.writeHead as (...a: unknown[]) => unknown).apply(res, args);
-	else if (outcome === "later") hook.queue.push(() => (hook.writeHead as (...a: unknown[]) => unknown).apply(res, args));
+	else if (outcome === "later") enqueue(hook, () => (hook.writeHead as (...a: unknown[]) => unknown).apply(res, args));
 	return res;
 }
 
 function writeWith(hook: Hook, res: ServerResponse, args: unknown[]): boolean {
 	const outcome = settle(hook, res);
 	if (outcome === "now") return (hook.write as (...a: unknown[]) => boolean).apply(res, args);
-	if (outcome === "later") hook.queue.push(() => (hook.write as (...a: unknown[]) => unknown).apply(res, args));
+	if (outcome === "later") enqueue(hook, () => (hook.write as (...a: unknown[]) => unknown).apply(res, args));
 	return true;
 }
 
 function endWith(hook: Hook, res: ServerResponse, args: unknown[]): ServerResponse {
 	const outcome = settle(hook, res);
 	if (outcome === "now") (hook.end as (...a: unknown[]) => unknown).apply(res, args);
-	else if (outcome === "later") hook.queue.push(() => (hook.end as (...a: unknown[]) => unknown).apply(res, args));
+	else if (outcome === "later") {
+		enqueue(hook, () => (hook.end as (...a: unknown[]) => unknown).apply(res, args));
+		hook.ended = true;
+	}
 	return res;
 }
 
 function flushHeadersWith(hook: Hook, res: ServerResponse): void {
 	const outcome = settle(hook, res);
 	if (outcome === "now") hook.flushHeaders.call(res);
-	else if (outcome === "later") hook.queue.push(() => hook.flushHeaders.call(res));
+	else if (outcome === "later") enqueue(hook, () => hook.flushHeaders.call(res));
 }
 
 const WITH_HOOK = { writeHead: writeHeadWith, write: writeWith, end: endWith, flushHeaders: flushHeadersWith } as const;
@@ -171,7 +228,7 @@ function hookedFlushHeaders(this: HookedResponse): void {
 
 /** A hook that has not committed yet; its original methods are those `methods` has now. */
 function waitingHook(commit: Hook["commit"], onError: Hook["onError"], methods: ServerResponse): Hook {
-	return { commit, onError, writeHead: methods.writeHead, write: methods.write, end: methods.end, flushHeaders: methods.flushHeaders, phase: "waiting", queue: [] };
+	return { commit, onError, writeHead: methods.writeHead, write: methods.write, end: methods.end, flushHeaders: methods.flushHeaders, phase: "waiting", queue: [], ended: false };
 }
 
 /**
@@ -179,17 +236,42 @@ function waitingHook(commit: Hook["commit"], onError: Hook["onError"], methods: 
  * (`writeHead`, `write`, `end`, `flushHeaders`, a piped stream). A commit that completes
  * synchronously lets the call through at once; while an asynchronous one runs, calls are
  * queued and replayed in order afterwards. If `commit` fails, the queued calls are dropped,
- * the response is left unsent, and `onError` decides what to send.
+ * the response is left unsent, and `onError` decides what to send; the handler's calls after
+ * that answer ended the response are dropped too.
  *
  * `commit` receives the status code the response is about to be sent with.
  */
 export function beforeHeaders(res: ServerResponse, commit: (statusCode: number) => void | PromiseLike<void>, onError: (error: unknown) => void): void {
 	const hooked = res as HookedResponse;
+	if (hooked[HOOK] !== undefined) {
+		hookAgain(res, waitingHook(commit, onError, res));
+		return;
+	}
 	hooked[HOOK] = waitingHook(commit, onError, res);
 	res.writeHead = hookedWriteHead as ServerResponse["writeHead"];
 	res.write = hookedWrite as ServerResponse["write"];
 	res.end = hookedEnd as ServerResponse["end"];
 	res.flushHeaders = hookedFlushHeaders;
+}
+
+/**
+ * A second hook on a response hooked already (nested `withSessions`, a session middleware used
+ * twice): its originals are the first hook's methods, which find that hook under HOOK, so this
+ * one's methods hold their hook themselves. Sharing HOOK, each would call itself forever.
+ */
+function hookAgain(res: ServerResponse, hook: Hook): void {
+	res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
+		return writeHeadWith(hook, this, args);
+	} as ServerResponse["writeHead"];
+	res.write = function (this: ServerResponse, ...args: unknown[]) {
+		return writeWith(hook, this, args);
+	} as ServerResponse["write"];
+	res.end = function (this: ServerResponse, ...args: unknown[]) {
+		return endWith(hook, this, args);
+	} as ServerResponse["end"];
+	res.flushHeaders = function (this: ServerResponse) {
+		flushHeadersWith(hook, this);
+	};
 }
 
 /** The bases whose four methods dispatch through `sharedHookOf`, with those methods. */
@@ -261,6 +343,14 @@ function beforeHeadersShared(res: ServerResponse, session: Session<object>, comm
 	session[ADAPTER_SLOT] = waitingHook(commit, onError, parent);
 }
 
+/** Commits `session` and adds the cookie it gives to `res`, unless `statusCode` is a server error. */
+export function commitFor<Data extends object>(res: ServerResponse, sessions: SessionManager<Data>, session: Session<Data>, request: { readonly secure: boolean }, statusCode: number): void | PromiseLike<void> {
+	if (statusCode >= 500) return;
+	const result = sessions.commit(session, request);
+	if (isPromiseLike(result)) return result.then((settled) => applyCommit(res, settled));
+	applyCommit(res, result);
+}
+
 /**
  * Commits `session` before `res` sends its headers (unless the status is 500 or above) and adds
  * the cookie it gives; `onError` answers if the commit fails. Shared by node:http and Express.
@@ -274,12 +364,7 @@ export function commitBeforeHeaders<Data extends object>(
 	onError: (error: unknown) => void,
 	express = false,
 ): void {
-	const commit = (statusCode: number): void | PromiseLike<void> => {
-		if (statusCode >= 500) return;
-		const result = sessions.commit(session, request);
-		if (isPromiseLike(result)) return result.then((settled) => applyCommit(res, settled));
-		applyCommit(res, result);
-	};
+	const commit = (statusCode: number): void | PromiseLike<void> => commitFor(res, sessions, session, request, statusCode);
 	if (express) beforeHeadersShared(res, session as Session<object>, commit, onError);
 	else beforeHeaders(res, commit, onError);
 }
