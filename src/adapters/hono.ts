@@ -36,8 +36,8 @@ export interface HonoSessionOptions {
  * Changes are committed unless the handler threw (`c.error` is set) or the response is a
  * server error (status 500 or above), so a handler that throws after changing the session
  * leaves the session as it was. A streamed body is fine as long as the session is changed
- * before the handler returns the response; changes made inside the stream callback come too
- * late to be committed.
+ * before the handler returns the response; a change inside the stream callback comes after the
+ * commit, and throws `SessionUsageError`.
  *
  * @example
  * const app = new Hono();

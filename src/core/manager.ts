@@ -3,7 +3,7 @@ import { SessionError, SessionStoreError, SessionTooLargeError } from "./errors.
 import type { DestroyedSession, SessionEvent } from "./events.js";
 import type { ResolvedOptions, SessionOptions } from "./options.js";
 import { resolveOptions } from "./options.js";
-import { changesOf, recordOf, Session, STATE, stateSize, stateSizeBound, USED } from "./session.js";
+import { CLOSE, changesOf, recordOf, Session, STATE, stateSize, stateSizeBound, USED } from "./session.js";
 import type { LazyLoad, LoadedRecord, SessionState } from "./session.js";
 import { isPromiseLike, runSteps } from "./steps.js";
 import type { Steps } from "./steps.js";
@@ -270,6 +270,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 	}
 
 	commit(session: Session<Data>, request: { secure: boolean }): CommitResult | Promise<CommitResult> {
+		session[CLOSE]();
 		// Never read nor changed in this request: nothing to write, nothing to refresh.
 		if (!session[USED]) return NO_CHANGE;
 		const state = session[STATE];

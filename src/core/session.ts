@@ -77,6 +77,9 @@ export const STATE = Symbol("sessionkit.state");
 /** Symbol of the getter that tells whether the handler used the session at all. */
 export const USED = Symbol("sessionkit.used");
 
+/** Symbol of the method the manager calls when it starts the commit: later changes would be lost. */
+export const CLOSE = Symbol("sessionkit.close");
+
 /**
  * Symbol of a slot in which an adapter keeps its own state for the request (the Express
  * adapter: its commit hook, see adapters/internal/node-response.ts). The session is the one
@@ -199,6 +202,8 @@ export class Session<Data extends object = Record<string, unknown>> {
 	#lazy: (() => LazyLoad) | undefined;
 	/** Anything read or changed the session: only then is the request activity to commit. */
 	#used = false;
+	/** The commit has started: a change now could not be saved, so it is refused. */
+	#closed = false;
 	// Not typed by Data, which would make Session<A> and Session<B> incomparable for adapters.
 	#onUse: ((session: Session) => void) | undefined;
 	readonly #codec: Codec;
@@ -248,6 +253,22 @@ export class Session<Data extends object = Record<string, unknown>> {
 	/** @internal True once anything read or changed the session in this request. */
 	get [USED](): boolean {
 		return this.#used;
+	}
+
+	/** @internal Called by the manager as the commit starts. */
+	[CLOSE](): void {
+		this.#closed = true;
+	}
+
+	/** The state, for a method that changes it; refused once the commit has started. */
+	#changing(method: string, key?: string): SessionState {
+		if (this.#closed) {
+			const call = key === undefined ? method : `${method}("${key}")`;
+			throw new SessionUsageError(
+				`session.${call} came after the session was committed (the response was already on its way), so the change could not be saved. Change the session before sending the response.`,
+			);
+		}
+		return this[STATE];
 	}
 
 	#load(): SessionState {
@@ -329,7 +350,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 		if (value !== null && (typeof value !== "string" || value.length === 0 || value.length > MAX_KEY_LENGTH)) {
 			throw new SessionUsageError(`session.subject must be a non-empty string of at most ${MAX_KEY_LENGTH} characters, or null.`);
 		}
-		const state = this[STATE];
+		const state = this.#changing("subject");
 		if (state.subject === value) return;
 		state.subject = value;
 		state.subjectChanged = true;
@@ -352,7 +373,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 		checkKey(key);
 		if (value === undefined) throw new SessionUsageError(`session.set("${key}", undefined) is refused: use session.delete("${key}").`);
 		const encoded = this.#codec.encode(value);
-		const state = this[STATE];
+		const state = this.#changing("set", key);
 		state.data.set(key, { encoded, value, decoded: true });
 		keySet(state, "setKeys").add(key);
 		state.increments.delete(key);
@@ -366,7 +387,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 
 	/** Removes `key`; true if it held a value. */
 	delete(key: keyof Data & string): boolean {
-		const state = this[STATE];
+		const state = this.#changing("delete", key);
 		if (!hasKey(state, key)) return false;
 		state.data.delete(key);
 		state.setKeys.delete(key);
@@ -378,7 +399,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 
 	/** Removes all data (flash messages and the session itself stay). */
 	clear(): void {
-		const state = this[STATE];
+		const state = this.#changing("clear()");
 		state.base = null;
 		state.data.clear();
 		state.setKeys.clear();
@@ -408,7 +429,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 			throw new SessionUsageError(`session.increment("${key}"): the value is a ${typeof current}, not a number.`);
 		}
 		const next = ((current as number | undefined) ?? 0) + by;
-		const state = this[STATE];
+		const state = this.#changing("increment", key);
 		state.data.set(key, { encoded: this.#codec.encode(next), value: next, decoded: true });
 		if (!state.setKeys.has(key)) incrementsOf(state).set(key, (state.increments.get(key) ?? 0) + by);
 		state.modified = true;
@@ -433,7 +454,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 		const [value, options] = rest;
 		if (value === undefined) throw new SessionUsageError(`session.flash("${key}", undefined) is refused: flash a value.`);
 		const encoded = this.#codec.encode(value);
-		const state = this[STATE];
+		const state = this.#changing("flash", key);
 		flashOutOf(state).set(key, encoded);
 		if (options?.now) flashesOf(state).set(key, { encoded, value, decoded: true, source: "now" });
 		state.modified = true;
@@ -465,7 +486,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 	 * the response is committed.
 	 */
 	renew(): void {
-		const state = this[STATE];
+		const state = this.#changing("renew()");
 		if (state.stored && state.key !== null) state.retired.push({ key: state.key, subject: state.subject, reason: "renewed" });
 		state.stored = false;
 		state.token = null;
@@ -479,7 +500,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 	 * committed. Writes after `destroy()` in the same request start a fresh session.
 	 */
 	destroy(): void {
-		const state = this[STATE];
+		const state = this.#changing("destroy()");
 		if (state.stored && state.key !== null) state.retired.push({ key: state.key, subject: state.subject, reason: "destroyed" });
 		const now = this.#now();
 		state.token = null;
@@ -509,6 +530,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 		const state = this[STATE];
 		const entry = state.flashes.get(key);
 		if (entry === undefined) return undefined;
+		if (entry.source === "stored") this.#changing("flash", key);
 		state.flashes.delete(key);
 		if (entry.source === "stored") {
 			keySet(state, "flashDeleted").add(key);

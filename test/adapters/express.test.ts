@@ -7,7 +7,7 @@ import { it } from "node:test";
 import express from "express";
 import type { ErrorRequestHandler, NextFunction, Request, Response } from "express";
 import express4 from "express4";
-import { createSessions, SessionError, SessionNotLoadedError } from "sessionkit";
+import { createSessions, SessionError, SessionNotLoadedError, SessionUsageError } from "sessionkit";
 import { getSession, sessionMiddleware } from "sessionkit/express";
 import { fileStore } from "sessionkit/stores/file";
 import { memoryStore } from "sessionkit/stores/memory";
@@ -34,19 +34,25 @@ it("express: getSession without the middleware throws SessionNotLoadedError", as
 	assert.ok(thrown instanceof SessionNotLoadedError);
 });
 
-it("express: a session first used after the headers went out is still readable, and sets no cookie", async (t) => {
+it("express: a session first used after the headers went out is still readable, refuses changes, and sets no cookie", async (t) => {
 	const app = express();
 	app.use(sessionMiddleware(createSessions({ store: memoryStore({ sweepInterval: 0 }) })));
 	app.get("/late", (req, res) => {
 		res.type("text/plain");
 		res.write("visits: ");
-		res.end(String(req.session.increment("visits")));
+		const visits = String(req.session.get("visits") ?? 0);
+		try {
+			req.session.increment("visits");
+			res.end(`${visits}, then changed`);
+		} catch (error) {
+			res.end(`${visits}, ${error instanceof SessionUsageError ? "change refused" : String(error)}`);
+		}
 	});
 	const server = await listen(createServer(app));
 	t.after(() => server.close());
 	const reply = await fetch(`${server.url}/late`);
 	assert.equal(reply.status, 200);
-	assert.equal(await reply.text(), "visits: 1");
+	assert.equal(await reply.text(), "visits: 0, change refused");
 	assert.equal(reply.headers.get("set-cookie"), null);
 });
 

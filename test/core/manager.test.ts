@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { createSessions, SessionStoreError } from "sessionkit";
+import { createSessions, SessionStoreError, SessionUsageError } from "sessionkit";
 import type { SessionEvent, SessionStore } from "sessionkit";
 import { memoryStore } from "sessionkit/stores/memory";
 import { testClock } from "../helpers/clock.js";
@@ -53,6 +53,29 @@ describe("one request", () => {
 		assert.equal(setCookie, null);
 		clock.advance(200);
 		assert.equal((await request(sessions, cookie)).session.get("a"), 1, "an unused request did not count as activity, but did not end the session");
+	});
+
+	it("refuses, with SessionUsageError, every change made after the commit started, and still reads", async () => {
+		const { sessions } = setup();
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);
+		await request(sessions, cookie, (s) => s.flash("notice", "hi"));
+		const { session } = await request(sessions, cookie, (s) => s.get("a"));
+		const changes: Array<[string, () => unknown]> = [
+			["set", () => session.set("a", 2)],
+			["delete", () => session.delete("a")],
+			["clear", () => session.clear()],
+			["increment", () => session.increment("a")],
+			["flash", () => session.flash("later", "x")],
+			["flash read, which removes it", () => session.flash("notice")],
+			["flashes", () => session.flashes()],
+			["renew", () => session.renew()],
+			["destroy", () => session.destroy()],
+			["subject", () => (session.subject = "user-1")],
+		];
+		for (const [name, change] of changes) assert.throws(change, SessionUsageError, name);
+		assert.equal(session.get("a"), 1);
+		assert.equal(session.peekFlash("notice"), "hi");
+		assert.equal((await request(sessions, cookie)).session.get("a"), 1, "nothing changed in the store");
 	});
 
 	it("writes a modified session with one merge and no new cookie", async () => {
@@ -149,7 +172,7 @@ describe("renew", () => {
 		const { session } = await request(sessions, newCookie);
 		assert.deepEqual(session.get("cart"), ["x"]);
 		assert.equal(session.get("authenticated"), true);
-		assert.equal(session.flash("notice"), "hi");
+		assert.equal(session.peekFlash("notice"), "hi");
 		assert.ok(events.some((e) => e.type === "session-renewed" && e.previousId === first.session.id));
 	});
 
