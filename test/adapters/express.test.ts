@@ -1,17 +1,14 @@
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
 import { createServer, ServerResponse } from "node:http";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { it } from "node:test";
 import express from "express";
 import type { ErrorRequestHandler, NextFunction, Request, Response } from "express";
 import express4 from "express4";
 import { createSessions, SessionError, SessionNotLoadedError, SessionUsageError } from "sessionkit";
 import { getSession, sessionMiddleware } from "sessionkit/express";
-import { fileStore } from "sessionkit/stores/file";
 import { memoryStore } from "sessionkit/stores/memory";
 import { adapterConformance, listen } from "../adapter-conformance.js";
+import { storeOf } from "../helpers/test-stores.js";
 import { createExpressApp } from "./express-app.js";
 
 adapterConformance("express 5", async (sessions, options) => listen(createServer(createExpressApp(express, sessions, options))));
@@ -221,8 +218,7 @@ for (const [name, framework] of [["express 5", express], ["express 4", express4]
 for (const [name, framework] of [["express 5", express], ["express 4", express4]] as const) {
 	for (const storeName of ["memory", "file"] as const) {
 		it(`${name}: an error passed to next after res.send leaves the response as the route sent it (${storeName} store)`, async (t) => {
-			const dir = await mkdtemp(join(tmpdir(), "sessionkit-express-"));
-			const sessions = createSessions({ store: storeName === "memory" ? memoryStore({ sweepInterval: 0 }) : fileStore({ dir, gcInterval: 0 }) });
+			const sessions = createSessions({ store: await storeOf(storeName, t) });
 			const app = framework();
 			app.use(sessionMiddleware(sessions));
 			app.get("/save", (req, res, next) => {
@@ -240,7 +236,6 @@ for (const [name, framework] of [["express 5", express], ["express 4", express4]
 			t.after(async () => {
 				await server.close();
 				await sessions.close();
-				await rm(dir, { recursive: true, force: true });
 			});
 			const reply = await fetch(`${server.url}/save`);
 			assert.equal(reply.status, 200);

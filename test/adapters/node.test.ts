@@ -1,19 +1,15 @@
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
 import { createServer, IncomingMessage, type ServerResponse } from "node:http";
 import { connect, Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { it, type TestContext } from "node:test";
 import { createSessions, SessionNotLoadedError, SessionTooLargeError, SessionUsageError } from "sessionkit";
 import type { SessionManager, SessionOptions } from "sessionkit";
 import { getSession, withSessions } from "sessionkit/node";
-import { fileStore } from "sessionkit/stores/file";
-import { memoryStore } from "sessionkit/stores/memory";
 import { createApp } from "../../examples/node/app.js";
 import { adapterConformance, listen, type AdapterServer } from "../adapter-conformance.js";
 import { testClock } from "../helpers/clock.js";
 import { CookieJar } from "../helpers/cookie-jar.js";
+import { storeOf, type StoreKind } from "../helpers/test-stores.js";
 
 adapterConformance("node:http", async (sessions, { trustProxy }) =>
 	listen(createServer(createApp(sessions, { trustProxy, logErrors: false }))),
@@ -34,13 +30,11 @@ for (const [name, write] of [
 	}],
 ] as const) {
 	it(`node:http: ${name} with an asynchronous store sends the headers first, with the cookie`, async (t) => {
-		const dir = await mkdtemp(join(tmpdir(), "sessionkit-node-"));
-		const sessions = createSessions({ store: fileStore({ dir }) });
+		const sessions = createSessions({ store: await storeOf("file", t) });
 		const server = await listen(createServer(withSessions(sessions, write)));
 		t.after(async () => {
 			await server.close();
 			await sessions.close();
-			await rm(dir, { recursive: true, force: true });
 		});
 		const jar = new CookieJar();
 		for (const expected of ["1", "2", "3"]) {
@@ -79,18 +73,9 @@ it("node:http: getSession first called after the headers went out throws Session
 });
 
 /** A manager on the memory store (answers synchronously) or the file store (waits for the disk). */
-async function sessionsOn(t: TestContext, store: "memory" | "file", options: SessionOptions = {}): Promise<SessionManager<Record<string, unknown>>> {
-	if (store === "memory") {
-		const sessions = createSessions<Record<string, unknown>>({ store: memoryStore({ sweepInterval: 0 }), ...options });
-		t.after(() => sessions.close());
-		return sessions;
-	}
-	const dir = await mkdtemp(join(tmpdir(), "sessionkit-node-"));
-	const sessions = createSessions<Record<string, unknown>>({ store: fileStore({ dir, gcInterval: 0, clock: options.clock }), ...options });
-	t.after(async () => {
-		await sessions.close();
-		await rm(dir, { recursive: true, force: true });
-	});
+async function sessionsOn(t: TestContext, store: StoreKind, options: SessionOptions = {}): Promise<SessionManager<Record<string, unknown>>> {
+	const sessions = createSessions<Record<string, unknown>>({ store: await storeOf(store, t, { clock: options.clock }), ...options });
+	t.after(() => sessions.close());
 	return sessions;
 }
 

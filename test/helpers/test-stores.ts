@@ -15,11 +15,11 @@ export const STORE_KINDS = ["memory", "file"] as const;
 
 export type StoreKind = (typeof STORE_KINDS)[number];
 
-/** A fresh store of `kind`, removed (with its directory) after the test. */
-export async function storeOf(kind: StoreKind, t: TestContext): Promise<SessionStore> {
+/** A fresh store of `kind`, removed (with its directory) after the test; `clock` is the file store's. */
+export async function storeOf(kind: StoreKind, t: TestContext, options: { clock?: () => number } = {}): Promise<SessionStore> {
 	if (kind === "memory") return memoryStore({ sweepInterval: 0 });
-	const dir = await mkdtemp(join(tmpdir(), "sessionkit-edge-"));
-	const store = fileStore({ dir, gcInterval: 0 });
+	const dir = await mkdtemp(join(tmpdir(), "sessionkit-test-"));
+	const store = fileStore({ dir, gcInterval: 0, clock: options.clock });
 	t.after(async () => {
 		await store.close();
 		await rm(dir, { recursive: true, force: true });
