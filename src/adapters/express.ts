@@ -43,7 +43,7 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 	// store waits for an asynchronous `onDestroy` callback).
 	function start(req: Request, res: Response, next: NextFunction, session: Session<Data>): void {
 		(req as { session: unknown }).session = session;
-		commitBeforeHeaders(res, sessions, session, req, next, true);
+		commitBeforeHeaders(res, sessions, session, req, next);
 		next();
 	}
 	return (req: Request, res: Response, next: NextFunction): void => {

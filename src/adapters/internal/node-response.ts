@@ -352,9 +352,10 @@ export function commitFor<Data extends object>(res: ServerResponse, sessions: Se
 }
 
 /**
- * Commits `session` before `res` sends its headers (unless the status is 500 or above) and adds
- * the cookie it gives; `onError` answers if the commit fails. Shared by node:http and Express.
- * `request.secure` is read only when a cookie is sent (see `SessionManager.commit`).
+ * Express: commits `session` before `res` sends its headers (unless the status is 500 or above)
+ * and adds the cookie it gives; `onError` answers if the commit fails. Through the shared hook
+ * (see `beforeHeadersShared`) where it can. `request.secure` is read only when a cookie is sent
+ * (see `SessionManager.commit`).
  */
 export function commitBeforeHeaders<Data extends object>(
 	res: ServerResponse,
@@ -362,9 +363,7 @@ export function commitBeforeHeaders<Data extends object>(
 	session: Session<Data>,
 	request: { readonly secure: boolean },
 	onError: (error: unknown) => void,
-	express = false,
 ): void {
 	const commit = (statusCode: number): void | PromiseLike<void> => commitFor(res, sessions, session, request, statusCode);
-	if (express) beforeHeadersShared(res, session as Session<object>, commit, onError);
-	else beforeHeaders(res, commit, onError);
+	beforeHeadersShared(res, session as Session<object>, commit, onError);
 }
