@@ -17,10 +17,7 @@ export interface SessionPluginOptions {
 	sessions: SessionManager<AppSessionData>;
 }
 
-/**
- * Set on a request with nothing left to commit: its session went through `commit` already (an
- * error reply runs `onSend` again), or the request failed (its error handler may answer < 500).
- */
+/** Set on a request whose session went through `commit` already (an error reply runs `onSend` again). */
 const SETTLED = Symbol("sessionkit.settled");
 
 type CommittableRequest = FastifyRequest & { [SETTLED]?: boolean };
@@ -35,10 +32,9 @@ type CommittableRequest = FastifyRequest & { [SETTLED]?: boolean };
  * (`setErrorHandler`), which answers them with a 500. `Secure` follows `request.protocol`,
  * so it honours Fastify's `trustProxy` option.
  *
- * Changes are committed unless the request failed (an error went to the error handler, whatever
- * status that answers with) or the response is a server error (status 500 or above, that of a
- * returned `Response` too), so a handler that throws after changing the session leaves the
- * session as it was. A hijacked reply (`reply.hijack()`) skips `onSend`, and so is never
+ * A handler that fails (its error goes to the error handler) has its changes dropped, whatever
+ * status the error handler answers with; changes the error handler makes are committed. Nothing
+ * is committed for a server error (status 500 or above, that of a returned `Response` too). A hijacked reply (`reply.hijack()`) skips `onSend`, and so is never
  * committed. In `onRequest` hooks added before the plugin, `request.session` is still `null`.
  *
  * @example
@@ -80,9 +76,11 @@ async function plugin(fastify: FastifyInstance, options: SessionPluginOptions): 
 		);
 	});
 
-	// Runs before the error handler: whatever status it answers with, a failed request keeps nothing.
-	fastify.addHook("onError", (request: CommittableRequest, _reply, _error, done) => {
-		request[SETTLED] = true;
+	// Runs before the error handler: the failed handler's changes are dropped, whatever status the
+	// error handler answers with; the error handler's own (a destroy(), say) are committed.
+	fastify.addHook("onError", (request, _reply, _error, done) => {
+		const session = request.session as Session<AppSessionData> | null;
+		if (session !== null) sessions.discard(session);
 		done();
 	});
 

@@ -52,8 +52,6 @@ class RequestContext {
 	readonly res: ServerResponse;
 	/** Set by the first `getSession`, which must come before the headers are sent. */
 	used = false;
-	/** The handler threw: its changes are dropped, whatever status `onError` answers with. */
-	threw = false;
 	readonly #req: IncomingMessage;
 	readonly #trustProxy: boolean;
 
@@ -80,13 +78,14 @@ type RequestWithContext = IncomingMessage & { [CONTEXT]?: RequestContext };
 function hookCommit(req: IncomingMessage, res: ServerResponse, context: RequestContext, binding: Binding): void {
 	beforeHeaders(
 		res,
-		(statusCode) => (context.threw ? undefined : commitFor(res, binding.sessions, context.session, context, statusCode)),
+		(statusCode) => commitFor(res, binding.sessions, context.session, context, statusCode),
 		(error) => binding.onError(error, req, res),
 	);
 }
 
+/** The handler's changes are dropped; those `onError` makes (a `destroy()`, say) are committed. */
 function handlerFailed(error: unknown, context: RequestContext, req: IncomingMessage, binding: Binding): void {
-	context.threw = true;
+	binding.sessions.discard(context.session);
 	binding.onError(error, req, context.res);
 }
 
@@ -94,9 +93,9 @@ function handlerFailed(error: unknown, context: RequestContext, req: IncomingMes
  * Wraps a node:http handler so that each request has a session (read it with
  * `getSession(req)`), committed before the response headers are sent.
  *
- * Changes are committed unless the handler throws (or its promise rejects) or the response is
- * a server error (status 500 or above): the session then stays as it was, whatever status
- * `onError` answers with. A request whose handler never calls `getSession` writes nothing and
+ * A handler that throws (or whose promise rejects) has its changes dropped, whatever status
+ * `onError` answers with; changes `onError` makes are committed. Nothing is committed for a
+ * server error (status 500 or above). A request whose handler never calls `getSession` writes nothing and
  * sets no cookie (with a synchronous store it costs no store call at all).
  *
  * @example

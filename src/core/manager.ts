@@ -3,7 +3,7 @@ import { SessionError, SessionStoreError, SessionTooLargeError } from "./errors.
 import type { DestroyedSession, SessionEvent } from "./events.js";
 import type { ResolvedOptions, SessionOptions } from "./options.js";
 import { resolveOptions } from "./options.js";
-import { CLOSE, changesOf, recordOf, Session, STATE, stateSize, stateSizeBound, USED } from "./session.js";
+import { CLOSE, changesOf, DISCARD, recordOf, Session, STATE, stateSize, stateSizeBound, USED } from "./session.js";
 import type { LazyLoad, LoadedRecord, SessionState } from "./session.js";
 import { isPromiseLike, runSteps } from "./steps.js";
 import type { Steps } from "./steps.js";
@@ -67,6 +67,13 @@ export interface SessionManager<Data extends object = Record<string, unknown>> {
 	 * at once (memory), and returns a promise otherwise: `await` it either way.
 	 */
 	commit(session: Session<Data>, request: { secure: boolean }): CommitResult | Promise<CommitResult>;
+	/**
+	 * Drops every change the request made to `session` so far, as if the handler had not run:
+	 * for a handler that failed. The session stays usable, and changes made after this (an
+	 * error handler's, say a `destroy()`) are committed as usual. No effect once the commit
+	 * has started.
+	 */
+	discard(session: Session<Data>): void;
 	/** The live sessions of `subject` (needs a store with `listBySubject`). */
 	listBySubject(subject: string): Promise<SessionInfo[]>;
 	/** Ends every session of `subject` ("log out everywhere"); resolves to the number ended. */
@@ -267,6 +274,10 @@ class Manager<Data extends object> implements SessionManager<Data> {
 	#expiryReason(record: StoredRecord): "absolute" | "idle" | null {
 		const now = this.options.clock();
 		return now >= record.absoluteExpiresAt ? "absolute" : now >= record.idleExpiresAt ? "idle" : null;
+	}
+
+	discard(session: Session<Data>): void {
+		session[DISCARD]();
 	}
 
 	commit(session: Session<Data>, request: { secure: boolean }): CommitResult | Promise<CommitResult> {

@@ -80,6 +80,9 @@ export const USED = Symbol("sessionkit.used");
 /** Symbol of the method the manager calls when it starts the commit: later changes would be lost. */
 export const CLOSE = Symbol("sessionkit.close");
 
+/** Symbol of the method that drops the request's changes so far (a failed handler's). */
+export const DISCARD = Symbol("sessionkit.discard");
+
 /**
  * Symbol of a slot in which an adapter keeps its own state for the request (the Express
  * adapter: its commit hook, see adapters/internal/node-response.ts). The session is the one
@@ -204,6 +207,8 @@ export class Session<Data extends object = Record<string, unknown>> {
 	#used = false;
 	/** The commit has started: a change now could not be saved, so it is refused. */
 	#closed = false;
+	/** The record the session was built from, to build it again when its changes are discarded. */
+	#loaded: LoadedRecord | null = null;
 	// Not typed by Data, which would make Session<A> and Session<B> incomparable for adapters.
 	#onUse: ((session: Session) => void) | undefined;
 	readonly #codec: Codec;
@@ -236,7 +241,8 @@ export class Session<Data extends object = Record<string, unknown>> {
 			this.#onUse = onUse as ((session: Session) => void) | undefined;
 			return;
 		}
-		this.#state = this.#build(source ?? null, null);
+		this.#loaded = source ?? null;
+		this.#state = this.#build(this.#loaded, null);
 		onUse?.(this);
 	}
 
@@ -260,6 +266,12 @@ export class Session<Data extends object = Record<string, unknown>> {
 		this.#closed = true;
 	}
 
+	/** @internal Back to the session as loaded: every change so far is dropped. */
+	[DISCARD](): void {
+		if (this.#state === undefined || this.#closed) return;
+		this.#state = this.#build(this.#loaded, this.#state.pending);
+	}
+
 	/** The state, for a method that changes it; refused once the commit has started. */
 	#changing(method: string, key?: string): SessionState {
 		if (this.#closed) {
@@ -275,6 +287,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 		// A throwing loader (a store failure) leaves the session unloaded: the next access throws too.
 		const { loaded, pending } = this.#lazy!();
 		this.#lazy = undefined;
+		this.#loaded = loaded;
 		const state = (this.#state = this.#build(loaded, pending));
 		const onUse = this.#onUse;
 		this.#onUse = undefined;

@@ -95,6 +95,24 @@ for (const kind of STORE_KINDS) {
 		assert.equal(await (await fetch(`${url}/get`, { headers: { cookie } })).text(), "123");
 	});
 
+	it(`fastify (${kind} store): commits what the error handler changes, such as a destroy() answered with a 401`, async (t) => {
+		const url = await serve(t, await storeOf(kind, t), (app) => {
+			app.setErrorHandler(async (_error: Error, request, reply) => {
+				request.session.destroy();
+				return reply.code(401).send("logged out");
+			});
+			app.get("/admin", async (request) => {
+				request.session.set("user_id", 1);
+				throw Object.assign(new Error("csrf check failed"), { statusCode: 403 });
+			});
+		});
+		const cookie = sessionCookieOf(await fetch(`${url}/set`))!;
+		const denied = await fetch(`${url}/admin`, { headers: { cookie } });
+		assert.equal(denied.status, 401);
+		assert.match(denied.headers.get("set-cookie") ?? "", /^sid=;/, "the destroyed session's cookie is expired");
+		assert.equal(await (await fetch(`${url}/get`, { headers: { cookie } })).text(), "undefined", "the session is gone");
+	});
+
 	it(`fastify (${kind} store): a returned Response keeps its cookies and gets Cache-Control: no-store and Vary: Cookie`, async (t) => {
 		const url = await serve(t, await storeOf(kind, t), (app) => {
 			app.get("/response", async (request) => {

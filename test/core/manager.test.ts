@@ -78,6 +78,21 @@ describe("one request", () => {
 		assert.equal((await request(sessions, cookie)).session.get("a"), 1, "nothing changed in the store");
 	});
 
+	it("discard drops the changes so far, and commits the changes made after it", async () => {
+		const { sessions } = setup();
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);
+		const { setCookie } = await request(sessions, cookie, (s) => {
+			s.set("a", 2);
+			s.renew();
+			sessions.discard(s);
+			assert.equal(s.get("a"), 1, "back to the session as loaded");
+			s.set("b", 3);
+		});
+		assert.equal(setCookie, null, "the renew was dropped too: same token");
+		const { session } = await request(sessions, cookie);
+		assert.deepEqual(session.all(), { a: 1, b: 3 });
+	});
+
 	it("writes a modified session with one merge and no new cookie", async () => {
 		const { sessions, calls, reset } = setup();
 		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);

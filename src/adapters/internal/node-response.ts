@@ -95,7 +95,8 @@ function settle(hook: Hook, res: ServerResponse, statusCode?: number): "now" | "
 	result.then(
 		() => {
 			done(hook);
-			restoreHead(res, sent);
+			// Only once the handler's end is queued: while it is still writing, later writes are its own.
+			if (hook.ended) restoreHead(res, sent);
 			for (const deferred of hook.queue.splice(0)) deferred();
 		},
 		(error: unknown) => fail(hook, error),
@@ -110,6 +111,7 @@ function isCommitHeader(name: string): boolean {
 
 interface SentHead {
 	readonly statusCode: number;
+	readonly statusMessage: string;
 	/** The header names (lower case, as `getHeaderNames` gives them) and their values, in step. */
 	readonly names: string[];
 	readonly values: Array<number | string | string[]>;
@@ -124,11 +126,12 @@ interface SentHead {
  */
 function sentHead(res: ServerResponse, statusCode: number): SentHead {
 	const names = res.getHeaderNames();
-	return { statusCode, names, values: names.map((name) => res.getHeader(name)!) };
+	return { statusCode, statusMessage: res.statusMessage, names, values: names.map((name) => res.getHeader(name)!) };
 }
 
 function restoreHead(res: ServerResponse, sent: SentHead): void {
 	res.statusCode = sent.statusCode;
+	res.statusMessage = sent.statusMessage;
 	const { names, values } = sent;
 	for (let i = 0; i < names.length; i++) {
 		const name = names[i]!;
