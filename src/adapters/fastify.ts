@@ -140,7 +140,13 @@ function withSessionHeaders(response: Response): Response {
 	const headers = response.headers;
 	// A used body is Fastify's error to report (FST_ERR_REP_RESPONSE_BODY_CONSUMED); it cannot be copied.
 	if ((!headers.has("cache-control") && !headers.has("vary")) || response.bodyUsed) return response;
-	const copy = new Response(response.body, response);
+	let copy: Response;
+	try {
+		copy = new Response(response.body, response);
+	} catch {
+		// A locked body, or a status Response refuses: Fastify reports the Response as it is.
+		return response;
+	}
 	if (headers.has("cache-control")) copy.headers.set("cache-control", SESSION_RESPONSE_HEADERS["Cache-Control"]!);
 	if (headers.has("vary")) copy.headers.set("vary", varyWithCookie(headers.get("vary")));
 	return copy;
