@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import { fastifyPlugin } from "fastify-plugin";
 import type { AppSessionData, CommitResult, Session, SessionManager } from "../index.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError } from "../index.js";
-import { assertManager, isPromiseLike, varyWithCookie } from "./internal/common.js";
+import { assertManager, cancelWebBody, isPromiseLike, isResponse, varyWithCookie } from "./internal/common.js";
 
 declare module "fastify" {
 	interface FastifyRequest {
@@ -18,9 +18,9 @@ export interface SessionPluginOptions {
 }
 
 /** Set on a request whose session went through `commit` already (an error reply runs `onSend` again). */
-const SETTLED = Symbol("sessionkit.settled");
+const COMMITTED = Symbol("sessionkit.committed");
 
-type CommittableRequest = FastifyRequest & { [SETTLED]?: boolean };
+type CommittableRequest = FastifyRequest & { [COMMITTED]?: boolean };
 
 /**
  * Fastify 5 plugin: sets `request.session` in an `onRequest` hook and commits it in `onSend`,
@@ -34,8 +34,9 @@ type CommittableRequest = FastifyRequest & { [SETTLED]?: boolean };
  *
  * A handler that fails (its error goes to the error handler) has its changes dropped, whatever
  * status the error handler answers with; changes the error handler makes are committed. Nothing
- * is committed for a server error (status 500 or above, that of a returned `Response` too). A hijacked reply (`reply.hijack()`) skips `onSend`, and so is never
- * committed. In `onRequest` hooks added before the plugin, `request.session` is still `null`.
+ * is committed for a server error (status 500 or above, that of a returned `Response` too). A
+ * hijacked reply (`reply.hijack()`) skips `onSend`, and so is never committed. In `onRequest`
+ * hooks added before the plugin, `request.session` is still `null`.
  *
  * @example
  * const app = Fastify();
@@ -51,7 +52,7 @@ async function plugin(fastify: FastifyInstance, options: SessionPluginOptions): 
 	// Fastify 5 refuses reference values as decorators; each request gets its own in onRequest.
 	fastify.decorateRequest("session", null, []);
 	// Declared up front, so that setting it keeps Fastify's request objects on one hidden class.
-	fastify.decorateRequest(SETTLED, false);
+	fastify.decorateRequest(COMMITTED, false);
 
 	// Callback-style hooks: with a synchronous store (memory) a request never waits for a microtask.
 	fastify.addHook("onRequest", (request, _reply, done) => {
@@ -88,11 +89,11 @@ async function plugin(fastify: FastifyInstance, options: SessionPluginOptions): 
 		const session = request.session as Session<AppSessionData> | null;
 		// A returned Response gives the reply its status only after onSend.
 		const status = isResponse(payload) ? payload.status : reply.statusCode;
-		if (session === null || status >= 500 || request[SETTLED]) {
+		if (session === null || status >= 500 || request[COMMITTED]) {
 			done(null, payload);
 			return;
 		}
-		request[SETTLED] = true;
+		request[COMMITTED] = true;
 		const fail = (error: unknown) => {
 			// The error handler sends its own payload: release the one that will never be sent.
 			discard(payload);
@@ -127,15 +128,10 @@ function addCookieHeaders(reply: FastifyReply, setCookie: string): void {
 }
 
 /**
- * A `Response` the handler returned: Fastify applies its status and headers to the reply after
- * `onSend`, its `Cache-Control` and `Vary` replacing the reply's.
+ * A returned `Response` with the session's `Cache-Control` and `Vary` in place of its own:
+ * Fastify applies its status and headers to the reply after `onSend`, replacing the reply's.
+ * On a copy, as its headers may be immutable.
  */
-function isResponse(payload: unknown): payload is Response {
-	// typeof first: the usual payload is a string, and this runs on every reply.
-	return typeof payload === "object" && payload !== null && Object.prototype.toString.call(payload) === "[object Response]";
-}
-
-/** `response` with the session's `Cache-Control` and `Vary` in place of its own (on a copy: its headers may be immutable). */
 function withSessionHeaders(response: Response): Response {
 	const headers = response.headers;
 	// A used body is Fastify's error to report (FST_ERR_REP_RESPONSE_BODY_CONSUMED); it cannot be copied.
@@ -152,12 +148,11 @@ function withSessionHeaders(response: Response): Response {
 	return copy;
 }
 
+/** Releases a payload that will never be sent: a Node stream is destroyed, a web body cancelled. */
 function discard(payload: unknown): void {
-	if (payload === null || typeof payload !== "object") return;
-	const stream = (isResponse(payload) ? payload.body : payload) as { destroy?: () => void; cancel?: () => Promise<void> } | null;
-	if (stream === null) return;
-	if (typeof stream.destroy === "function") stream.destroy();
-	else if (typeof stream.cancel === "function") stream.cancel().catch(() => {});
+	const stream = payload as { destroy?: () => void } | null;
+	if (typeof stream?.destroy === "function") stream.destroy();
+	else cancelWebBody(payload);
 }
 
 /**

@@ -5,7 +5,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError } from "../index.js";
-import { assertManager, CommitRequest, forwardedHTTPS, isPromiseLike, varyWithCookie } from "./internal/common.js";
+import { assertManager, cancelWebBody, CommitRequest, forwardedHTTPS, isPromiseLike, varyWithCookie } from "./internal/common.js";
 
 declare module "hono" {
 	interface ContextVariableMap {
@@ -61,8 +61,8 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 			const committed = sessions.commit(session, new CommitRequest(c, trustProxy, isSecureHono));
 			({ setCookie } = isPromiseLike(committed) ? await committed : committed);
 		} catch (error) {
-			// app.onError answers instead: cancel this body, so that a stream's producer stops (onAbort).
-			c.res.body?.cancel().catch(() => {});
+			// app.onError answers instead.
+			cancelWebBody(c.res);
 			throw error;
 		}
 		if (setCookie === null) return;

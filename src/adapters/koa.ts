@@ -1,7 +1,7 @@
 import type { ExtendableContext, Middleware } from "koa";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError, SessionUsageError } from "../index.js";
-import { assertManager, isPromiseLike } from "./internal/common.js";
+import { assertManager, cancelWebBody, isPromiseLike } from "./internal/common.js";
 
 declare module "koa" {
 	// ExtendableContext is part of every context type, whatever custom ContextT an app declares.
@@ -43,7 +43,8 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 			const committed = sessions.commit(session, ctx);
 			({ setCookie } = isPromiseLike(committed) ? await committed : committed);
 		} catch (error) {
-			discardWebBody(ctx.body);
+			// Koa destroys a replaced Node stream itself, not a web body.
+			cancelWebBody(ctx.body);
 			throw error;
 		}
 		if (setCookie === null) return;
@@ -56,15 +57,6 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 		ctx.set("Cache-Control", SESSION_RESPONSE_HEADERS["Cache-Control"]!);
 		ctx.vary("Cookie");
 	};
-}
-
-/**
- * Cancels a web body (a `ReadableStream`, or a `Response`'s) that the error response will
- * replace, so that its producer stops. Koa itself destroys a replaced Node stream, not these.
- */
-function discardWebBody(body: unknown): void {
-	const stream = body instanceof Response ? body.body : body;
-	if (stream instanceof ReadableStream) stream.cancel().catch(() => {});
 }
 
 /**

@@ -95,8 +95,8 @@ function handlerFailed(error: unknown, context: RequestContext, req: IncomingMes
  *
  * A handler that throws (or whose promise rejects) has its changes dropped, whatever status
  * `onError` answers with; changes `onError` makes are committed. Nothing is committed for a
- * server error (status 500 or above). A request whose handler never calls `getSession` writes nothing and
- * sets no cookie (with a synchronous store it costs no store call at all).
+ * server error (status 500 or above). A request whose handler never calls `getSession` writes
+ * nothing and sets no cookie (with a synchronous store it costs no store call at all).
  *
  * @example
  * const server = http.createServer(withSessions(sessions, (req, res) => {

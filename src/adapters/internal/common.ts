@@ -8,6 +8,22 @@ import { SessionConfigError } from "../../index.js";
 // The core's own test for "still running", so adapters and core agree on what a promise is.
 export { isPromiseLike } from "../../core/steps.js";
 
+/** A Web `Response` (by its tag, as Fastify tells one, so a polyfill's counts too). */
+export function isResponse(value: unknown): value is Response {
+	// typeof first: the usual body is a string, and Fastify's onSend asks on every reply.
+	return typeof value === "object" && value !== null && Object.prototype.toString.call(value) === "[object Response]";
+}
+
+/**
+ * Cancels a web body that the error response replaces (a `ReadableStream`, or a `Response`'s),
+ * so that its producer stops: a stream callback hears `onAbort`, a proxied body frees its
+ * upstream connection.
+ */
+export function cancelWebBody(body: unknown): void {
+	const stream = isResponse(body) ? body.body : body;
+	if (stream instanceof ReadableStream) stream.cancel().catch(() => {});
+}
+
 /** Matches a `Vary` value that already covers the `Cookie` request header (or everything, `*`). */
 const COVERS_COOKIE = /(^|,)\s*(cookie|\*)\s*(,|$)/i;
 
