@@ -72,10 +72,12 @@ export function createExpressApp(express: () => Express, sessions: SessionManage
 		Readable.from(streamedBody()).pipe(res);
 	});
 
-	const onError: ErrorRequestHandler = (error, _req, res, next) => {
-		if (res.headersSent) return next(error);
-		res.status(500).type("text/plain").send(`Error: ${error instanceof SessionError ? error.code : "INTERNAL"}`);
-	};
-	app.use(onError);
+	app.use(answerWithCode);
 	return app;
 }
+
+/** The suite's error handler: 500 `Error: <code>`, the code of a `SessionError` or `INTERNAL`. */
+export const answerWithCode: ErrorRequestHandler = (error, _req, res, next) => {
+	if (res.headersSent) return next(error);
+	res.status(500).type("text/plain").send(`Error: ${error instanceof SessionError ? error.code : "INTERNAL"}`);
+};

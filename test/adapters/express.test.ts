@@ -2,14 +2,14 @@ import assert from "node:assert/strict";
 import { createServer, ServerResponse } from "node:http";
 import { it } from "node:test";
 import express from "express";
-import type { ErrorRequestHandler, NextFunction, Request, Response } from "express";
+import type { NextFunction, Request, Response } from "express";
 import express4 from "express4";
-import { createSessions, SessionError, SessionNotLoadedError, SessionUsageError } from "sessionkit";
+import { createSessions, SessionNotLoadedError, SessionUsageError } from "sessionkit";
 import { getSession, sessionMiddleware } from "sessionkit/express";
 import { memoryStore } from "sessionkit/stores/memory";
 import { adapterConformance, listen } from "../adapter-conformance.js";
 import { storeOf } from "../helpers/test-stores.js";
-import { createExpressApp } from "./express-app.js";
+import { answerWithCode, createExpressApp } from "./express-app.js";
 
 adapterConformance("express 5", async (sessions, options) => listen(createServer(createExpressApp(express, sessions, options))));
 adapterConformance("express 4", async (sessions, options) => listen(createServer(createExpressApp(express4, sessions, options))));
@@ -198,11 +198,7 @@ for (const [name, framework] of [["express 5", express], ["express 4", express4]
 			res.write("b");
 			res.end("c");
 		});
-		const onError: ErrorRequestHandler = (error, _req, res, next) => {
-			if (res.headersSent) return next(error);
-			res.status(500).type("text/plain").send(`Error: ${error instanceof SessionError ? error.code : "INTERNAL"}`);
-		};
-		app.use(onError);
+		app.use(answerWithCode);
 		const server = await listen(createServer(app));
 		t.after(async () => {
 			await server.close();
@@ -227,11 +223,7 @@ for (const [name, framework] of [["express 5", express], ["express 4", express4]
 				// e.g. an audit log written after answering, which fails
 				Promise.resolve().then(() => next(new Error("after the response")));
 			});
-			const onError: ErrorRequestHandler = (error, _req, res, next) => {
-				if (res.headersSent) return next(error);
-				res.status(500).type("text/plain").send("Error: INTERNAL");
-			};
-			app.use(onError);
+			app.use(answerWithCode);
 			const server = await listen(createServer(app));
 			t.after(async () => {
 				await server.close();
