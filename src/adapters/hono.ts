@@ -33,11 +33,13 @@ export interface HonoSessionOptions {
  * `X-Forwarded-Proto: https`. A response with immutable headers (one returned by `fetch`,
  * or `Response.redirect`) is copied so that the cookie can be added.
  *
- * Changes are committed unless the handler threw (`c.error` is set) or the response is a
- * server error (status 500 or above), so a handler that throws after changing the session
- * leaves the session as it was. A streamed body is fine as long as the session is changed
- * before the handler returns the response; a change inside the stream callback comes after the
- * commit, and throws `SessionUsageError`.
+ * Changes are committed unless the response is a server error (status 500 or above). A
+ * handler that throws is answered by `app.onError` before this middleware resumes, and Hono
+ * offers no hook in between, so its changes cannot be told from those `onError` makes: when
+ * `onError` answers below 500, both are committed (a `destroy()` answered with a 401 ends the
+ * session), as on Express; answered with a server error, neither is. A streamed body is fine as
+ * long as the session is changed before the handler returns the response; a change inside the
+ * stream callback comes after the commit, and throws `SessionUsageError`.
  *
  * @example
  * const app = new Hono();
@@ -55,7 +57,8 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 		const session = isPromiseLike(loaded) ? await loaded : loaded;
 		c.set("session", session as Session<object> as Session<AppSessionData>);
 		await next();
-		if (c.error !== undefined || c.res.status >= 500) return;
+		// Also after onError (c.error is set): what it changes, a destroy() say, must be committed.
+		if (c.res.status >= 500) return;
 		let setCookie: string | null;
 		try {
 			const committed = sessions.commit(session, new CommitRequest(c, trustProxy, isSecureHono));

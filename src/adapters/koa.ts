@@ -1,7 +1,8 @@
-import type { ExtendableContext, Middleware } from "koa";
+import type { Context, ExtendableContext, Middleware } from "koa";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError, SessionUsageError } from "../index.js";
-import { assertManager, cancelWebBody, isPromiseLike } from "./internal/common.js";
+import { assertManager, cancelWebBody, isPromiseLike, isResponse } from "./internal/common.js";
+import { beforeHeaders, commitFor } from "./internal/node-response.js";
 
 declare module "koa" {
 	// ExtendableContext is part of every context type, whatever custom ContextT an app declares.
@@ -17,11 +18,15 @@ declare module "koa" {
  * `app.proxy`. Store errors are thrown, so they reach Koa's error handling (an upstream
  * `try { await next() } catch` or `app.on("error")`) and the response becomes a 500.
  *
- * Changes are committed unless the downstream middleware throws or the response is a server
- * error (status 500 or above), so a handler that throws after changing the session leaves the
- * session as it was. `app.use` it after your error-handling middleware, so that its errors
- * reach it. If downstream code sent the headers itself (`ctx.respond = false`) before a new
- * cookie could be added, the commit still runs but a `SessionUsageError` reaches
+ * Nothing is committed for a server error (status 500 or above). When the downstream
+ * middleware throws, its changes are dropped, and what the error handling above changes (a
+ * `destroy()` in an upstream `catch` that answers 401, say) is committed just before that
+ * answer's headers go out, whoever answers (an upstream middleware, or Koa's own `ctx.onerror`
+ * for an error it rethrows), unless the answer is a server error. If that commit fails, Koa's
+ * `ctx.onerror` reports it to `app.on("error")` and answers 500 instead (a streamed answer's
+ * connection is closed). `app.use` it after your error-handling middleware, so that its
+ * errors reach it. If downstream code sent the headers itself (`ctx.respond = false`) before a
+ * new cookie could be added, the commit still runs but a `SessionUsageError` reaches
  * `app.on("error")`: the browser never got its cookie.
  *
  * @example
@@ -35,7 +40,12 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 		const loaded = sessions.load(ctx.headers.cookie);
 		const session = isPromiseLike(loaded) ? await loaded : loaded;
 		(ctx as { session: unknown }).session = session;
-		await next();
+		try {
+			await next();
+		} catch (error) {
+			commitOnErrorPath(ctx, sessions, session);
+			throw error;
+		}
 		if (ctx.status >= 500) return;
 		let setCookie: string | null;
 		try {
@@ -57,6 +67,40 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 		ctx.set("Cache-Control", SESSION_RESPONSE_HEADERS["Cache-Control"]!);
 		ctx.vary("Cookie");
 	};
+}
+
+/**
+ * The downstream middleware threw: its changes are dropped, and the session is committed just
+ * before whoever handles the error sends the headers (the error handling runs after this
+ * middleware has returned). The machinery of the node:http adapter, since Koa runs on
+ * node:http; the success path above does without it.
+ */
+function commitOnErrorPath<Data extends object>(ctx: Context, sessions: SessionManager<Data>, session: Session<Data>): void {
+	sessions.discard(session);
+	// Headers already sent (ctx.respond = false): nothing can carry a cookie any more.
+	if (ctx.headerSent) return;
+	const res = ctx.res;
+	beforeHeaders(
+		res,
+		(statusCode) => commitFor(res, sessions, session, ctx, statusCode),
+		(error) => errorPathCommitFailed(ctx, error),
+	);
+}
+
+/**
+ * Koa's own `ctx.onerror` reports the failure to `app.on("error")` and answers 500 (the hook
+ * lets that answer through). A body Koa is already piping cannot be replaced: the connection
+ * is closed instead, which also stops that body.
+ */
+function errorPathCommitFailed(ctx: Context, error: unknown): void {
+	if (isPiped(ctx.body)) ctx.res.destroy();
+	ctx.onerror(error as Error);
+}
+
+/** A body Koa pipes into the response (a Node or web stream, a Blob, a Response) instead of sending it with one `end`. */
+function isPiped(body: unknown): boolean {
+	if (typeof body !== "object" || body === null) return false;
+	return typeof (body as { pipe?: unknown }).pipe === "function" || body instanceof ReadableStream || body instanceof Blob || isResponse(body);
 }
 
 /**

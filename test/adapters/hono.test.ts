@@ -4,18 +4,21 @@ import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { dirname, resolve } from "node:path";
 import { it } from "node:test";
+import type { TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { getRequestListener } from "@hono/node-server";
 import { Hono } from "hono";
+import type { ErrorHandler } from "hono";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { stream } from "hono/streaming";
-import { createSessions, SessionConfigError, SessionNotLoadedError } from "sessionkit";
-import type { SessionManager } from "sessionkit";
+import { createSessions, SessionConfigError, SessionError, SessionNotLoadedError } from "sessionkit";
+import type { SessionManager, SessionStore } from "sessionkit";
 import { getSession, sessionMiddleware } from "sessionkit/hono";
 import { createApp } from "../../examples/hono/app.js";
 import { adapterConformance, listen } from "../adapter-conformance.js";
 import { setCookiesOf } from "../helpers/cookie-jar.js";
-import { faultyStore } from "../helpers/test-stores.js";
+import { faultyStore, STORE_KINDS, storeOf } from "../helpers/test-stores.js";
 
 adapterConformance("hono", async (sessions, { trustProxy }) =>
 	listen(createServer(getRequestListener(createApp(sessions, { trustProxy, logErrors: false }).fetch))),
@@ -113,4 +116,115 @@ it("hono: cancels a streamed body that will never be sent when the store cannot 
 	assert.match(await response.text(), /^Error: sessionkit\/faulty: set failed/);
 	const timeout = new Promise<string>((resolve) => setTimeout(resolve, 2000, "still running").unref());
 	assert.equal(await Promise.race([abort, timeout]), "aborted", "the stream callback hears that its body will not be read");
+});
+
+/**
+ * Hono on `store`: the session middleware, `onError`, then `/set` (stores `user_id = 123`),
+ * `/get` (the session's data as JSON), and `/admin` and `/throw`, which change the session and
+ * throw.
+ */
+async function serve(t: TestContext, store: SessionStore, onError: ErrorHandler): Promise<{ url: string; sessions: SessionManager }> {
+	const sessions = createSessions({ store });
+	const app = new Hono();
+	app.use(sessionMiddleware(sessions));
+	app.onError(onError);
+	app.get("/set", (c) => {
+		c.get("session").set("user_id", 123);
+		return c.text("Succeed");
+	});
+	app.get("/get", (c) => c.text(JSON.stringify(c.get("session").all())));
+	app.get("/admin", (c) => {
+		c.get("session").set("user_id", 1);
+		throw new AuthError("token expired");
+	});
+	app.get("/throw", (c) => {
+		c.get("session").set("user_id", 666);
+		throw new Error("boom");
+	});
+	const server = await listen(createServer(getRequestListener(app.fetch)));
+	t.after(() => server.close());
+	return { url: server.url, sessions };
+}
+
+class AuthError extends Error {}
+
+/** A new session cookie from `/set`, as a `Cookie` header value. */
+async function loggedIn(url: string): Promise<string> {
+	const response = await fetch(`${url}/set`);
+	await response.text();
+	const cookie = response.headers.getSetCookie().find((line) => line.startsWith("sid="));
+	assert.ok(cookie, "/set sets the session cookie");
+	return cookie.split(";")[0]!;
+}
+
+async function dataOf(url: string, cookie: string): Promise<unknown> {
+	return JSON.parse(await (await fetch(`${url}/get`, { headers: { cookie } })).text());
+}
+
+/** onError logs the user out and answers 401, or with `?status=` when given. */
+const logOut: ErrorHandler = (_error, c) => {
+	c.get("session").destroy();
+	return c.text("logged out", Number(c.req.query("status") ?? 401) as ContentfulStatusCode);
+};
+
+for (const kind of STORE_KINDS) {
+	it(`hono (${kind} store): commits an onError's destroy() answered with a 401, and nothing when it answers 500`, async (t) => {
+		const { url, sessions } = await serve(t, await storeOf(kind, t), logOut);
+		const cookie = await loggedIn(url);
+
+		const failed = await fetch(`${url}/admin?status=500`, { headers: { cookie } });
+		assert.equal(failed.status, 500);
+		assert.deepEqual(setCookiesOf(failed), [], "nothing is committed for a server error");
+		assert.deepEqual(await dataOf(url, cookie), { user_id: 123 });
+
+		const denied = await fetch(`${url}/admin`, { headers: { cookie } });
+		assert.equal(denied.status, 401);
+		assert.equal(await denied.text(), "logged out");
+		const sid = setCookiesOf(denied).find((c) => c.name === "sid");
+		assert.ok(sid, "the response sets the session cookie");
+		assert.equal(sid.value, "");
+		assert.equal(sid.attributes.get("max-age"), "0", "the destroyed session's cookie is expired");
+		assert.equal(denied.headers.get("cache-control"), "no-store");
+		assert.match(denied.headers.get("vary") ?? "", /\bCookie\b/);
+		assert.equal(await sessions.count(), 0, "the store no longer has the session");
+		assert.deepEqual(await dataOf(url, cookie), {});
+	});
+
+	it(`hono (${kind} store): an onError answering below 500 commits the failed handler's changes along with its own`, async (t) => {
+		// Hono runs onError before the middleware resumes, so the two cannot be told apart (README).
+		const { url } = await serve(t, await storeOf(kind, t), (_error, c) => {
+			c.get("session").set("note", "denied");
+			return c.text("denied", 403);
+		});
+		const cookie = await loggedIn(url);
+		const denied = await fetch(`${url}/throw`, { headers: { cookie } });
+		assert.equal(denied.status, 403);
+		assert.deepEqual(await dataOf(url, cookie), { user_id: 666, note: "denied" });
+	});
+}
+
+it("hono: a store failing during the error path's commit reaches onError again, which answers 500, without crashing", async (t) => {
+	const rejections: unknown[] = [];
+	const onRejection = (reason: unknown) => void rejections.push(reason);
+	process.on("unhandledRejection", onRejection);
+	t.after(() => void process.off("unhandledRejection", onRejection));
+	const store = faultyStore();
+	const seen: unknown[] = [];
+	const { url } = await serve(t, store, (error, c) => {
+		seen.push(error);
+		if (error instanceof SessionError) return c.text(`Error: ${error.code}`, 500);
+		c.get("session").destroy();
+		return c.text("logged out", 401);
+	});
+	const cookie = await loggedIn(url);
+	store.failing = "writes";
+	const response = await fetch(`${url}/admin`, { headers: { cookie } });
+	assert.equal(response.status, 500);
+	assert.equal(await response.text(), "Error: SESSION_STORE");
+	assert.deepEqual(setCookiesOf(response), []);
+	assert.equal(seen.length, 2, "onError heard of the handler's error, then of the store's");
+
+	store.failing = "none";
+	assert.deepEqual(await dataOf(url, cookie), { user_id: 123 }, "the server still answers, and the session was not destroyed");
+	assert.deepEqual(rejections, []);
 });

@@ -1,13 +1,17 @@
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
+import { Readable } from "node:stream";
 import { it } from "node:test";
+import type { TestContext } from "node:test";
 import Koa from "koa";
-import { createSessions, SessionConfigError, SessionNotLoadedError, SessionUsageError } from "sessionkit";
-import type { SessionManager } from "sessionkit";
+import type { Middleware } from "koa";
+import { createSessions, SessionConfigError, SessionNotLoadedError, SessionStoreError, SessionTooLargeError, SessionUsageError } from "sessionkit";
+import type { SessionManager, SessionOptions, SessionStore } from "sessionkit";
 import { getSession, sessionMiddleware } from "sessionkit/koa";
 import { createApp } from "../../examples/koa/app.js";
 import { adapterConformance, listen } from "../adapter-conformance.js";
-import { faultyStore } from "../helpers/test-stores.js";
+import { setCookiesOf } from "../helpers/cookie-jar.js";
+import { faultyStore, STORE_KINDS, storeOf } from "../helpers/test-stores.js";
 
 adapterConformance("koa", async (sessions, { trustProxy }) =>
 	listen(createServer(createApp(sessions, { trustProxy, logErrors: false }).callback())),
@@ -74,4 +78,275 @@ it("koa: cancels a web stream body that will never be sent when the store cannot
 		await response.text();
 	}
 	assert.deepEqual(cancelled, ["stream", "response"], "each body that will never be sent is cancelled");
+});
+
+interface KoaServer {
+	url: string;
+	sessions: SessionManager;
+	/** What reached `app.on("error")`. */
+	errors: unknown[];
+}
+
+/**
+ * Koa on `store`: `upstream` (error handling above the session middleware, if any), the session
+ * middleware, then `/set` (stores `user_id = 123`), `/get` (the session's data as JSON) and `routes`.
+ */
+async function serve(t: TestContext, store: SessionStore, upstream: Middleware | null, routes: Record<string, Middleware>, options: SessionOptions = {}): Promise<KoaServer> {
+	const sessions = createSessions({ ...options, store });
+	const app = new Koa();
+	const errors: unknown[] = [];
+	app.on("error", (error: unknown) => void errors.push(error));
+	if (upstream !== null) app.use(upstream);
+	app.use(sessionMiddleware(sessions));
+	app.use(async (ctx, next) => {
+		if (ctx.path === "/set") {
+			ctx.session.set("user_id", 123);
+			ctx.body = "Succeed";
+		} else if (ctx.path === "/get") {
+			ctx.body = JSON.stringify(ctx.session.all());
+		} else {
+			await routes[ctx.path]?.(ctx, next);
+		}
+	});
+	const server = await listen(createServer(app.callback()));
+	t.after(() => server.close());
+	return { url: server.url, sessions, errors };
+}
+
+/** A new session cookie from `/set`, as a `Cookie` header value. */
+async function loggedIn(url: string): Promise<string> {
+	const response = await fetch(`${url}/set`);
+	await response.text();
+	const cookie = response.headers.getSetCookie().find((line) => line.startsWith("sid="));
+	assert.ok(cookie, "/set sets the session cookie");
+	return cookie.split(";")[0]!;
+}
+
+async function dataOf(url: string, cookie: string): Promise<unknown> {
+	return JSON.parse(await (await fetch(`${url}/get`, { headers: { cookie } })).text());
+}
+
+/** Asserts that `response` expires the session cookie, and keeps caches from storing that. */
+function assertExpiresSession(response: Response): void {
+	const sid = setCookiesOf(response).find((cookie) => cookie.name === "sid");
+	assert.ok(sid, "the response sets the session cookie");
+	assert.equal(sid.value, "");
+	assert.equal(sid.attributes.get("max-age"), "0", "the destroyed session's cookie is expired");
+	assert.equal(response.headers.get("cache-control"), "no-store");
+	assert.match(response.headers.get("vary") ?? "", /\bCookie\b/);
+}
+
+/** Collects unhandled rejections while the test runs. */
+function unhandledRejections(t: TestContext): unknown[] {
+	const seen: unknown[] = [];
+	const listener = (reason: unknown) => void seen.push(reason);
+	process.on("unhandledRejection", listener);
+	t.after(() => void process.off("unhandledRejection", listener));
+	return seen;
+}
+
+class AuthError extends Error {
+	readonly status = 401;
+}
+
+/** An upstream error handler: it logs the user out and answers 401, or with `?status=` when given. */
+const logOutOnError: Middleware = async (ctx, next) => {
+	try {
+		await next();
+	} catch {
+		ctx.session.destroy();
+		ctx.status = Number(ctx.query.status ?? 401);
+		ctx.body = "logged out";
+	}
+};
+
+for (const kind of STORE_KINDS) {
+	it(`koa (${kind} store): commits an upstream error handler's destroy() answered with a 401, and nothing when it answers 500`, async (t) => {
+		const { url, sessions } = await serve(t, await storeOf(kind, t), logOutOnError, {
+			"/admin": (ctx) => {
+				ctx.session.set("user_id", 1);
+				throw new AuthError("token expired");
+			},
+		});
+		const cookie = await loggedIn(url);
+
+		const failed = await fetch(`${url}/admin?status=500`, { headers: { cookie } });
+		assert.equal(failed.status, 500);
+		assert.deepEqual(setCookiesOf(failed), [], "nothing is committed for a server error");
+		assert.deepEqual(await dataOf(url, cookie), { user_id: 123 });
+
+		const denied = await fetch(`${url}/admin`, { headers: { cookie } });
+		assert.equal(denied.status, 401);
+		assert.equal(await denied.text(), "logged out");
+		assertExpiresSession(denied);
+		assert.equal(await sessions.count(), 0, "the store no longer has the session");
+		assert.deepEqual(await dataOf(url, cookie), {});
+	});
+
+	it(`koa (${kind} store): drops the changes of a handler that throws, and commits those of the error handler that answers it with a 4xx`, async (t) => {
+		const { url } = await serve(
+			t,
+			await storeOf(kind, t),
+			async (ctx, next) => {
+				try {
+					await next();
+				} catch {
+					ctx.session.set("note", "denied");
+					ctx.status = 403;
+					ctx.body = "denied";
+				}
+			},
+			{
+				"/throw": (ctx) => {
+					ctx.session.set("user_id", 666);
+					ctx.session.set("admin", true);
+					throw new Error("boom");
+				},
+			},
+		);
+		const fresh = await fetch(`${url}/throw`);
+		assert.equal(fresh.status, 403);
+		assert.equal(fresh.headers.get("cache-control"), "no-store");
+		const created = fresh.headers.getSetCookie()[0]?.split(";")[0];
+		assert.ok(created, "the error handler's change to a new session is committed");
+		assert.deepEqual(await dataOf(url, created), { note: "denied" }, "the failed handler's changes are not");
+
+		const cookie = await loggedIn(url);
+		assert.equal((await fetch(`${url}/throw`, { headers: { cookie } })).status, 403);
+		assert.deepEqual(await dataOf(url, cookie), { user_id: 123, note: "denied" });
+	});
+
+	it(`koa (${kind} store): an error rethrown to Koa's own error handler commits the changes made on the way up when Koa answers below 500`, async (t) => {
+		const { url, sessions, errors } = await serve(
+			t,
+			await storeOf(kind, t),
+			async (ctx, next) => {
+				try {
+					await next();
+				} catch (error) {
+					if (ctx.path === "/admin" || ctx.path === "/crash") ctx.session.destroy();
+					throw error;
+				}
+			},
+			{
+				"/forbidden": (ctx) => {
+					ctx.session.set("user_id", 403);
+					ctx.throw(403, "Forbidden");
+				},
+				"/crash": (ctx) => {
+					ctx.session.set("user_id", 500);
+					throw new Error("boom");
+				},
+				"/admin": (ctx) => {
+					ctx.session.set("user_id", 1);
+					ctx.throw(401, "token expired");
+				},
+			},
+		);
+		const cookie = await loggedIn(url);
+
+		const forbidden = await fetch(`${url}/forbidden`, { headers: { cookie } });
+		assert.equal(forbidden.status, 403);
+		assert.equal(await forbidden.text(), "Forbidden");
+		assert.deepEqual(setCookiesOf(forbidden), []);
+		assert.deepEqual(await dataOf(url, cookie), { user_id: 123 }, "the handler's change is dropped");
+
+		const crash = await fetch(`${url}/crash`, { headers: { cookie } });
+		assert.equal(crash.status, 500);
+		assert.deepEqual(setCookiesOf(crash), []);
+		assert.deepEqual(await dataOf(url, cookie), { user_id: 123 }, "nothing is committed for Koa's 500");
+
+		const denied = await fetch(`${url}/admin`, { headers: { cookie } });
+		assert.equal(denied.status, 401);
+		assert.equal(await denied.text(), "token expired");
+		assertExpiresSession(denied);
+		assert.equal(await sessions.count(), 0);
+		assert.equal(errors.length, 3, "Koa reported each error");
+	});
+
+	it(`koa (${kind} store): a session too large to commit on the error path answers 500 through Koa's error handling`, async (t) => {
+		const rejections = unhandledRejections(t);
+		const { url, errors } = await serve(
+			t,
+			await storeOf(kind, t),
+			async (ctx, next) => {
+				try {
+					await next();
+				} catch {
+					ctx.session.set("note", "x".repeat(1000));
+					ctx.status = 400;
+					ctx.body = "bad request";
+				}
+			},
+			{
+				"/throw": () => {
+					throw new Error("boom");
+				},
+			},
+			{ maxSize: 256 },
+		);
+		const cookie = await loggedIn(url);
+		const response = await fetch(`${url}/throw`, { headers: { cookie } });
+		assert.equal(response.status, 500);
+		assert.equal(await response.text(), "Internal Server Error");
+		assert.deepEqual(setCookiesOf(response), []);
+		assert.ok(errors.some((error) => error instanceof SessionTooLargeError), "app.on(\"error\") hears of the failed commit");
+		assert.deepEqual(await dataOf(url, cookie), { user_id: 123 });
+		assert.deepEqual(rejections, []);
+	});
+}
+
+it("koa: a store failing during the error path's commit answers 500, or closes the connection of a streamed answer, without crashing", async (t) => {
+	const rejections = unhandledRejections(t);
+	const store = faultyStore();
+	const streamed: Readable[] = [];
+	let cancelled = false;
+	const { url, errors } = await serve(
+		t,
+		store,
+		async (ctx, next) => {
+			try {
+				await next();
+			} catch {
+				ctx.session.destroy();
+				ctx.status = 401;
+				if (ctx.path === "/stream") {
+					const body = Readable.from(["logged ", "out"]);
+					streamed.push(body);
+					ctx.body = body;
+				} else if (ctx.path === "/events") {
+					// Endless, as an event stream: only a cancel stops it.
+					ctx.body = new ReadableStream({ pull: (controller) => controller.enqueue(new Uint8Array(8)), cancel: () => void (cancelled = true) });
+				} else {
+					ctx.body = "logged out";
+				}
+			}
+		},
+		Object.fromEntries(
+			["/admin", "/stream", "/events"].map((path): [string, Middleware] => [
+				path,
+				() => {
+					throw new AuthError("token expired");
+				},
+			]),
+		),
+	);
+	const cookie = await loggedIn(url);
+	store.failing = "writes";
+
+	const response = await fetch(`${url}/admin`, { headers: { cookie } });
+	assert.equal(response.status, 500);
+	assert.equal(await response.text(), "Internal Server Error");
+	assert.deepEqual(setCookiesOf(response), []);
+	assert.ok(errors.some((error) => error instanceof SessionStoreError), "app.on(\"error\") hears of the failed commit");
+
+	await assert.rejects(async () => (await fetch(`${url}/stream`, { headers: { cookie } })).text(), "a streamed answer's connection is closed");
+	assert.ok(streamed[0]?.destroyed, "the body that will never be sent is destroyed");
+	await assert.rejects(async () => (await fetch(`${url}/events`, { headers: { cookie } })).text());
+	await new Promise((resolve) => setImmediate(resolve));
+	assert.ok(cancelled, "an endless web body is cancelled");
+
+	store.failing = "none";
+	assert.deepEqual(await dataOf(url, cookie), { user_id: 123 }, "the server still answers, and the session was not destroyed");
+	assert.deepEqual(rejections, []);
 });
