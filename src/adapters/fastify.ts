@@ -38,6 +38,15 @@ type CommittableRequest = FastifyRequest & { [COMMITTED]?: boolean };
  * hijacked reply (`reply.hijack()`) skips `onSend`, and so is never committed. In `onRequest`
  * hooks added before the plugin, `request.session` is still `null`.
  *
+ * The commit runs in the plugin's `onSend` hook, so `onSend` hooks added before the plugin run
+ * first: if one fails, the reply becomes an error reply and nothing is committed for a server
+ * error. One added after the plugin runs once the commit is done: if it fails, the store keeps
+ * what was committed (that cannot be undone), and the error reply, even a 500, keeps the
+ * session's `Set-Cookie`, `Cache-Control` and `Vary`, so the browser's cookie matches the store
+ * (a `renew()` has already retired the old token: without the new cookie the user would be
+ * logged out). The session is closed by then, so an error handler that changes it throws a
+ * `SessionUsageError`. Add `onSend` hooks that may fail before the plugin.
+ *
  * @example
  * const app = Fastify();
  * await app.register(sessionPlugin, { sessions: createSessions({ store }) });

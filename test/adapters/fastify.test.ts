@@ -41,10 +41,14 @@ it("fastify: registering without a session manager fails at boot", async (t) => 
 	}, SessionConfigError);
 });
 
-/** A Fastify app with the plugin on `store`, the routes `/set` and `/get`, and the test's own routes. */
-async function serve(t: TestContext, store: SessionStore, routes: (app: FastifyInstance) => void): Promise<string> {
+/**
+ * A Fastify app with the plugin on `store`, the routes `/set` and `/get`, and the test's own
+ * routes; `before` adds what must come before the plugin (hooks that run ahead of its own).
+ */
+async function serve(t: TestContext, store: SessionStore, routes: (app: FastifyInstance) => void, before?: (app: FastifyInstance) => void): Promise<string> {
 	const sessions = createSessions({ store });
 	const app = Fastify();
+	before?.(app);
 	await app.register(sessionPlugin, { sessions });
 	app.get("/set", async (request) => {
 		request.session.set("user_id", 123);
@@ -148,6 +152,67 @@ for (const kind of STORE_KINDS) {
 		const failed = await fetch(`${url}/response-500`, { headers: { cookie } });
 		assert.equal(failed.status, 500);
 		assert.equal(await (await fetch(`${url}/get`, { headers: { cookie } })).text(), "123");
+	});
+
+	/** Routes that change the session, for an app `onSend` hook to fail on: `/renew` and `/new`. */
+	const changingRoutes = (app: FastifyInstance) => {
+		app.get("/renew", async (request) => {
+			request.session.renew();
+			request.session.set("user_id", 7);
+			return "renewed";
+		});
+		app.get("/new", async (request) => {
+			request.session.set("user_id", 8);
+			return "created";
+		});
+	};
+	const failsOn = (url: string) => url === "/renew" || url === "/new";
+
+	it(`fastify (${kind} store): an app onSend hook added after the plugin that fails: the 500 keeps the cookie of the commit already made`, async (t) => {
+		const url = await serve(t, await storeOf(kind, t), (app) => {
+			changingRoutes(app);
+			// Runs after the plugin's onSend, which has committed; fails the success reply only.
+			app.addHook("onSend", (request, reply, payload, done) => {
+				if (failsOn(request.url) && reply.statusCode < 500) done(new Error("late hook failed"));
+				else done(null, payload);
+			});
+		});
+		const cookie = sessionCookieOf(await fetch(`${url}/set`))!;
+		const renewed = await fetch(`${url}/renew`, { headers: { cookie } });
+		assert.equal(renewed.status, 500);
+		const newCookie = sessionCookieOf(renewed);
+		assert.ok(newCookie !== undefined && newCookie !== cookie, "the renewed session's cookie is sent, even on the 500");
+		assert.equal(renewed.headers.get("cache-control"), "no-store");
+		assert.equal(renewed.headers.get("vary"), "Cookie");
+		// The commit cannot be undone: the old token is retired, the new one holds the change.
+		assert.equal(await (await fetch(`${url}/get`, { headers: { cookie } })).text(), "undefined");
+		assert.equal(await (await fetch(`${url}/get`, { headers: { cookie: newCookie } })).text(), "7", "the cookie matches the store: the user stays logged in");
+
+		const created = await fetch(`${url}/new`);
+		assert.equal(created.status, 500);
+		const createdCookie = sessionCookieOf(created);
+		assert.ok(createdCookie, "the new session's cookie is sent");
+		assert.equal(await (await fetch(`${url}/get`, { headers: { cookie: createdCookie } })).text(), "8");
+	});
+
+	it(`fastify (${kind} store): an app onSend hook added before the plugin that fails: nothing is committed for the 500`, async (t) => {
+		const url = await serve(t, await storeOf(kind, t), changingRoutes, (app) => {
+			// Runs ahead of the plugin's onSend: the plugin's onSend then runs for the error reply only.
+			app.addHook("onSend", (request, reply, payload, done) => {
+				if (failsOn(request.url) && reply.statusCode < 500) throw new Error("early hook failed");
+				done(null, payload);
+			});
+		});
+		const cookie = sessionCookieOf(await fetch(`${url}/set`))!;
+		const renewed = await fetch(`${url}/renew`, { headers: { cookie } });
+		assert.equal(renewed.status, 500);
+		assert.deepEqual(setCookiesOf(renewed), []);
+		assert.equal(renewed.headers.get("cache-control"), null);
+		assert.equal(await (await fetch(`${url}/get`, { headers: { cookie } })).text(), "123", "neither the renew() nor the change was committed");
+
+		const created = await fetch(`${url}/new`);
+		assert.equal(created.status, 500);
+		assert.deepEqual(setCookiesOf(created), [], "a new session is not stored for the 500");
 	});
 }
 
