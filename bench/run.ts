@@ -30,6 +30,7 @@ import type { Entry, Framework, Kind, MicroResult, Report, ScenarioName, StoredB
 import { FRAMEWORK_LABEL } from "./lib/types.js";
 import { profile } from "./lib/profile.js";
 import { holdCpuLatency } from "./lib/cpu-latency.js";
+import { compileSrc } from "./lib/build.js";
 import { TimeBudget } from "./lib/time-budget.js";
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
@@ -647,16 +648,12 @@ const round = (x: number) => Math.round(x * 1000) / 1000;
 // ------------------------------------------------------------------------------ build, micro
 
 function build(): void {
-	rmSync(DIST, { recursive: true, force: true });
 	mkdirSync(TMP, { recursive: true });
-	const tsc = join(ROOT, "node_modules/typescript/bin/tsc");
-	const result = spawnSync(process.execPath, [tsc, "-p", "tsconfig.build.json", "--outDir", DIST, "--declaration", "false", "--sourceMap", "true"], { cwd: ROOT, encoding: "utf8", timeout: 120_000 });
-	if (result.status !== 0) {
-		const errors = `${result.stdout}${result.stderr}`.trim().split("\n");
+	const errors = compileSrc(DIST);
+	if (errors.length > 0) {
 		log(`build: tsc reported errors (the files it emitted are used; variants whose module is missing are skipped):\n  ${errors.slice(0, 10).join("\n  ")}${errors.length > 10 ? `\n  … ${errors.length - 10} more lines` : ""}`);
 		notes.push(`tsc reported errors while building src (work in progress elsewhere); the emitted JavaScript was used.`);
 	}
-	if (!existsSync(join(DIST, "index.js"))) throw new Error("the build emitted no dist/index.js: cannot run sessionkit variants");
 	log(`build: src compiled to ${relative(ROOT, DIST)}`);
 }
 
