@@ -18,6 +18,7 @@ import { getSession, sessionMiddleware } from "sessionkit/hono";
 import { createApp } from "../../examples/hono/app.js";
 import { adapterConformance, listen } from "../adapter-conformance.js";
 import { setCookiesOf } from "../helpers/cookie-jar.js";
+import { dataOf, loggedIn } from "../helpers/error-path-app.js";
 import { faultyStore, STORE_KINDS, storeOf } from "../helpers/test-stores.js";
 
 adapterConformance("hono", async (sessions, { trustProxy }) =>
@@ -147,19 +148,6 @@ async function serve(t: TestContext, store: SessionStore, onError: ErrorHandler)
 }
 
 class AuthError extends Error {}
-
-/** A new session cookie from `/set`, as a `Cookie` header value. */
-async function loggedIn(url: string): Promise<string> {
-	const response = await fetch(`${url}/set`);
-	await response.text();
-	const cookie = response.headers.getSetCookie().find((line) => line.startsWith("sid="));
-	assert.ok(cookie, "/set sets the session cookie");
-	return cookie.split(";")[0]!;
-}
-
-async function dataOf(url: string, cookie: string): Promise<unknown> {
-	return JSON.parse(await (await fetch(`${url}/get`, { headers: { cookie } })).text());
-}
 
 /** onError logs the user out and answers 401, or with `?status=` when given. */
 const logOut: ErrorHandler = (_error, c) => {

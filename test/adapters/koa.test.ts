@@ -11,6 +11,7 @@ import { getSession, sessionMiddleware } from "sessionkit/koa";
 import { createApp } from "../../examples/koa/app.js";
 import { adapterConformance, listen } from "../adapter-conformance.js";
 import { setCookiesOf } from "../helpers/cookie-jar.js";
+import { dataOf, loggedIn } from "../helpers/error-path-app.js";
 import { faultyStore, STORE_KINDS, storeOf } from "../helpers/test-stores.js";
 
 adapterConformance("koa", async (sessions, { trustProxy }) =>
@@ -111,19 +112,6 @@ async function serve(t: TestContext, store: SessionStore, upstream: Middleware |
 	const server = await listen(createServer(app.callback()));
 	t.after(() => server.close());
 	return { url: server.url, sessions, errors };
-}
-
-/** A new session cookie from `/set`, as a `Cookie` header value. */
-async function loggedIn(url: string): Promise<string> {
-	const response = await fetch(`${url}/set`);
-	await response.text();
-	const cookie = response.headers.getSetCookie().find((line) => line.startsWith("sid="));
-	assert.ok(cookie, "/set sets the session cookie");
-	return cookie.split(";")[0]!;
-}
-
-async function dataOf(url: string, cookie: string): Promise<unknown> {
-	return JSON.parse(await (await fetch(`${url}/get`, { headers: { cookie } })).text());
 }
 
 /** Asserts that `response` expires the session cookie, and keeps caches from storing that. */

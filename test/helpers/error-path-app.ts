@@ -1,0 +1,19 @@
+/**
+ * Requests against the error-path test apps of the Koa and Hono suites: `/set` stores
+ * `user_id = 123` in a new session, `/get` answers the session's data as JSON.
+ */
+import assert from "node:assert/strict";
+
+/** A new session cookie from `/set`, as a `Cookie` header value. */
+export async function loggedIn(url: string): Promise<string> {
+	const response = await fetch(`${url}/set`);
+	await response.text();
+	const cookie = response.headers.getSetCookie().find((line) => line.startsWith("sid="));
+	assert.ok(cookie, "/set sets the session cookie");
+	return cookie.split(";")[0]!;
+}
+
+/** The session's data, as `/get` answers it for `cookie`. */
+export async function dataOf(url: string, cookie: string): Promise<unknown> {
+	return JSON.parse(await (await fetch(`${url}/get`, { headers: { cookie } })).text());
+}
