@@ -11,7 +11,7 @@ import { getSession, sessionMiddleware } from "sessionkit/koa";
 import { createApp } from "../../examples/koa/app.js";
 import { adapterConformance, listen } from "../adapter-conformance.js";
 import { setCookiesOf } from "../helpers/cookie-jar.js";
-import { dataOf, loggedIn } from "../helpers/error-path-app.js";
+import { assertExpiresSession, dataOf, loggedIn } from "../helpers/error-path-app.js";
 import { faultyStore, STORE_KINDS, storeOf } from "../helpers/test-stores.js";
 
 adapterConformance("koa", async (sessions, { trustProxy }) =>
@@ -112,16 +112,6 @@ async function serve(t: TestContext, store: SessionStore, upstream: Middleware |
 	const server = await listen(createServer(app.callback()));
 	t.after(() => server.close());
 	return { url: server.url, sessions, errors };
-}
-
-/** Asserts that `response` expires the session cookie, and keeps caches from storing that. */
-function assertExpiresSession(response: Response): void {
-	const sid = setCookiesOf(response).find((cookie) => cookie.name === "sid");
-	assert.ok(sid, "the response sets the session cookie");
-	assert.equal(sid.value, "");
-	assert.equal(sid.attributes.get("max-age"), "0", "the destroyed session's cookie is expired");
-	assert.equal(response.headers.get("cache-control"), "no-store");
-	assert.match(response.headers.get("vary") ?? "", /\bCookie\b/);
 }
 
 /** Collects unhandled rejections while the test runs. */

@@ -3,6 +3,7 @@
  * `user_id = 123` in a new session, `/get` answers the session's data as JSON.
  */
 import assert from "node:assert/strict";
+import { setCookiesOf } from "./cookie-jar.js";
 
 /** A new session cookie from `/set`, as a `Cookie` header value. */
 export async function loggedIn(url: string): Promise<string> {
@@ -16,4 +17,14 @@ export async function loggedIn(url: string): Promise<string> {
 /** The session's data, as `/get` answers it for `cookie`. */
 export async function dataOf(url: string, cookie: string): Promise<unknown> {
 	return JSON.parse(await (await fetch(`${url}/get`, { headers: { cookie } })).text());
+}
+
+/** Asserts that `response` expires the session cookie, and keeps caches from storing that. */
+export function assertExpiresSession(response: Response): void {
+	const sid = setCookiesOf(response).find((cookie) => cookie.name === "sid");
+	assert.ok(sid, "the response sets the session cookie");
+	assert.equal(sid.value, "");
+	assert.equal(sid.attributes.get("max-age"), "0", "the destroyed session's cookie is expired");
+	assert.equal(response.headers.get("cache-control"), "no-store");
+	assert.match(response.headers.get("vary") ?? "", /\bCookie\b/);
 }
