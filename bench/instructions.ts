@@ -74,9 +74,14 @@ async function sequential(url: string, cookie: string | null, count: number): Pr
 	}
 }
 
+/**
+ * The session cookie from `/login`, on a connection of its own that closes at once (not load.ts's
+ * shared keep-alive agent): an idle connection the server closed later would run its close code
+ * in the counted requests.
+ */
 async function loginCookie(url: string): Promise<string | null> {
 	return new Promise((resolve, reject) => {
-		http.get(`${url}/login`, (res) => {
+		http.get(`${url}/login`, { agent: false }, (res) => {
 			res.resume();
 			res.on("end", () => resolve(res.headers["set-cookie"]?.[0]?.split(";")[0] ?? null));
 		}).on("error", reject);
