@@ -236,5 +236,28 @@ for (const [name, framework] of [["express 5", express], ["express 4", express4]
 			assert.ok(reply.headers.getSetCookie().some((line) => line.startsWith(`${sessions.cookieName}=`)));
 			assert.equal((await fetch(`${server.url}/save`)).status, 200, "the server still answers");
 		});
+
+		it(`${name}: an error passed to next after the first res.write cuts the response off, as Express does (${storeName} store)`, async (t) => {
+			const sessions = createSessions({ store: await storeOf(storeName, t) });
+			const app = framework();
+			app.use(sessionMiddleware(sessions));
+			app.get("/:page", (req, res, next) => {
+				req.session.set("userId", 7);
+				res.type("text/plain");
+				res.write("partial ");
+				// e.g. the next page of a query, which fails
+				Promise.resolve().then(() => (req.params.page === "fail" ? next(new Error("while streaming")) : res.end("whole")));
+			});
+			// Express's own final handler answers the error: it closes the connection once the headers went out.
+			app.set("env", "test"); // and does not log it
+			const server = await listen(createServer(app));
+			t.after(async () => {
+				await server.close();
+				await sessions.close();
+			});
+			const outcome = await fetch(`${server.url}/fail`).then((reply) => reply.text()).then((text) => `complete: ${text}`, () => "cut off");
+			assert.equal(outcome, "cut off", "the client can tell the response is incomplete");
+			assert.equal(await (await fetch(`${server.url}/next`)).text(), "partial whole", "the server still answers");
+		});
 	}
 }

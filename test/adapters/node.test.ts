@@ -231,3 +231,32 @@ for (const store of ["memory", "file"] as const) {
 		assert.equal((await fetch(server.url)).status, 200);
 	});
 }
+
+for (const store of ["memory", "file"] as const) {
+	it(`node:http: a handler that fails after its first write has its response cut off, not finished with an error page (${store} store)`, async (t) => {
+		const sessions = await sessionsOn(t, store);
+		const errors: unknown[] = [];
+		const server = await serve(t, withSessions(sessions, async (req, res) => {
+			getSession(req).set("userId", 7);
+			res.setHeader("Content-Type", "text/plain; charset=utf-8");
+			res.write("partial ");
+			await null; // e.g. the next page of a query, which fails
+			if (req.url === "/") throw new Error("while streaming");
+			res.end("whole");
+		}, {
+			// The usual onError: it answers unless the headers went out, and otherwise cuts the response off.
+			onError(error, _req, res) {
+				errors.push(error);
+				if (res.headersSent) return void res.destroy();
+				res.statusCode = 500;
+				res.end("failed");
+			},
+		}));
+		// With the memory store the head and "partial " went out before the throw; with the file store
+		// the commit still held them back, so nothing did. Either way the client sees a failure.
+		const outcome = await fetch(server.url).then((response) => response.text()).then((text) => `complete: ${text}`, () => "cut off");
+		assert.equal(outcome, "cut off");
+		assert.equal(errors.length, 1);
+		assert.equal(await (await fetch(`${server.url}/next`)).text(), "partial whole", "the server still answers");
+	});
+}

@@ -34,6 +34,8 @@ interface Hook {
 	queue: Array<() => void>;
 	/** An `end` is in the queue: the response is over, and later calls are dropped as node would refuse them. */
 	ended: boolean;
+	/** A call that sends the head is queued, but no `end`: `headersSent` reads true meanwhile (see `holdBegun`). */
+	begun: boolean;
 }
 
 type HookedResponse = ServerResponse & { [HOOK]?: Hook };
@@ -62,9 +64,11 @@ function done(hook: Hook): void {
  * handler still writing must not reach node's methods once that answer has ended the response:
  * a write after end is an 'error' event nobody listens to, which crashes the process.
  */
-function fail(hook: Hook, error: unknown): void {
+function fail(hook: Hook, res: ServerResponse, error: unknown): void {
 	hook.phase = "failed";
 	hook.queue.length = 0;
+	// Nothing was sent: onError may answer with a whole response.
+	releaseBegun(hook, res);
 	hook.onError(error);
 }
 
@@ -84,7 +88,7 @@ function settle(hook: Hook, res: ServerResponse, statusCode?: number): "now" | "
 	try {
 		result = hook.commit(statusCode ?? res.statusCode);
 	} catch (error) {
-		fail(hook, error);
+		fail(hook, res, error);
 		return "dropped";
 	}
 	if (!isPromiseLike(result)) {
@@ -95,11 +99,14 @@ function settle(hook: Hook, res: ServerResponse, statusCode?: number): "now" | "
 	result.then(
 		() => {
 			done(hook);
+			releaseBegun(hook, res);
 			// Only once the handler's end is queued: while it is still writing, later writes are its own.
 			if (hook.ended) restoreHead(res, sent);
+			// An error handler cut the response off (see holdBegun): nothing more can be sent.
+			if (res.destroyed) hook.queue.length = 0;
 			for (const deferred of hook.queue.splice(0)) deferred();
 		},
-		(error: unknown) => fail(hook, error),
+		(error: unknown) => fail(hook, res, error),
 	);
 	return "later";
 }
@@ -168,8 +175,36 @@ function takeHeaders(res: ServerResponse, args: unknown[]): unknown[] {
 }
 
 /** Queues a call behind the running commit, unless an `end` is queued already (node would refuse the call). */
-function enqueue(hook: Hook, call: () => void): void {
-	if (!hook.ended) hook.queue.push(call);
+function enqueue(hook: Hook, res: ServerResponse, call: () => void): void {
+	if (hook.ended) return;
+	hook.queue.push(call);
+	if (!hook.begun) holdBegun(hook, res);
+}
+
+const HEAD_SENT: PropertyDescriptor = { value: true, configurable: true, enumerable: false, writable: false };
+
+/**
+ * The handler began its response (`writeHead`, `write`, `flushHeaders`) while the commit holds it
+ * back: `headersSent` reads true until the queue is replayed, as it would without the hold. An
+ * error handler then cuts the response off (the usual `if (res.headersSent) res.destroy()`, and
+ * Express's own) instead of appending an error page, with status 200, to the handler's partial
+ * body. An own property, shadowing node's getter: only a response whose commit waits pays for it.
+ */
+function holdBegun(hook: Hook, res: ServerResponse): void {
+	hook.begun = true;
+	Object.defineProperty(res, "headersSent", HEAD_SENT);
+}
+
+/**
+ * Back to node's getter: the queue is replayed (the head really goes out), the commit failed
+ * (nothing went out), or the handler queued its `end`. A whole response is waiting then: an error
+ * handler's answer after it is dropped and its head restored, instead of the whole response
+ * being cut off.
+ */
+function releaseBegun(hook: Hook, res: ServerResponse): void {
+	if (!hook.begun) return;
+	hook.begun = false;
+	delete (res as { headersSent?: boolean }).headersSent;
 }
 
 // The four hooked methods, given the hook, which the instance and the shared methods find on
@@ -182,14 +217,14 @@ function writeHeadWith(hook: Hook, res: ServerResponse, given: unknown[]): Serve
 	const args = hook.phase === "failed" ? given : takeHeaders(res, given);
 	const outcome = settle(hook, res, typeof args[0] === "number" ? args[0] : undefined);
 	if (outcome === "now") (hook.writeHead as (...a: unknown[]) => unknown).apply(res, args);
-	else if (outcome === "later") enqueue(hook, () => (hook.writeHead as (...a: unknown[]) => unknown).apply(res, args));
+	else if (outcome === "later") enqueue(hook, res, () => (hook.writeHead as (...a: unknown[]) => unknown).apply(res, args));
 	return res;
 }
 
 function writeWith(hook: Hook, res: ServerResponse, args: unknown[]): boolean {
 	const outcome = settle(hook, res);
 	if (outcome === "now") return (hook.write as (...a: unknown[]) => boolean).apply(res, args);
-	if (outcome === "later") enqueue(hook, () => (hook.write as (...a: unknown[]) => unknown).apply(res, args));
+	if (outcome === "later") enqueue(hook, res, () => (hook.write as (...a: unknown[]) => unknown).apply(res, args));
 	return true;
 }
 
@@ -197,8 +232,9 @@ function endWith(hook: Hook, res: ServerResponse, args: unknown[]): ServerRespon
 	const outcome = settle(hook, res);
 	if (outcome === "now") (hook.end as (...a: unknown[]) => unknown).apply(res, args);
 	else if (outcome === "later") {
-		enqueue(hook, () => (hook.end as (...a: unknown[]) => unknown).apply(res, args));
+		enqueue(hook, res, () => (hook.end as (...a: unknown[]) => unknown).apply(res, args));
 		hook.ended = true;
+		releaseBegun(hook, res);
 	}
 	return res;
 }
@@ -206,7 +242,7 @@ function endWith(hook: Hook, res: ServerResponse, args: unknown[]): ServerRespon
 function flushHeadersWith(hook: Hook, res: ServerResponse): void {
 	const outcome = settle(hook, res);
 	if (outcome === "now") hook.flushHeaders.call(res);
-	else if (outcome === "later") enqueue(hook, () => hook.flushHeaders.call(res));
+	else if (outcome === "later") enqueue(hook, res, () => hook.flushHeaders.call(res));
 }
 
 const WITH_HOOK = { writeHead: writeHeadWith, write: writeWith, end: endWith, flushHeaders: flushHeadersWith } as const;
@@ -231,7 +267,7 @@ function hookedFlushHeaders(this: HookedResponse): void {
 
 /** A hook that has not committed yet; its original methods are those `methods` has now. */
 function waitingHook(commit: Hook["commit"], onError: Hook["onError"], methods: ServerResponse): Hook {
-	return { commit, onError, writeHead: methods.writeHead, write: methods.write, end: methods.end, flushHeaders: methods.flushHeaders, phase: "waiting", queue: [], ended: false };
+	return { commit, onError, writeHead: methods.writeHead, write: methods.write, end: methods.end, flushHeaders: methods.flushHeaders, phase: "waiting", queue: [], ended: false, begun: false };
 }
 
 /**
