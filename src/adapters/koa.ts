@@ -2,7 +2,7 @@ import type { Context, ExtendableContext, Middleware } from "koa";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError, SessionUsageError } from "../index.js";
 import { assertManager, cancelWebBody, isPromiseLike, isResponse } from "./internal/common.js";
-import { beforeHeaders, commitFor } from "./internal/node-response.js";
+import { commitFor, hookBeforeHeaders } from "./internal/node-response.js";
 
 declare module "koa" {
 	// ExtendableContext is part of every context type, whatever custom ContextT an app declares.
@@ -80,7 +80,7 @@ function commitOnErrorPath<Data extends object>(ctx: Context, sessions: SessionM
 	// Headers already sent (ctx.respond = false): nothing can carry a cookie any more.
 	if (ctx.headerSent) return;
 	const res = ctx.res;
-	beforeHeaders(
+	hookBeforeHeaders(
 		res,
 		(statusCode) => commitFor(res, sessions, session, ctx, statusCode),
 		(error) => errorPathCommitFailed(ctx, error),

@@ -3,7 +3,7 @@ import type { TLSSocket } from "node:tls";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
 import { SessionNotLoadedError, SessionUsageError } from "../index.js";
 import { isPromiseLike } from "./internal/common.js";
-import { beforeHeaders, commitFor } from "./internal/node-response.js";
+import { commitFor, hookBeforeHeaders } from "./internal/node-response.js";
 
 export { applyCommit, beforeHeaders } from "./internal/node-response.js";
 
@@ -76,7 +76,7 @@ type RequestWithContext = IncomingMessage & { [CONTEXT]?: RequestContext };
  * store still held the headers back. A session the handler never used commits as a no-op.
  */
 function hookCommit(req: IncomingMessage, res: ServerResponse, context: RequestContext, binding: Binding): void {
-	beforeHeaders(
+	hookBeforeHeaders(
 		res,
 		(statusCode) => commitFor(res, binding.sessions, context.session, context, statusCode),
 		(error) => binding.onError(error, req, res),

@@ -218,6 +218,9 @@ for (const store of ["memory", "file"] as const) {
 				if (res.headersSent) return void res.destroy();
 				res.statusCode = 500;
 				res.setHeader("Content-Type", "text/html");
+				res.setHeader("Cache-Control", "no-cache");
+				res.setHeader("Vary", "Accept");
+				res.appendHeader("Set-Cookie", "notice=failed");
 				res.end("<h1>failed</h1>");
 			},
 		}));
@@ -225,7 +228,11 @@ for (const store of ["memory", "file"] as const) {
 		assert.equal(response.status, 200);
 		assert.equal(response.headers.get("content-type"), "text/plain; charset=utf-8");
 		assert.equal(await response.text(), "saved");
-		assert.ok(response.headers.getSetCookie().some((line) => line.startsWith(`${sessions.cookieName}=`)));
+		const cookies = response.headers.getSetCookie();
+		assert.equal(cookies.length, 1, `only the session cookie: ${cookies.join(" | ")}`);
+		assert.ok(cookies[0]!.startsWith(`${sessions.cookieName}=`));
+		assert.equal(response.headers.get("cache-control"), "no-store", "none of the error handler's headers");
+		assert.equal(response.headers.get("vary"), "Cookie");
 		assert.equal(errors.length, 1);
 		// The server still answers: the refused end did not crash it.
 		assert.equal((await fetch(server.url)).status, 200);

@@ -21,8 +21,17 @@ export function applyCommit(res: ServerResponse, result: CommitResult): void {
 
 const HOOK = Symbol("sessionkit.beforeHeaders");
 
+/**
+ * Adds a finished commit's headers to the response. A commit of ours resolves to one, so that
+ * the head is restored (see `restoreHead`) before the commit's headers join it.
+ */
+type ApplyCommit = () => void;
+
+/** Commits before the head goes out. A commit given to the public `beforeHeaders` resolves to nothing. */
+type Commit = (statusCode: number) => void | PromiseLike<void | ApplyCommit>;
+
 interface Hook {
-	readonly commit: (statusCode: number) => void | PromiseLike<void>;
+	readonly commit: Commit;
 	readonly onError: (error: unknown) => void;
 	readonly writeHead: ServerResponse["writeHead"];
 	readonly write: ServerResponse["write"];
@@ -84,7 +93,7 @@ function settle(hook: Hook, res: ServerResponse, statusCode?: number): "now" | "
 	if (hook.phase === "committing") return "later";
 	if (hook.phase === "failed") return res.writableEnded ? "dropped" : "now";
 	hook.phase = "committing";
-	let result: void | PromiseLike<void>;
+	let result: ReturnType<Commit>;
 	try {
 		result = hook.commit(statusCode ?? res.statusCode);
 	} catch (error) {
@@ -97,11 +106,14 @@ function settle(hook: Hook, res: ServerResponse, statusCode?: number): "now" | "
 	}
 	const sent = sentHead(res, statusCode ?? res.statusCode);
 	result.then(
-		() => {
+		(apply) => {
 			done(hook);
 			releaseBegun(hook, res);
+			// A public `beforeHeaders` commit may resolve to anything: only a function is ours.
+			const ours = typeof apply === "function";
 			// Only once the handler's end is queued: while it is still writing, later writes are its own.
-			if (hook.ended) restoreHead(res, sent);
+			if (hook.ended) restoreHead(res, sent, ours);
+			if (ours) apply();
 			// An error handler cut the response off (see holdBegun): nothing more can be sent.
 			if (res.destroyed) hook.queue.length = 0;
 			for (const deferred of hook.queue.splice(0)) deferred();
@@ -111,7 +123,7 @@ function settle(hook: Hook, res: ServerResponse, statusCode?: number): "now" | "
 	return "later";
 }
 
-/** The headers the commit adds to: they are the commit's to change, not the snapshot's. */
+/** The headers a commit adds to. One given to the public `beforeHeaders` has added to them already: they are left as they are. */
 function isCommitHeader(name: string): boolean {
 	return name === "set-cookie" || name === "cache-control" || name === "vary";
 }
@@ -136,15 +148,16 @@ function sentHead(res: ServerResponse, statusCode: number): SentHead {
 	return { statusCode, statusMessage: res.statusMessage, names, values: names.map((name) => res.getHeader(name)!) };
 }
 
-function restoreHead(res: ServerResponse, sent: SentHead): void {
+/** Puts back `sent`; every header, when the commit's own are still to be added (`all`), else all but those. */
+function restoreHead(res: ServerResponse, sent: SentHead, all: boolean): void {
 	res.statusCode = sent.statusCode;
 	res.statusMessage = sent.statusMessage;
 	const { names, values } = sent;
 	for (let i = 0; i < names.length; i++) {
 		const name = names[i]!;
-		if (!isCommitHeader(name) && res.getHeader(name) !== values[i]) res.setHeader(name, values[i]!);
+		if ((all || !isCommitHeader(name)) && res.getHeader(name) !== values[i]) res.setHeader(name, values[i]!);
 	}
-	for (const name of res.getHeaderNames()) if (!isCommitHeader(name) && !names.includes(name)) res.removeHeader(name);
+	for (const name of res.getHeaderNames()) if ((all || !isCommitHeader(name)) && !names.includes(name)) res.removeHeader(name);
 }
 
 /**
@@ -266,7 +279,7 @@ function hookedFlushHeaders(this: HookedResponse): void {
 }
 
 /** A hook that has not committed yet; its original methods are those `methods` has now. */
-function waitingHook(commit: Hook["commit"], onError: Hook["onError"], methods: ServerResponse): Hook {
+function waitingHook(commit: Commit, onError: Hook["onError"], methods: ServerResponse): Hook {
 	return { commit, onError, writeHead: methods.writeHead, write: methods.write, end: methods.end, flushHeaders: methods.flushHeaders, phase: "waiting", queue: [], ended: false, begun: false };
 }
 
@@ -281,6 +294,11 @@ function waitingHook(commit: Hook["commit"], onError: Hook["onError"], methods: 
  * `commit` receives the status code the response is about to be sent with.
  */
 export function beforeHeaders(res: ServerResponse, commit: (statusCode: number) => void | PromiseLike<void>, onError: (error: unknown) => void): void {
+	hookBeforeHeaders(res, commit, onError);
+}
+
+/** `beforeHeaders` for the adapters' own commits (`commitFor`), which may resolve to an `ApplyCommit`. */
+export function hookBeforeHeaders(res: ServerResponse, commit: Commit, onError: (error: unknown) => void): void {
 	const hooked = res as HookedResponse;
 	if (hooked[HOOK] !== undefined) {
 		hookAgain(res, waitingHook(commit, onError, res));
@@ -371,22 +389,25 @@ function resolvesTo(res: ServerResponse, methods: Record<Method, unknown>): bool
  * A response on which any of the four is something else (another middleware wrapped `res.end`,
  * say) gets the instance hook instead.
  */
-function beforeHeadersShared(res: ServerResponse, session: Session<object>, commit: (statusCode: number) => void | PromiseLike<void>, onError: (error: unknown) => void): void {
+function beforeHeadersShared(res: ServerResponse, session: Session<object>, commit: Commit, onError: (error: unknown) => void): void {
 	const base = sharedBase(res);
 	const methods = base === null ? null : install(base);
 	if (base === null || methods === null || !resolvesTo(res, methods)) {
-		beforeHeaders(res, commit, onError);
+		hookBeforeHeaders(res, commit, onError);
 		return;
 	}
 	const parent = Object.getPrototypeOf(base) as ServerResponse;
 	session[ADAPTER_SLOT] = waitingHook(commit, onError, parent);
 }
 
-/** Commits `session` and adds the cookie it gives to `res`, unless `statusCode` is a server error. */
-export function commitFor<Data extends object>(res: ServerResponse, sessions: SessionManager<Data>, session: Session<Data>, request: { readonly secure: boolean }, statusCode: number): void | PromiseLike<void> {
+/**
+ * Commits `session`, unless `statusCode` is a server error, and adds the cookie it gives to `res`:
+ * at once when the commit completes synchronously, else through the `ApplyCommit` it resolves to.
+ */
+export function commitFor<Data extends object>(res: ServerResponse, sessions: SessionManager<Data>, session: Session<Data>, request: { readonly secure: boolean }, statusCode: number): void | PromiseLike<ApplyCommit> {
 	if (statusCode >= 500) return;
 	const result = sessions.commit(session, request);
-	if (isPromiseLike(result)) return result.then((settled) => applyCommit(res, settled));
+	if (isPromiseLike(result)) return result.then((settled) => () => applyCommit(res, settled));
 	applyCommit(res, result);
 }
 
@@ -403,6 +424,6 @@ export function commitBeforeHeaders<Data extends object>(
 	request: { readonly secure: boolean },
 	onError: (error: unknown) => void,
 ): void {
-	const commit = (statusCode: number): void | PromiseLike<void> => commitFor(res, sessions, session, request, statusCode);
+	const commit: Commit = (statusCode) => commitFor(res, sessions, session, request, statusCode);
 	beforeHeadersShared(res, session as Session<object>, commit, onError);
 }
