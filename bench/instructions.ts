@@ -1,7 +1,9 @@
 /**
  * `npm run bench:instructions [-- --frameworks=node,fastify --requests=6000]`: instructions a
  * request costs each server (the no-session ceiling, the minimal-session floor, sessionkit) on the
- * untouched and counter routes, counted by valgrind's callgrind. A count does not move with the
+ * untouched and counter routes, counted by valgrind's callgrind. `--store=cookie` and
+ * `--only=sessionkit:counter,iron-session:counter` (library:route pairs, any server in
+ * bench/servers) count other variants; their results go to bench/results/tmp, not over the table. A count does not move with the
  * machine's load, where req/s moves by up to 40% here: it can tell apart changes of 1%.
  *
  * Per server: warm-up on two connections one after the other (closing the first one's makes V8
@@ -33,9 +35,14 @@ const option = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.s
 const frameworks = (option("frameworks")?.split(",") ?? ["node", "express", "fastify", "koa", "hono"]) as Framework[];
 const requests = Number(option("requests") ?? 6000);
 const warmup = Number(option("warmup") ?? 8000);
+const store = option("store") ?? "memory";
+const only = option("only")?.split(",").map((pair) => {
+	const [library, route] = pair.split(":");
+	return { library: library as Library, route: route as Route };
+});
 
-type Library = "none" | "minimal-session" | "sessionkit";
-type Route = "untouched" | "counter";
+type Library = "none" | "minimal-session" | "sessionkit" | "iron-session";
+type Route = "untouched" | "counter" | "read";
 
 interface Count {
 	framework: Framework;
@@ -99,7 +106,7 @@ async function measure(framework: Framework, library: Library, route: Route): Pr
 	const out = join(TMP, `callgrind.${framework}.${library}.${route}`);
 	rmSync(`${out}.1`, { force: true });
 	const started = await startProcess("valgrind", ["--tool=callgrind", "--smc-check=all", `--callgrind-out-file=${out}`, process.execPath, server], {
-		env: { ...process.env, NODE_ENV: "production", BENCH_STORE: "memory", SESSIONKIT_DIST: DIST },
+		env: { ...process.env, NODE_ENV: "production", BENCH_STORE: store, SESSIONKIT_DIST: DIST },
 		ready: (line) => line.startsWith("READY ") || line.startsWith("SKIP "),
 		timeoutMs: 120_000,
 		graceMs: 10_000,
@@ -162,7 +169,7 @@ async function main(): Promise<void> {
 	mkdirSync(TMP, { recursive: true });
 	const errors = compileSrc(DIST);
 	if (errors.length > 0) console.log(`tsc reported errors; the emitted JavaScript is used:\n  ${errors.slice(0, 10).join("\n  ")}`);
-	const queue = frameworks.flatMap((framework) => JOBS.map((job) => ({ framework, ...job })));
+	const queue = frameworks.flatMap((framework) => (only ?? JOBS).map((job) => ({ framework, ...job })));
 	const counts: Count[] = [];
 	const worker = async () => {
 		for (let job = queue.shift(); job; job = queue.shift()) {
@@ -172,7 +179,12 @@ async function main(): Promise<void> {
 		}
 	};
 	await Promise.all([worker(), worker()]);
-	const settings = `callgrind, ${warmup} + ${warmup} warm-up requests on two connections, ${requests} counted; memory store; node ${process.version}`;
+	const settings = `callgrind, ${warmup} + ${warmup} warm-up requests on two connections, ${requests} counted; ${store} store; node ${process.version}`;
+	if (only !== undefined || store !== "memory") {
+		writeFileSync(join(TMP, "instructions.json"), `${JSON.stringify({ date: new Date().toISOString(), settings, counts }, null, "\t")}\n`);
+		console.log(`\nwritten: bench/results/tmp/instructions.json`);
+		return;
+	}
 	const markdown = `# Instructions a request\n\n${settings}; ×ceiling: the ceiling's count over the variant's (as req/s would be).\n\n${table(counts)}\n`;
 	writeFileSync(join(RESULTS, "instructions.md"), markdown);
 	writeFileSync(join(RESULTS, "instructions.json"), `${JSON.stringify({ date: new Date().toISOString(), settings, counts }, null, "\t")}\n`);
