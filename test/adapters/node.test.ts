@@ -267,3 +267,26 @@ for (const store of ["memory", "file"] as const) {
 		assert.equal(await (await fetch(`${server.url}/next`)).text(), "partial whole", "the server still answers");
 	});
 }
+
+for (const store of ["memory", "file"] as const) {
+	it(`node:http: res.flushHeaders() sends the session cookie with the head, and the body follows (${store} store)`, async (t) => {
+		const sessions = await sessionsOn(t, store);
+		const server = await serve(t, withSessions(sessions, async (req, res) => {
+			const visits = getSession(req).increment("visits");
+			res.statusCode = 201;
+			res.setHeader("Content-Type", "text/event-stream");
+			res.flushHeaders(); // as a server-sent events endpoint does before its first event
+			await new Promise((resolve) => setTimeout(resolve, 5));
+			res.end(`data: ${visits}\n\n`);
+		}));
+		const first = await rawRequest(server.url, "GET / HTTP/1.1");
+		const [head, body] = first.split("\r\n\r\n");
+		assert.match(head!, /^HTTP\/1\.1 201 /);
+		assert.match(head!, /\r\nContent-Type: text\/event-stream\r\n/);
+		const cookie = /\r\nSet-Cookie: ([^;]+)/.exec(head!)?.[1];
+		assert.ok(cookie?.startsWith(`${sessions.cookieName}=`), head);
+		assert.match(body!, /data: 1\n\n/);
+		const second = await rawRequest(server.url, `GET / HTTP/1.1\r\nCookie: ${cookie}`);
+		assert.match(second.split("\r\n\r\n")[1]!, /data: 2\n\n/);
+	});
+}
