@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createServer, IncomingMessage, type ServerResponse } from "node:http";
+import { createServer, IncomingMessage, ServerResponse } from "node:http";
 import { connect, Socket } from "node:net";
 import { it, type TestContext } from "node:test";
 import { createSessions, SessionNotLoadedError, SessionTooLargeError, SessionUsageError } from "sessionkit";
@@ -290,3 +290,27 @@ for (const store of ["memory", "file"] as const) {
 		assert.match(second.split("\r\n\r\n")[1]!, /data: 2\n\n/);
 	});
 }
+
+it("node:http: a head sent around the hook while an asynchronous commit runs reaches onError, and the server keeps running", async (t) => {
+	const sessions = await sessionsOn(t, "file");
+	const errors: unknown[] = [];
+	const server = await serve(t, withSessions(sessions, (req, res) => {
+		getSession(req).set("userId", 7);
+		if (req.url === "/around") {
+			res.end("held back"); // queued behind the commit
+			// As code holding node's own method would: the head is out before the commit's cookie.
+			ServerResponse.prototype.writeHead.call(res, 200);
+			return;
+		}
+		res.end("ok");
+	}, {
+		onError(error, _req, res) {
+			errors.push(error);
+			res.destroy();
+		},
+	}));
+	await assert.rejects(fetch(`${server.url}/around`).then((response) => response.text()));
+	assert.equal(errors.length, 1);
+	assert.equal((errors[0] as { code?: unknown }).code, "ERR_HTTP_HEADERS_SENT");
+	assert.equal(await (await fetch(`${server.url}/next`)).text(), "ok", "the server still answers");
+});

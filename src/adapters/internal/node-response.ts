@@ -107,20 +107,30 @@ function settle(hook: Hook, res: ServerResponse, statusCode?: number): "now" | "
 	const sent = sentHead(res, statusCode ?? res.statusCode);
 	result.then(
 		(apply) => {
-			done(hook);
-			releaseBegun(hook, res);
-			// A public `beforeHeaders` commit may resolve to anything: only a function is ours.
-			const ours = typeof apply === "function";
-			// Only once the handler's end is queued: while it is still writing, later writes are its own.
-			if (hook.ended) restoreHead(res, sent, ours);
-			if (ours) apply();
-			// An error handler cut the response off (see holdBegun): nothing more can be sent.
-			if (res.destroyed) hook.queue.length = 0;
-			for (const deferred of hook.queue.splice(0)) deferred();
+			// Thrown here (the head went out some other way, say) it would be an unhandled rejection.
+			try {
+				replay(hook, res, sent, apply);
+			} catch (error) {
+				fail(hook, res, error);
+			}
 		},
 		(error: unknown) => fail(hook, res, error),
 	);
 	return "later";
+}
+
+/** After the commit: the head as it was when the commit began, the commit's headers, then the queued calls. */
+function replay(hook: Hook, res: ServerResponse, sent: SentHead, apply: void | ApplyCommit): void {
+	done(hook);
+	releaseBegun(hook, res);
+	// A public `beforeHeaders` commit may resolve to anything: only a function is ours.
+	const ours = typeof apply === "function";
+	// Only once the handler's end is queued: while it is still writing, later writes are its own.
+	if (hook.ended) restoreHead(res, sent, ours);
+	if (ours) apply();
+	// An error handler cut the response off (see holdBegun): nothing more can be sent.
+	if (res.destroyed) hook.queue.length = 0;
+	for (const deferred of hook.queue.splice(0)) deferred();
 }
 
 /** The headers a commit adds to. One given to the public `beforeHeaders` has added to them already: they are left as they are. */
