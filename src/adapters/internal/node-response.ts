@@ -198,10 +198,15 @@ function takeHeaders(res: ServerResponse, args: unknown[]): unknown[] {
 }
 
 /** Queues a call behind the running commit, unless an `end` is queued already (node would refuse the call). */
-function enqueue(hook: Hook, res: ServerResponse, call: () => void): void {
-	if (hook.ended) return;
+function enqueue(hook: Hook, call: () => void): boolean {
+	if (hook.ended) return false;
 	hook.queue.push(call);
-	if (!hook.begun) holdBegun(hook, res);
+	return true;
+}
+
+/** Queues a call that begins the response (`writeHead`, `write`, `flushHeaders`): see `holdBegun`. */
+function enqueueBegun(hook: Hook, res: ServerResponse, call: () => void): void {
+	if (enqueue(hook, call) && !hook.begun) holdBegun(hook, res);
 }
 
 const HEAD_SENT: PropertyDescriptor = { value: true, configurable: true, enumerable: false, writable: false };
@@ -240,14 +245,14 @@ function writeHeadWith(hook: Hook, res: ServerResponse, given: unknown[]): Serve
 	const args = hook.phase === "failed" ? given : takeHeaders(res, given);
 	const outcome = settle(hook, res, typeof args[0] === "number" ? args[0] : undefined);
 	if (outcome === "now") (hook.writeHead as (...a: unknown[]) => unknown).apply(res, args);
-	else if (outcome === "later") enqueue(hook, res, () => (hook.writeHead as (...a: unknown[]) => unknown).apply(res, args));
+	else if (outcome === "later") enqueueBegun(hook, res, () => (hook.writeHead as (...a: unknown[]) => unknown).apply(res, args));
 	return res;
 }
 
 function writeWith(hook: Hook, res: ServerResponse, args: unknown[]): boolean {
 	const outcome = settle(hook, res);
 	if (outcome === "now") return (hook.write as (...a: unknown[]) => boolean).apply(res, args);
-	if (outcome === "later") enqueue(hook, res, () => (hook.write as (...a: unknown[]) => unknown).apply(res, args));
+	if (outcome === "later") enqueueBegun(hook, res, () => (hook.write as (...a: unknown[]) => unknown).apply(res, args));
 	return true;
 }
 
@@ -255,8 +260,9 @@ function endWith(hook: Hook, res: ServerResponse, args: unknown[]): ServerRespon
 	const outcome = settle(hook, res);
 	if (outcome === "now") (hook.end as (...a: unknown[]) => unknown).apply(res, args);
 	else if (outcome === "later") {
-		enqueue(hook, res, () => (hook.end as (...a: unknown[]) => unknown).apply(res, args));
+		enqueue(hook, () => (hook.end as (...a: unknown[]) => unknown).apply(res, args));
 		hook.ended = true;
+		// The response is whole now: no longer begun (an `end` alone never was, so costs nothing here).
 		releaseBegun(hook, res);
 	}
 	return res;
@@ -265,7 +271,7 @@ function endWith(hook: Hook, res: ServerResponse, args: unknown[]): ServerRespon
 function flushHeadersWith(hook: Hook, res: ServerResponse): void {
 	const outcome = settle(hook, res);
 	if (outcome === "now") hook.flushHeaders.call(res);
-	else if (outcome === "later") enqueue(hook, res, () => hook.flushHeaders.call(res));
+	else if (outcome === "later") enqueueBegun(hook, res, () => hook.flushHeaders.call(res));
 }
 
 const WITH_HOOK = { writeHead: writeHeadWith, write: writeWith, end: endWith, flushHeaders: flushHeadersWith } as const;
