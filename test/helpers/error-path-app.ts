@@ -1,6 +1,8 @@
 /**
  * Requests against the error-path test apps of the Koa and Hono suites: `/set` stores
- * `user_id = 123` in a new session, `/get` answers the session's data as JSON.
+ * `user_id = 123` in a new session, `/get` answers the session's data as JSON, and `/admin`
+ * fails for an error handler that logs the user out (`destroy()`) and answers 401, or with
+ * `?status=` when given.
  */
 import assert from "node:assert/strict";
 import { setCookiesOf } from "./cookie-jar.js";
@@ -27,4 +29,25 @@ export function assertExpiresSession(response: Response): void {
 	assert.equal(sid.attributes.get("max-age"), "0", "the destroyed session's cookie is expired");
 	assert.equal(response.headers.get("cache-control"), "no-store");
 	assert.match(response.headers.get("vary") ?? "", /\bCookie\b/);
+}
+
+/**
+ * With a logged-in session: `/admin` answered with a 500 commits nothing and the session keeps
+ * its data; answered with a 401, the error handler's `destroy()` is committed, so the cookie is
+ * expired and the store no longer holds the session.
+ */
+export async function assertLogOutOnError(url: string, sessions: { count(): Promise<number> }): Promise<void> {
+	const cookie = await loggedIn(url);
+
+	const failed = await fetch(`${url}/admin?status=500`, { headers: { cookie } });
+	assert.equal(failed.status, 500);
+	assert.deepEqual(setCookiesOf(failed), [], "nothing is committed for a server error");
+	assert.deepEqual(await dataOf(url, cookie), { user_id: 123 });
+
+	const denied = await fetch(`${url}/admin`, { headers: { cookie } });
+	assert.equal(denied.status, 401);
+	assert.equal(await denied.text(), "logged out");
+	assertExpiresSession(denied);
+	assert.equal(await sessions.count(), 0, "the store no longer has the session");
+	assert.deepEqual(await dataOf(url, cookie), {});
 }
