@@ -188,13 +188,36 @@ index(KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3])
 return 1
 `;
 
+/**
+ * KEYS: the session. The hash as one JSON string, or nil: {"c":…,"i":…,"a":…,"e":…,"s":…,
+ * "d":{name: value},"f":{name: value}}. One reply element for the client to decode where HGETALL
+ * gives two a field: for a login session (13 fields) that halves the client's CPU a load, as
+ * ioredis decodes each element in JavaScript. Every value is a string, so cjson's number
+ * handling never applies, and a table with only string keys is always a JSON object (`{}` when
+ * empty).
+ */
+const LOAD = `
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return false end
+local record, data, flash = {}, {}, {}
+for n = 1, #fields, 2 do
+	local name, value = fields[n], fields[n + 1]
+	local kind = string.sub(name, 1, 2)
+	if kind == 'd:' then data[string.sub(name, 3)] = value
+	elseif kind == 'f:' then flash[string.sub(name, 3)] = value
+	else record[name] = value end
+end
+record.d, record.f = data, flash
+return cjson.encode(record)
+`;
+
 interface Script {
 	source: string;
 	sha: string;
 }
 
-function script(body: string): Script {
-	const source = LUA_PRELUDE + body;
+function script(body: string, prelude = LUA_PRELUDE): Script {
+	const source = prelude + body;
 	return { source, sha: createHash("sha1").update(source).digest("hex") };
 }
 
@@ -206,10 +229,11 @@ const scripts = {
 	touch: script(TOUCH),
 	deleteIfSubject: script(DELETE_IF_SUBJECT),
 	index: script(INDEX),
+	load: script(LOAD, ""),
 };
 
 /** The commands the store uses, which `Redis` and `Cluster` share. */
-type Client = Pick<Redis, "evalsha" | "eval" | "hget" | "hgetall" | "hmget" | "del" | "zrangebyscore" | "zrem" | "scan" | "quit">;
+type Client = Pick<Redis, "evalsha" | "eval" | "evalsha_ro" | "eval_ro" | "hget" | "hmget" | "del" | "zrangebyscore" | "zrem" | "scan" | "quit">;
 
 function validatePrefix(prefix: unknown): string {
 	if (typeof prefix !== "string" || !/^[^\s\p{Cc}{}]{1,128}$/u.test(prefix)) {
@@ -233,13 +257,6 @@ function escapeGlob(text: string): string {
 	return text.replace(/[*?[\]\\]/g, "\\$&");
 }
 
-// Builds a plain object whose keys are data, so a "__proto__" name stays an ordinary key (only
-// that name needs defineProperty, which is slow: it runs for every field of every load).
-function put(target: Record<string, string>, name: string, value: string): void {
-	if (name === "__proto__") Object.defineProperty(target, name, { value, enumerable: true, writable: true, configurable: true });
-	else target[name] = value;
-}
-
 function toFields(record: StoredRecord, expiresAt: number): string[] {
 	const fields = ["c", String(record.createdAt), "i", String(record.idleExpiresAt), "a", String(record.absoluteExpiresAt), "e", String(expiresAt)];
 	if (record.subject !== null) fields.push("s", record.subject);
@@ -248,21 +265,18 @@ function toFields(record: StoredRecord, expiresAt: number): string[] {
 	return fields;
 }
 
-function fromHash(hash: Record<string, string>, now: number): StoredRecord | null {
-	if (!(Number(hash.e) > now) || hash.c === undefined) return null;
-	const data: Record<string, string> = {};
-	const flash: Record<string, string> = {};
-	for (const [field, value] of Object.entries(hash)) {
-		if (field.startsWith("d:")) put(data, field.slice(2), value);
-		else if (field.startsWith("f:")) put(flash, field.slice(2), value);
-	}
+/** The load script's answer as the core's record, or `null` for none or a dead one. */
+function fromLoaded(json: string, now: number): StoredRecord | null {
+	const loaded = JSON.parse(json) as { c?: string; i: string; a: string; e: string; s?: string; d: Record<string, string>; f: Record<string, string> };
+	if (!(Number(loaded.e) > now) || loaded.c === undefined) return null;
+	// JSON.parse makes a "__proto__" name an own property, as data, like every other name.
 	return {
-		data,
-		flash,
-		createdAt: Number(hash.c),
-		idleExpiresAt: Number(hash.i),
-		absoluteExpiresAt: Number(hash.a),
-		subject: hash.s ?? null,
+		data: loaded.d,
+		flash: loaded.f,
+		createdAt: Number(loaded.c),
+		idleExpiresAt: Number(loaded.i),
+		absoluteExpiresAt: Number(loaded.a),
+		subject: loaded.s ?? null,
 	};
 }
 
@@ -288,6 +302,13 @@ function mergeArgs(now: number, changes: RecordChanges, expiresAt: number): Arra
 	pushList(args, changes.flashDelete);
 	pushPairs(args, changes.flashSet);
 	return args;
+}
+
+/** `error` as the store's error: ours pass through, anything else becomes `SessionStoreError`. */
+function storeError(operation: string, error: unknown): Error {
+	if (error instanceof SessionStoreError || error instanceof SessionConfigError) return error;
+	const detail = error instanceof Error ? error.message : String(error);
+	return new SessionStoreError("redis", `${operation} failed: ${detail}`, { cause: error });
 }
 
 async function connect(url: string): Promise<Redis> {
@@ -328,16 +349,24 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 	const timeoutMs = validateTimeout(options.timeout ?? 5) * 1000;
 
 	let ready: Promise<Client>;
+	/** The client once `ready` has it: operations then skip a wait on `ready`. */
+	let connected: Client | null = null;
 	let owned = false;
 	if ("client" in connection && connection.client) {
 		if (typeof (connection.client as Partial<Client>).evalsha !== "function") {
 			throw new SessionConfigError("client", "must be an ioredis Redis or Cluster instance.");
 		}
-		ready = Promise.resolve(connection.client as unknown as Client);
+		connected = connection.client as unknown as Client;
+		ready = Promise.resolve(connected);
 	} else if ("url" in connection && typeof connection.url === "string" && connection.url !== "") {
 		owned = true;
 		ready = connect(connection.url);
-		ready.catch(() => {}); // surfaces at the first operation; see the TSDoc
+		ready.then(
+			(client) => {
+				connected = client;
+			},
+			() => {}, // surfaces at the first operation; see the TSDoc
+		);
 	} else {
 		throw new SessionConfigError("connection", "must be { client } (an ioredis Redis or Cluster) or { url }.");
 	}
@@ -346,20 +375,21 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 	const sessionKey = (key: string): string => `${prefix}{${key}}`;
 	const indexKey = (subject: string): string => `${prefix}subject:{${subject}}`;
 
-	async function run<T>(operation: string, work: (client: Client) => Promise<T>): Promise<T> {
-		let timer: ReturnType<typeof setTimeout> | undefined;
-		const timedOut = new Promise<never>((_, reject) => {
-			timer = setTimeout(() => reject(new SessionStoreError("redis", `${operation} got no answer within ${timeoutMs / 1000} s. Is Redis reachable?`)), timeoutMs);
+	/** `work`'s result; `SessionStoreError` when it fails or takes longer than `timeout`. */
+	function run<T>(operation: string, work: (client: Client) => Promise<T>): Promise<T> {
+		return new Promise<T>((resolve, reject) => {
+			const timer = setTimeout(() => reject(new SessionStoreError("redis", `${operation} got no answer within ${timeoutMs / 1000} s. Is Redis reachable?`)), timeoutMs);
+			(connected === null ? ready.then(work) : work(connected)).then(
+				(value) => {
+					clearTimeout(timer);
+					resolve(value);
+				},
+				(error: unknown) => {
+					clearTimeout(timer);
+					reject(storeError(operation, error));
+				},
+			);
 		});
-		try {
-			return await Promise.race([ready.then(work), timedOut]);
-		} catch (error) {
-			if (error instanceof SessionStoreError || error instanceof SessionConfigError) throw error;
-			const detail = error instanceof Error ? error.message : String(error);
-			throw new SessionStoreError("redis", `${operation} failed: ${detail}`, { cause: error });
-		} finally {
-			clearTimeout(timer);
-		}
 	}
 
 	async function evaluate(client: Client, { source, sha }: Script, keys: string | string[], args: Array<string | number>): Promise<unknown> {
@@ -371,6 +401,24 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 			if (!(error instanceof Error) || !error.message.startsWith("NOSCRIPT")) throw error;
 			return client.eval(source, keyList.length, ...keyList, ...args);
 		}
+	}
+
+	// EVALSHA_RO (Redis 7+) says the script only reads: a replica may run it, and it never counts as
+	// a write. An older server answers "unknown command" once; from then on plain EVALSHA.
+	let readOnlyScripts = true;
+
+	async function evaluateReadOnly(client: Client, { source, sha }: Script, key: string): Promise<unknown> {
+		if (readOnlyScripts) {
+			try {
+				return await client.evalsha_ro(sha, 1, key);
+			} catch (error) {
+				if (!(error instanceof Error)) throw error;
+				if (error.message.startsWith("NOSCRIPT")) return client.eval_ro(source, 1, key);
+				if (!/unknown command/i.test(error.message)) throw error;
+				readOnlyScripts = false;
+			}
+		}
+		return evaluate(client, { source, sha }, key, []);
 	}
 
 	async function index(client: Client, subject: string, key: string, livesUntil: number): Promise<void> {
@@ -399,7 +447,10 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 		name: "redis",
 
 		get(key) {
-			return run("get", async (client) => fromHash(await client.hgetall(sessionKey(key)), Date.now()));
+			return run("get", async (client) => {
+				const loaded = (await evaluateReadOnly(client, scripts.load, sessionKey(key))) as string | null;
+				return loaded === null ? null : fromLoaded(loaded, Date.now());
+			});
 		},
 
 		set(key, record, expiresAt) {
