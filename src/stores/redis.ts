@@ -94,10 +94,11 @@ return write(KEYS[1], ARGV[3], 6)
 `;
 
 /**
- * ARGV: now, expiresAt, idleExpiresAt, clear ("1"/"0"), subject mode ("keep" | "null" | "set"),
- * subject, then five lists, each a count followed by its items: delete names, set name/value
- * pairs, increment name/amount pairs, flash-delete names, flash-set name/value pairs.
- * Applies them in the order RecordChanges documents.
+ * ARGV: now, expiresAt, idleExpiresAt, a head, the subject, then the items of five lists: delete
+ * names, set name/value pairs, increment name/amount pairs, flash-delete names, flash-set
+ * name/value pairs. The head is clear ("1"/"0"), the subject mode ("k" keep, "n" null, "s" set)
+ * and the five lists' lengths: "0k 0 0 1 0 0" for one increment. One argument instead of seven:
+ * ioredis spends about 0.1 µs on each. Applies the lists in the order RecordChanges documents.
  */
 const MERGE_HEAD = `
 local key, now = KEYS[1], tonumber(ARGV[1])
@@ -105,7 +106,10 @@ if not alive(key, now) then return 0 end
 `;
 
 const MERGE_BODY = `
-local pos = 6
+local head = ARGV[4]
+local lengths = {}
+for length in string.gmatch(string.sub(head, 4), '%d+') do lengths[#lengths + 1] = tonumber(length) end
+local pos = 5
 local function take() pos = pos + 1; return ARGV[pos] end
 -- Same reading as the core's applyChanges: not a finite number counts as 0.
 local function number(value)
@@ -121,28 +125,29 @@ local function format(n)
 	end
 	return string.format('%.17g', n)
 end
-if ARGV[4] == '1' then
+if string.sub(head, 1, 1) == '1' then
 	for _, field in ipairs(redis.call('HKEYS', key)) do
 		if string.sub(field, 1, 2) == 'd:' then redis.call('HDEL', key, field) end
 	end
 end
-for _ = 1, tonumber(take()) do redis.call('HDEL', key, 'd:' .. take()) end
-for _ = 1, tonumber(take()) do
+for _ = 1, lengths[1] do redis.call('HDEL', key, 'd:' .. take()) end
+for _ = 1, lengths[2] do
 	local field = 'd:' .. take()
 	redis.call('HSET', key, field, take())
 end
-for _ = 1, tonumber(take()) do
+for _ = 1, lengths[3] do
 	local field = 'd:' .. take()
 	local by = tonumber(take())
 	redis.call('HSET', key, field, format(number(redis.call('HGET', key, field)) + by))
 end
-for _ = 1, tonumber(take()) do redis.call('HDEL', key, 'f:' .. take()) end
-for _ = 1, tonumber(take()) do
+for _ = 1, lengths[4] do redis.call('HDEL', key, 'f:' .. take()) end
+for _ = 1, lengths[5] do
 	local field = 'f:' .. take()
 	redis.call('HSET', key, field, take())
 end
-if ARGV[5] == 'null' then redis.call('HDEL', key, 's')
-elseif ARGV[5] == 'set' then redis.call('HSET', key, 's', ARGV[6]) end
+local subjectMode = string.sub(head, 2, 2)
+if subjectMode == 'n' then redis.call('HDEL', key, 's')
+elseif subjectMode == 's' then redis.call('HSET', key, 's', ARGV[5]) end
 redis.call('HSET', key, 'i', ARGV[3], 'e', ARGV[2])
 redis.call('PEXPIREAT', key, ARGV[2])
 return 1
@@ -280,27 +285,23 @@ function fromLoaded(json: string, now: number): StoredRecord | null {
 	};
 }
 
-/** Appends a count, then the items. */
-function pushList(args: Array<string | number>, items: readonly string[]): void {
-	args.push(items.length);
-	for (const item of items) args.push(item);
-}
-
-/** Appends a count of pairs, then name, value, name, value... */
-function pushPairs(args: Array<string | number>, record: Readonly<Record<string, string | number>>): void {
+/** Appends the pairs name, value, name, value...; returns how many pairs. */
+function pushPairs(args: Array<string | number>, record: Readonly<Record<string, string | number>>): number {
 	const names = Object.keys(record);
-	args.push(names.length);
 	for (const name of names) args.push(name, record[name]!);
+	return names.length;
 }
 
+/** The merge script's ARGV (see MERGE). */
 function mergeArgs(now: number, changes: RecordChanges, expiresAt: number): Array<string | number> {
-	const subjectMode = changes.subject === undefined ? "keep" : changes.subject === null ? "null" : "set";
-	const args: Array<string | number> = [now, expiresAt, changes.idleExpiresAt, changes.clear ? "1" : "0", subjectMode, changes.subject ?? ""];
-	pushList(args, changes.delete);
-	pushPairs(args, changes.set);
-	pushPairs(args, changes.increment);
-	pushList(args, changes.flashDelete);
-	pushPairs(args, changes.flashSet);
+	const subjectMode = changes.subject === undefined ? "k" : changes.subject === null ? "n" : "s";
+	const args: Array<string | number> = [now, expiresAt, changes.idleExpiresAt, "", changes.subject ?? ""];
+	for (const name of changes.delete) args.push(name);
+	const sets = pushPairs(args, changes.set);
+	const increments = pushPairs(args, changes.increment);
+	for (const name of changes.flashDelete) args.push(name);
+	const flashSets = pushPairs(args, changes.flashSet);
+	args[3] = `${changes.clear ? "1" : "0"}${subjectMode} ${changes.delete.length} ${sets} ${increments} ${changes.flashDelete.length} ${flashSets}`;
 	return args;
 }
 
