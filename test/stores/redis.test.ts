@@ -17,6 +17,20 @@ function client(): Redis {
 	return redis;
 }
 
+/** The real client, with the name of each method called pushed onto `calls`. */
+function countingCalls(redis: Redis, calls: string[]): Redis {
+	return new Proxy(redis, {
+		get(target, name) {
+			const value = Reflect.get(target, name, target) as unknown;
+			if (typeof value !== "function") return value;
+			return (...args: unknown[]) => {
+				calls.push(String(name));
+				return (value as (...a: unknown[]) => unknown).apply(target, args);
+			};
+		},
+	});
+}
+
 /** Deletes every key under `prefix` (SCAN, never KEYS) and closes the client. */
 async function dropPrefix(redis: Redis, prefix: string): Promise<void> {
 	let cursor = "0";
@@ -103,17 +117,7 @@ describe("redis store", () => {
 
 		it("on a standalone server, writes a session and its subject index in one round trip; a replace or merge of a dead session indexes nothing", async () => {
 			const calls: string[] = [];
-			// The real client, with its calls counted.
-			const counted = new Proxy(redis, {
-				get(target, name) {
-					const value = Reflect.get(target, name, target) as unknown;
-					if (typeof value !== "function") return value;
-					return (...args: unknown[]) => {
-						calls.push(String(name));
-						return (value as (...a: unknown[]) => unknown).apply(target, args);
-					};
-				},
-			});
+			const counted = countingCalls(redis, calls);
 			const store = redisStore({ client: counted }, { prefix });
 			// Loads the scripts (a test above flushes the server's script cache), so each call below is one.
 			const warm = randomKey();
@@ -210,16 +214,7 @@ describe("redis store", () => {
 		const redis = new Redis({ host: "127.0.0.1", port, maxRetriesPerRequest: 1 });
 		redis.on("error", () => {});
 		const calls: string[] = [];
-		const counted = new Proxy(redis, {
-			get(target, name) {
-				const value = Reflect.get(target, name, target) as unknown;
-				if (typeof value !== "function") return value;
-				return (...args: unknown[]) => {
-					calls.push(String(name));
-					return (value as (...a: unknown[]) => unknown).apply(target, args);
-				};
-			},
-		});
+		const counted = countingCalls(redis, calls);
 		try {
 			const store = redisStore({ client: counted });
 			const key = randomKey();
