@@ -305,6 +305,8 @@ function mergeArgs(now: number, changes: RecordChanges, expiresAt: number): Arra
 	return args;
 }
 
+const isOne = (reply: unknown): boolean => reply === 1;
+
 /** `error` as the store's error: ours pass through, anything else becomes `SessionStoreError`. */
 function storeError(operation: string, error: unknown): Error {
 	if (error instanceof SessionStoreError || error instanceof SessionConfigError) return error;
@@ -380,7 +382,13 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 	function run<T>(operation: string, work: (client: Client) => Promise<T>): Promise<T> {
 		return new Promise<T>((resolve, reject) => {
 			const timer = setTimeout(() => reject(new SessionStoreError("redis", `${operation} got no answer within ${timeoutMs / 1000} s. Is Redis reachable?`)), timeoutMs);
-			(connected === null ? ready.then(work) : work(connected)).then(
+			let pending: Promise<T>;
+			try {
+				pending = connected === null ? ready.then(work) : work(connected);
+			} catch (error) {
+				pending = Promise.reject(error);
+			}
+			pending.then(
 				(value) => {
 					clearTimeout(timer);
 					resolve(value);
@@ -448,10 +456,9 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 		name: "redis",
 
 		get(key) {
-			return run("get", async (client) => {
-				const loaded = (await evaluateReadOnly(client, scripts.load, sessionKey(key))) as string | null;
-				return loaded === null ? null : fromLoaded(loaded, Date.now());
-			});
+			return run("get", (client) =>
+				evaluateReadOnly(client, scripts.load, sessionKey(key)).then((loaded) => (loaded === null ? null : fromLoaded(loaded as string, Date.now()))),
+			);
 		},
 
 		set(key, record, expiresAt) {
@@ -466,9 +473,10 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 		},
 
 		merge(key, changes, expiresAt) {
+			const subject = changes.subject;
+			// The common merge (no new subject) without an async function of its own around the script.
+			if (typeof subject !== "string") return run("merge", (client) => evaluate(client, scripts.merge, sessionKey(key), mergeArgs(Date.now(), changes, expiresAt)).then(isOne));
 			return run("merge", async (client) => {
-				const subject = changes.subject;
-				if (typeof subject !== "string") return (await evaluate(client, scripts.merge, sessionKey(key), mergeArgs(Date.now(), changes, expiresAt))) === 1;
 				if (!cluster) {
 					const args = mergeArgs(Date.now(), changes, expiresAt);
 					args.push(key);
