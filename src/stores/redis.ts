@@ -416,18 +416,18 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 	// a write. An older server answers "unknown command" once; from then on plain EVALSHA.
 	let readOnlyScripts = true;
 
-	async function evaluateReadOnly(client: Client, { source, sha }: Script, key: string): Promise<unknown> {
+	async function evaluateReadOnly(client: Client, script: Script, key: string): Promise<unknown> {
 		if (readOnlyScripts) {
 			try {
-				return await client.evalsha_ro(sha, 1, key);
+				return await client.evalsha_ro(script.sha, 1, key);
 			} catch (error) {
 				if (!(error instanceof Error)) throw error;
-				if (error.message.startsWith("NOSCRIPT")) return client.eval_ro(source, 1, key);
+				if (error.message.startsWith("NOSCRIPT")) return client.eval_ro(script.source, 1, key);
 				if (!/unknown command/i.test(error.message)) throw error;
 				readOnlyScripts = false;
 			}
 		}
-		return evaluate(client, { source, sha }, key, []);
+		return evaluate(client, script, key, []);
 	}
 
 	async function index(client: Client, subject: string, key: string, livesUntil: number): Promise<void> {
