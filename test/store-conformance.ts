@@ -430,6 +430,34 @@ export function storeConformance(
 			assert.equal((await sessions.load(renewed)).get("userId"), 2);
 		});
 
+		it("a slower renew (a login) does not bring back a session destroyed before it commits", async () => {
+			const written: string[] = [];
+			// Records the keys written, to look under the renewed session's key afterwards.
+			const watched = new Proxy(store, {
+				get(target, property, receiver) {
+					const value = Reflect.get(target, property, receiver);
+					if (property !== "set" || typeof value !== "function") return typeof value === "function" ? value.bind(target) : value;
+					return (key: string, ...rest: unknown[]) => {
+						written.push(key);
+						return value.call(target, key, ...rest);
+					};
+				},
+			});
+			const sessions = createSessions({ store: watched });
+			const first = await sessions.load(undefined);
+			first.set("role", "admin");
+			const cookie = (await sessions.commit(first, { secure: false })).setCookie!.split(";")[0]!;
+			const login = await sessions.load(cookie);
+			login.renew();
+			const logout = await sessions.load(cookie);
+			logout.destroy();
+			await sessions.commit(logout, { secure: false });
+			const late = await sessions.commit(login, { secure: false });
+			assert.equal(late.setCookie, null, "no cookie: the renewed session does not exist");
+			assert.equal(written.length, 2, "the first session and the renewed copy were written");
+			assert.equal(await store.get(written[1]!), null, "nothing is left under the new key");
+		});
+
 		if (capabilities.subjects) {
 			describe("subjects", () => {
 				it("lists and deletes every live session of a subject, and only those", async () => {

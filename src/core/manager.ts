@@ -99,7 +99,7 @@ export interface SessionManager<Data extends object = Record<string, unknown>> {
  * app.use(sessionMiddleware(sessions));
  */
 export function createSessions<Data extends object = Record<string, unknown>>(options?: SessionOptions): SessionManager<Data> {
-	const resolved = resolveOptions(options, () => memoryStore());
+	const resolved = resolveOptions(options, (clock) => memoryStore({ clock }));
 	return new Manager<Data>(resolved);
 }
 
@@ -348,6 +348,14 @@ class Manager<Data extends object> implements SessionManager<Data> {
 					throw this.#storeError("set", error);
 				}
 				const previousId = state.retired.find((retired) => retired.reason === "renewed")?.key ?? null;
+				if (previousId !== null && !((yield* this.#stillLive(store, previousId)) as boolean)) {
+					// A parallel request ended the session this one renews (a logout, destroyBySubject):
+					// its copy under the new key must not outlive it, nor its cookie reach the browser.
+					yield* this.#deleteOrFail(store, key);
+					state.retired.length = 0;
+					this.#emit({ type: "session-lost", id: previousId, reason: "destroyed-concurrently" });
+					return NO_CHANGE;
+				}
 				state.token = token;
 				state.key = key;
 				state.stored = true;
@@ -371,14 +379,27 @@ class Manager<Data extends object> implements SessionManager<Data> {
 				setCookie = this.#afterUpdate(state, written, request, now, idleExpiresAt);
 			}
 		} else if (state.stored && this.#touchDue(state, now)) {
-			// idleExpiresAt is already capped at the absolute deadline: it is also the backend's expiry.
-			try {
-				yield store.touch(state.key!, idleExpiresAt, idleExpiresAt);
-			} catch (error) {
-				throw this.#storeError("touch", error);
+			if (this.options.cookie.persist && store.merge) {
+				// The touch sends the cookie again (a fresh Max-Age): only if the session is still
+				// there, which an empty merge tells and `touch` does not. A parallel renew or logout
+				// may have ended it, and its old token must not replace the browser's newer cookie.
+				let written: boolean;
+				try {
+					written = (yield store.merge(state.key!, changesOf(state, idleExpiresAt), idleExpiresAt)) as boolean;
+				} catch (error) {
+					throw this.#storeError("merge", error);
+				}
+				setCookie = this.#afterUpdate(state, written, request, now, idleExpiresAt);
+			} else {
+				// idleExpiresAt is already capped at the absolute deadline: it is also the backend's expiry.
+				try {
+					yield store.touch(state.key!, idleExpiresAt, idleExpiresAt);
+				} catch (error) {
+					throw this.#storeError("touch", error);
+				}
+				state.idleExpiresAt = idleExpiresAt;
+				setCookie = this.#cookieFor(state.token!, request, now, idleExpiresAt, false);
 			}
-			state.idleExpiresAt = idleExpiresAt;
-			setCookie = this.#cookieFor(state.token!, request, now, idleExpiresAt, false);
 		}
 
 		// Old keys go last: if writing the new record failed, the old session still works.
@@ -397,6 +418,25 @@ class Manager<Data extends object> implements SessionManager<Data> {
 
 		if (setCookie === null && state.destroyed && !state.stored) setCookie = serializeExpiredCookie(this.options.cookie, this.#secure(request));
 		return setCookie === null ? NO_CHANGE : { setCookie };
+	}
+
+	/** True if `key` still holds a live record. */
+	*#stillLive(store: SessionStore, key: string): Steps<boolean> {
+		let record: StoredRecord | null;
+		try {
+			record = (yield store.get(key)) as StoredRecord | null;
+		} catch (error) {
+			throw this.#storeError("get", error);
+		}
+		return record !== null && this.#expiryReason(record) === null;
+	}
+
+	*#deleteOrFail(store: SessionStore, key: string): Steps<void> {
+		try {
+			yield store.delete(key);
+		} catch (error) {
+			throw this.#storeError("delete", error);
+		}
 	}
 
 	*#commitSealed(sealed: SealedCookieStore, state: SessionState, request: { secure: boolean }): Steps<CommitResult> {
@@ -506,14 +546,20 @@ class Manager<Data extends object> implements SessionManager<Data> {
 	async destroyById(id: string): Promise<void> {
 		if (typeof id !== "string" || !isWellFormedKey(id)) return;
 		const store = this.#requireStore("destroyById", "delete");
-		let subject: string | null = null;
+		let record: StoredRecord | null;
 		try {
-			if (this.#destroyListeners.size > 0) subject = (await store.get(id))?.subject ?? null;
+			record = await store.get(id);
+		} catch (error) {
+			throw this.#storeError("get", error);
+		}
+		// No session, or one that has ended already: nothing to end, nobody to tell.
+		if (record === null) return;
+		try {
 			await store.delete(id);
 		} catch (error) {
 			throw this.#storeError("delete", error);
 		}
-		await this.#notifyDestroyed({ id, subject, reason: "by-id" });
+		if (this.#expiryReason(record) === null) await this.#notifyDestroyed({ id, subject: record.subject, reason: "by-id" });
 	}
 
 	async count(): Promise<number> {

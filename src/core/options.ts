@@ -40,7 +40,7 @@ export interface SessionOptions {
 	cookie?: CookieOptions;
 	/** Encodes each value. @default defaultCodec */
 	codec?: Codec;
-	/** The time source, epoch ms. Tests pass a controllable clock. @default Date.now */
+	/** The time source, epoch ms (a fraction is rounded down). Tests pass a controllable clock. @default Date.now */
 	clock?: () => number;
 	/** Receives diagnostics; must not throw. Never sees a raw token. */
 	onEvent?: (event: SessionEvent) => void;
@@ -64,6 +64,8 @@ const COOKIE_KEYS = new Set(["name", "path", "domain", "sameSite", "secure", "ht
 // RFC 6265 cookie-name: an RFC 7230 token, so nothing can inject an attribute.
 const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const COOKIE_PATH = /^\/[\x21-\x3a\x3c-\x7e]*$/;
+// A sealed-cookie store keeps the value this many bytes under the browser's budget, for "name=".
+const SEALED_NAME_LIMIT = 64;
 const DOMAIN = /^\.?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 
 function seconds(option: string, value: unknown, fallback: number, { allowZero = false } = {}): number {
@@ -122,10 +124,13 @@ function resolveCookie(input: unknown): ResolvedOptions["cookie"] {
 	if (sameSite === "none" && secure !== true) {
 		throw new SessionConfigError("cookie.sameSite", `"none" needs cookie.secure: true (browsers drop SameSite=None cookies without Secure).`);
 	}
-	if (name.startsWith("__Host-") && (secure !== true || domain !== undefined || path !== "/")) {
+	// Browsers match the prefixes without regard to case (RFC 6265bis), and drop such a cookie
+	// without Secure: "__host-sid" over HTTP would be lost without a word.
+	const lowerName = name.toLowerCase();
+	if (lowerName.startsWith("__host-") && (secure !== true || domain !== undefined || path !== "/")) {
 		throw new SessionConfigError("cookie.name", `with the "__Host-" prefix needs secure: true, path "/" and no domain.`);
 	}
-	if (name.startsWith("__Secure-") && secure !== true) {
+	if (lowerName.startsWith("__secure-") && secure !== true) {
 		throw new SessionConfigError("cookie.name", `with the "__Secure-" prefix needs secure: true.`);
 	}
 	const partitioned = bool("cookie.partitioned", c.partitioned, false);
@@ -142,8 +147,22 @@ function resolveCookie(input: unknown): ResolvedOptions["cookie"] {
 	};
 }
 
+/**
+ * The clock, in whole epoch milliseconds (a fraction would reach the stores' deadlines, see
+ * above). `Date.now` as it is; a custom clock is checked once here and floored on every call.
+ */
+function resolveClock(clock: unknown): () => number {
+	if (clock === undefined || clock === Date.now) return Date.now;
+	if (typeof clock !== "function") throw new SessionConfigError("clock", "must be a function returning epoch milliseconds.");
+	const now: unknown = clock();
+	if (typeof now !== "number" || !Number.isFinite(now)) {
+		throw new SessionConfigError("clock", `must return epoch milliseconds as a finite number, returned ${describe(now)}.`);
+	}
+	return () => Math.floor((clock as () => number)());
+}
+
 /** Validates every option and fills in defaults; throws `SessionConfigError` naming the option at fault. */
-export function resolveOptions(input: SessionOptions | undefined, defaultStore: () => AnyStore): ResolvedOptions {
+export function resolveOptions(input: SessionOptions | undefined, defaultStore: (clock: () => number) => AnyStore): ResolvedOptions {
 	const options = (input ?? {}) as Record<string, unknown>;
 	if (typeof options !== "object" || options === null) throw new SessionConfigError("options", "must be an object.");
 	checkKeys("", options, TOP_LEVEL);
@@ -165,8 +184,7 @@ export function resolveOptions(input: SessionOptions | undefined, defaultStore: 
 	if (typeof codec !== "object" || codec === null || typeof codec.encode !== "function" || typeof codec.decode !== "function") {
 		throw new SessionConfigError("codec", "must have encode(value) and decode(text) functions.");
 	}
-	const clock = options.clock ?? Date.now;
-	if (typeof clock !== "function") throw new SessionConfigError("clock", "must be a function returning epoch milliseconds.");
+	const clock = resolveClock(options.clock);
 	const onEvent = options.onEvent;
 	if (onEvent !== undefined && typeof onEvent !== "function") throw new SessionConfigError("onEvent", "must be a function.");
 
@@ -175,7 +193,7 @@ export function resolveOptions(input: SessionOptions | undefined, defaultStore: 
 		if (globalThis.process?.env?.NODE_ENV === "production") {
 			throw new SessionConfigError("store", "is required in production: the memory store loses every session on restart and is not shared between processes.");
 		}
-		store = defaultStore();
+		store = defaultStore(clock);
 	} else if (typeof store !== "object" || store === null) {
 		throw new SessionConfigError("store", `must be a store object, got ${describe(store)}.`);
 	} else if (isSealedCookieStore(store)) {
@@ -190,15 +208,25 @@ export function resolveOptions(input: SessionOptions | undefined, defaultStore: 
 		}
 	}
 
+	// Whole milliseconds, so every deadline a store is given is one: Redis's PEXPIREAT and
+	// PostgreSQL's bigint columns refuse a fraction (idleTimeout: 1000 / 3, say).
+	const idleTimeoutMs = Math.max(1, Math.round(idle * 1000));
+	const cookie = resolveCookie(options.cookie);
+	if (isSealedCookieStore(store) && cookie.name.length >= SEALED_NAME_LIMIT) {
+		throw new SessionConfigError(
+			"cookie.name",
+			`must be shorter than ${SEALED_NAME_LIMIT} characters with a sealed-cookie store, which keeps ${SEALED_NAME_LIMIT} bytes of the browser's cookie budget for "name=" (got ${cookie.name.length}).`,
+		);
+	}
 	return {
 		store,
-		idleTimeoutMs: idle * 1000,
-		absoluteTimeoutMs: absolute * 1000,
-		touchAfterMs: touchAfter * 1000,
+		idleTimeoutMs,
+		absoluteTimeoutMs: Math.max(idleTimeoutMs, Math.round(absolute * 1000)),
+		touchAfterMs: Math.min(Math.round(touchAfter * 1000), idleTimeoutMs - 1),
 		maxSize,
-		cookie: resolveCookie(options.cookie),
+		cookie,
 		codec,
-		clock: clock as () => number,
+		clock,
 		onEvent: onEvent as ResolvedOptions["onEvent"],
 	};
 }

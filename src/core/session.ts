@@ -189,6 +189,24 @@ function checkKey(key: unknown, what = "key"): asserts key is string {
 		throw new SessionUsageError(`a session ${what} must be a non-empty string of at most ${MAX_KEY_LENGTH} characters, got ${typeof key === "string" ? JSON.stringify(key.slice(0, 40)) : typeof key}.`);
 	}
 	if (isForbiddenKey(key)) throw new SessionUsageError(`the session ${what} "${key}" is refused: it could pollute prototypes.`);
+	if (hasUnstorableChar(key)) throw new SessionUsageError(`the session ${what} ${JSON.stringify(key.slice(0, 40))} is refused: it holds a NUL or an unpaired surrogate, which PostgreSQL and MySQL cannot store.`);
+}
+
+/**
+ * A NUL or a lone UTF-16 surrogate: PostgreSQL refuses both in jsonb names and text, MySQL's
+ * JSON a lone surrogate, and Redis would store U+FFFD instead. A name that one store keeps and
+ * another refuses would fail only in production: refused everywhere.
+ */
+function hasUnstorableChar(text: string): boolean {
+	for (let i = 0; i < text.length; i++) {
+		const code = text.charCodeAt(i);
+		if (code === 0) return true;
+		if (code < 0xd800 || code > 0xdfff) continue;
+		const next = text.charCodeAt(i + 1);
+		if (code > 0xdbff || !(next >= 0xdc00 && next <= 0xdfff)) return true;
+		i++;
+	}
+	return false;
 }
 
 /**
@@ -363,6 +381,9 @@ export class Session<Data extends object = Record<string, unknown>> {
 		if (value !== null && (typeof value !== "string" || value.length === 0 || value.length > MAX_KEY_LENGTH)) {
 			throw new SessionUsageError(`session.subject must be a non-empty string of at most ${MAX_KEY_LENGTH} characters, or null.`);
 		}
+		if (value !== null && hasUnstorableChar(value)) {
+			throw new SessionUsageError("session.subject is refused: it holds a NUL or an unpaired surrogate, which PostgreSQL and MySQL cannot store.");
+		}
 		const state = this.#changing("subject");
 		if (state.subject === value) return;
 		state.subject = value;
@@ -387,7 +408,9 @@ export class Session<Data extends object = Record<string, unknown>> {
 		if (value === undefined) throw new SessionUsageError(`session.set("${key}", undefined) is refused: use session.delete("${key}").`);
 		const encoded = this.#codec.encode(value);
 		const state = this.#changing("set", key);
-		state.data.set(key, { encoded, value, decoded: true });
+		// An object is decoded again on the next read: the caller may change theirs after set().
+		const snapshot = typeof value !== "object" || value === null;
+		state.data.set(key, { encoded, value: snapshot ? value : undefined, decoded: snapshot });
 		keySet(state, "setKeys").add(key);
 		state.increments.delete(key);
 		state.modified = true;
@@ -413,6 +436,9 @@ export class Session<Data extends object = Record<string, unknown>> {
 	/** Removes all data (flash messages and the session itself stay). */
 	clear(): void {
 		const state = this.#changing("clear()");
+		// Nothing to clear in a session that is not stored: a no-op, like delete() of a missing key.
+		// A stored one is cleared in the store too, of keys parallel requests may have added.
+		if (!state.stored && state.base === null && state.data.size === 0) return;
 		state.base = null;
 		state.data.clear();
 		state.setKeys.clear();
@@ -442,6 +468,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 			throw new SessionUsageError(`session.increment("${key}"): the value is a ${typeof current}, not a number.`);
 		}
 		const next = ((current as number | undefined) ?? 0) + by;
+		if (!Number.isFinite(next)) throw new SessionUsageError(`session.increment("${key}", ${by}): the result is not a finite number.`);
 		const state = this.#changing("increment", key);
 		state.data.set(key, { encoded: this.#codec.encode(next), value: next, decoded: true });
 		if (!state.setKeys.has(key)) incrementsOf(state).set(key, (state.increments.get(key) ?? 0) + by);
@@ -469,7 +496,11 @@ export class Session<Data extends object = Record<string, unknown>> {
 		const encoded = this.#codec.encode(value);
 		const state = this.#changing("flash", key);
 		flashOutOf(state).set(key, encoded);
-		if (options?.now) flashesOf(state).set(key, { encoded, value, decoded: true, source: "now" });
+		if (options?.now) {
+			// The stored message it replaces must not come back once this one has been read.
+			if (state.flashes.get(key)?.source === "stored") keySet(state, "flashDeleted").add(key);
+			flashesOf(state).set(key, { encoded, value, decoded: true, source: "now" });
+		}
 		state.modified = true;
 		return undefined;
 	}
@@ -500,7 +531,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 	 */
 	renew(): void {
 		const state = this.#changing("renew()");
-		if (state.stored && state.key !== null) state.retired.push({ key: state.key, subject: state.subject, reason: "renewed" });
+		if (state.stored && state.key !== null) state.retired.push({ key: state.key, subject: this.#storedSubject(), reason: "renewed" });
 		state.stored = false;
 		state.token = null;
 		state.key = null;
@@ -514,7 +545,9 @@ export class Session<Data extends object = Record<string, unknown>> {
 	 */
 	destroy(): void {
 		const state = this.#changing("destroy()");
-		if (state.stored && state.key !== null) state.retired.push({ key: state.key, subject: state.subject, reason: "destroyed" });
+		if (state.stored && state.key !== null) state.retired.push({ key: state.key, subject: this.#storedSubject(), reason: "destroyed" });
+		// renew() earlier in this request retired the key already: it ends now, not renewed.
+		for (const retired of state.retired) retired.reason = "destroyed";
 		const now = this.#now();
 		state.token = null;
 		state.key = null;
@@ -537,6 +570,11 @@ export class Session<Data extends object = Record<string, unknown>> {
 		state.base = null;
 		state.data.clear();
 		state.flashes.clear();
+	}
+
+	/** The subject of the record as stored (and indexed), whatever this request assigned since. */
+	#storedSubject(): string | null {
+		return this.#loaded?.record.subject ?? null;
 	}
 
 	#takeFlash(key: string): unknown {

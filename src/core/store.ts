@@ -72,8 +72,8 @@ export interface SubjectSession {
  * ideally with a `SessionStoreError` naming the store; "not found", "expired" and "already
  * deleted" are normal outcomes, not errors.
  *
- * `expiresAt` arguments are absolute epoch milliseconds: the earlier of the idle and absolute
- * deadlines. After that instant the record must never be returned again, even if the backend
+ * `expiresAt` arguments are absolute epoch milliseconds, always whole: the earlier of the idle
+ * and absolute deadlines. The record's instants are whole milliseconds too. After that instant the record must never be returned again, even if the backend
  * reaps it later.
  *
  * Run `storeConformance` from `test/store-conformance.ts` against a new store: it is the

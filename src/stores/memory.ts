@@ -1,12 +1,13 @@
 import { SessionConfigError } from "../core/errors.js";
 import type { RecordChanges, StoredRecord, SubjectSession, SyncSessionStore } from "../core/store.js";
 import { applyChanges } from "../core/store.js";
+import { validateGCInterval } from "./internal/gc-timer.js";
 
 /** Options of {@link memoryStore}. */
 export interface MemoryStoreOptions {
 	/** Most sessions kept; past it the least recently used is evicted. @default 10000 */
 	maxSessions?: number;
-	/** Seconds between sweeps of expired sessions; 0 turns the timer off (`gc()` still works). @default 60 */
+	/** Seconds between sweeps of expired sessions, at most 2147483 (about 24.8 days); 0 turns the timer off (`gc()` still works). @default 60 */
 	sweepInterval?: number;
 	/** The time source, epoch ms (tests pass a controllable clock). @default Date.now */
 	clock?: () => number;
@@ -43,10 +44,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): MemoryStore {
 	if (!Number.isInteger(maxSessions) || maxSessions < 1) {
 		throw new SessionConfigError("maxSessions", `must be a positive whole number, got ${String(maxSessions)}.`);
 	}
-	const sweepInterval = options.sweepInterval ?? 60;
-	if (typeof sweepInterval !== "number" || !Number.isFinite(sweepInterval) || sweepInterval < 0) {
-		throw new SessionConfigError("sweepInterval", `must be a non-negative number of seconds, got ${String(sweepInterval)}.`);
-	}
+	const sweepInterval = validateGCInterval(options.sweepInterval, 60, "sweepInterval");
 	const clock = options.clock ?? Date.now;
 
 	// A Map keeps insertion order: re-inserting on use makes the first entry the least recently used.

@@ -209,6 +209,59 @@ describe("renew", () => {
 		assert.equal(session.get("lastPage"), undefined, "the lost write did not land anywhere");
 	});
 
+	it("that commits after a parallel logout does not bring the session back under its new token", async () => {
+		const { sessions, events } = setup();
+		const ended: string[] = [];
+		sessions.onDestroy((s) => void ended.push(s.reason));
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("role", "admin"))).setCookie);
+		const slow = await sessions.load(cookie);
+		slow.renew(); // a login, still running
+		await request(sessions, cookie, (s) => s.destroy()); // the logout in another tab lands first
+		const late = await sessions.commit(slow, { secure: false });
+		assert.equal(late.setCookie, null, "no cookie for a session that was ended");
+		assert.ok(events.some((e) => e.type === "session-lost" && e.reason === "destroyed-concurrently"));
+		assert.equal(await sessions.count(), 0, "nothing is left under the new key");
+		assert.deepEqual(ended, ["destroyed"]);
+	});
+
+	it("that commits after destroyBySubject leaves no live session of that subject", async () => {
+		const { sessions } = setup();
+		const cookie = cookieOf(
+			(
+				await request(sessions, undefined, (s) => {
+					s.subject = "u8";
+					s.set("a", 1);
+				})
+			).setCookie,
+		);
+		const slow = await sessions.load(cookie);
+		slow.renew();
+		assert.equal(await sessions.destroyBySubject("u8"), 1);
+		assert.equal((await sessions.commit(slow, { secure: false })).setCookie, null);
+		assert.deepEqual(await sessions.listBySubject("u8"), []);
+	});
+
+	it("then destroy in the same request ends the session, and onDestroy hears of it", async () => {
+		const { sessions } = setup();
+		const ended: string[] = [];
+		sessions.onDestroy((s) => void ended.push(`${s.reason}:${s.subject}`));
+		const cookie = cookieOf(
+			(
+				await request(sessions, undefined, (s) => {
+					s.subject = "alice";
+					s.set("a", 1);
+				})
+			).setCookie,
+		);
+		const { setCookie } = await request(sessions, cookie, (s) => {
+			s.renew();
+			s.destroy();
+		});
+		assert.match(setCookie!, /Max-Age=0/);
+		assert.deepEqual(ended, ["destroyed:alice"]);
+		assert.equal(await sessions.count(), 0);
+	});
+
 	it("on a brand-new session simply creates it", async () => {
 		const { sessions } = setup();
 		const { setCookie, session } = await request(sessions, undefined, (s) => s.renew());
@@ -242,6 +295,18 @@ describe("destroy", () => {
 		const { session } = await request(sessions, fresh);
 		assert.deepEqual(session.all(), { b: 2 });
 		assert.equal((await request(sessions, cookie)).session.isNew, true);
+	});
+
+	it("tells onDestroy the subject the session was stored under, not one assigned in the same request", async () => {
+		const { sessions } = setup();
+		const ended: Array<string | null> = [];
+		sessions.onDestroy((s) => void ended.push(s.subject));
+		const cookie = cookieOf((await request(sessions, undefined, (s) => void (s.subject = "alice"))).setCookie);
+		await request(sessions, cookie, (s) => {
+			s.subject = "bob";
+			s.destroy();
+		});
+		assert.deepEqual(ended, ["alice"]);
 	});
 
 	it("of a session that was never stored just expires the cookie", async () => {
@@ -296,6 +361,19 @@ describe("cookies", () => {
 		clock.advance(120);
 		const touched = await request(sessions, cookieOf(first.setCookie));
 		assert.match(touched.setCookie!, /Max-Age=600/);
+	});
+
+	it("with persist are not sent again by a touch after a parallel renew retired the token", async () => {
+		const { sessions, clock, events } = setup({ persist: true, idleTimeout: 600, touchAfter: 60 });
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);
+		clock.advance(120); // a touch is due
+		const slow = await sessions.load(cookie);
+		slow.get("a");
+		const login = await request(sessions, cookie, (s) => s.renew());
+		const late = await sessions.commit(slow, { secure: false });
+		assert.equal(late.setCookie, null, "the old token would replace the renewed cookie and log the user out");
+		assert.ok(events.some((e) => e.type === "session-lost"));
+		assert.equal((await request(sessions, cookieOf(login.setCookie))).session.get("a"), 1);
 	});
 
 	it("ignore a malformed, unknown or duplicated cookie, which never reaches the store", async () => {
@@ -405,6 +483,9 @@ describe("manager operations", () => {
 		assert.deepEqual(destroyed, ["by-id:u1"]);
 		assert.equal((await request(sessions, cookieOf(a.setCookie))).session.isNew, true);
 		await sessions.destroyById("not-an-id");
+		await sessions.destroyById(a.session.id!); // gone already
+		await sessions.destroyById("0".repeat(64)); // never existed
+		assert.deepEqual(destroyed, ["by-id:u1"], "onDestroy hears only of a session that ended");
 		clock.advance(601);
 		storeClock.advance(601);
 		assert.equal(await sessions.gc(), 1);

@@ -54,6 +54,13 @@ describe("Session data", () => {
 		tags.push("b");
 		const { session } = await request(sessions, cookieOf(first.setCookie));
 		assert.deepEqual(session.get("tags"), ["a"]);
+		await request(sessions, undefined, (s) => {
+			const mine = ["x"];
+			s.set("tags", mine);
+			mine.push("y");
+			assert.deepEqual(s.get("tags"), ["x"], "the same request reads what was set, as the next one will");
+			assert.deepEqual(s.all().tags, ["x"]);
+		});
 	});
 
 	it("increment and decrement numbers, starting from 0", async () => {
@@ -72,7 +79,34 @@ describe("Session data", () => {
 			s.set("name", "Ann");
 			assert.throws(() => s.increment("name" as "visits"), (e: unknown) => e instanceof SessionUsageError && /not a number/.test(e.message));
 			assert.throws(() => s.increment("visits", Number.NaN), SessionUsageError);
+			s.set("visits", Number.MAX_VALUE);
+			// Infinity would be stored as text no request could read back.
+			assert.throws(() => s.increment("visits", Number.MAX_VALUE), (e: unknown) => e instanceof SessionUsageError && /finite/.test(e.message));
+			assert.equal(s.get("visits"), Number.MAX_VALUE, "the refused increment changed nothing");
 		});
+	});
+
+	it("refuses names and subjects that some stores cannot keep: a NUL or an unpaired surrogate", async () => {
+		const sessions = createSessions();
+		await request(sessions, undefined, (s) => {
+			for (const name of ["a\u0000b", "draft\ud800", "\udc00x"]) {
+				assert.throws(() => s.set(name as "name", "v"), (e: unknown) => e instanceof SessionUsageError && /NUL or an unpaired surrogate/.test(e.message));
+				assert.throws(() => s.flash(name, "v"), SessionUsageError);
+				assert.throws(() => {
+					s.subject = name;
+				}, SessionUsageError);
+			}
+			s.set("emoji 😀" as "name", "ok");
+			assert.equal(s.get("emoji 😀" as "name"), "ok", "a paired surrogate is an ordinary character");
+		});
+	});
+
+	it("clear() of a new, empty session is a no-op: no record, no cookie", async () => {
+		const store = memoryStore({ sweepInterval: 0 });
+		const sessions = createSessions({ store });
+		const { setCookie } = await request(sessions, undefined, (s) => s.clear());
+		assert.equal(setCookie, null);
+		assert.equal(store.size, 0);
 	});
 
 	it("refuses undefined values, empty keys and prototype-polluting keys", async () => {
@@ -162,6 +196,16 @@ describe("flash messages", () => {
 			assert.equal(s.flash("now"), "here");
 		});
 		await request(sessions, cookieOf(first.setCookie), (s) => assert.equal(s.hasFlash("now"), false));
+	});
+
+	it("with { now: true }, once read, also end the stored message they replaced", async () => {
+		const sessions = createSessions();
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.flash("notice", "Saved (request 1)"))).setCookie);
+		await request(sessions, cookie, (s) => {
+			s.flash("notice", "Deleted (request 2)", { now: true });
+			assert.equal(s.flash("notice"), "Deleted (request 2)");
+		});
+		await request(sessions, cookie, (s) => assert.equal(s.flash("notice"), undefined));
 	});
 
 	it("with { now: true } but unread stay for the next request", async () => {

@@ -82,5 +82,8 @@ describe("memory store", () => {
 	it("refuses a bad maxSessions or sweepInterval at construction", () => {
 		assert.throws(() => memoryStore({ maxSessions: 0 }), SessionConfigError);
 		assert.throws(() => memoryStore({ sweepInterval: -1 }), SessionConfigError);
+		// setInterval would clamp a delay past 2^31-1 ms to 1 ms: a sweep every millisecond.
+		assert.throws(() => memoryStore({ sweepInterval: 30 * 24 * 3600 }), (error: unknown) => error instanceof SessionConfigError && /sweepInterval/.test(error.message));
+		memoryStore({ sweepInterval: 2147483 }).close?.();
 	});
 });

@@ -7,13 +7,13 @@ const MAX_INTERVAL_SECONDS = Math.floor(0x7fffffff / 1000);
 
 /**
  * `gcInterval ?? fallback`, checked: a non-negative number of seconds (fractions allowed), at
- * most about 24.8 days. Throws `SessionConfigError` naming `gcInterval` otherwise.
+ * most about 24.8 days. Throws `SessionConfigError` naming `option` otherwise.
  */
-export function validateGCInterval(gcInterval: number | undefined, fallback: number): number {
+export function validateGCInterval(gcInterval: number | undefined, fallback: number, option = "gcInterval"): number {
 	const seconds = gcInterval ?? fallback;
 	if (typeof seconds !== "number" || !Number.isFinite(seconds) || seconds < 0 || seconds > MAX_INTERVAL_SECONDS) {
 		throw new SessionConfigError(
-			"gcInterval",
+			option,
 			`must be a number of seconds from 0 (off) to ${MAX_INTERVAL_SECONDS}, got ${String(seconds)}.`,
 		);
 	}
