@@ -84,7 +84,12 @@ export interface SessionManager<Data extends object = Record<string, unknown>> {
 	count(): Promise<number>;
 	/** Deletes expired sessions now, where the store needs it; resolves to the number deleted. */
 	gc(): Promise<number>;
-	/** Runs `callback` whenever a session ends; returns a function that unsubscribes. */
+	/**
+	 * Runs `callback` whenever sessionkit ends a session: `destroy()`, an expired session found by
+	 * a request, `destroyById`, `destroyBySubject`. Records that `gc()`, the memory store's sweep
+	 * or the backend's own expiry (Redis, memcached, MongoDB TTLs) remove unseen are not reported.
+	 * Returns a function that unsubscribes.
+	 */
 	onDestroy(callback: (session: DestroyedSession) => void | Promise<void>): () => void;
 	/** Closes the store (what it opened itself). */
 	close(): Promise<void>;

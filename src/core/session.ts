@@ -478,6 +478,8 @@ export class Session<Data extends object = Record<string, unknown>> {
 
 	/** Subtracts `by` (default 1); see `increment`. */
 	decrement<K extends NumericKeys<Data>>(key: K, by = 1): number {
+		// Checked here: -"2" would pass increment's check as -2.
+		if (typeof by !== "number") throw new SessionUsageError(`session.decrement("${key}", by): by must be a finite number.`);
 		return this.increment(key, -by);
 	}
 

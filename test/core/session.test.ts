@@ -79,6 +79,7 @@ describe("Session data", () => {
 			s.set("name", "Ann");
 			assert.throws(() => s.increment("name" as "visits"), (e: unknown) => e instanceof SessionUsageError && /not a number/.test(e.message));
 			assert.throws(() => s.increment("visits", Number.NaN), SessionUsageError);
+			assert.throws(() => s.decrement("visits", "2" as unknown as number), SessionUsageError);
 			s.set("visits", Number.MAX_VALUE);
 			// Infinity would be stored as text no request could read back.
 			assert.throws(() => s.increment("visits", Number.MAX_VALUE), (e: unknown) => e instanceof SessionUsageError && /finite/.test(e.message));
