@@ -58,6 +58,31 @@ function validateTimeout(timeout: unknown): number {
 	return timeout;
 }
 
+// memjs's form of one server: [user:password@]host[:port], port 11211 if absent.
+const SERVER = /^(?:[^@\s]*@)?[A-Za-z0-9._-]+(?::(\d{1,5}))?$/;
+
+/**
+ * `servers` as the string memjs parses: split on commas, each entry trimmed and checked. memjs
+ * splits on the commas alone, so in "a:11211, b:11211" the host " b" fails every key it gets.
+ */
+function validateServers(servers: string | readonly unknown[]): string {
+	const given = Array.isArray(servers) ? servers : [servers];
+	if (!given.every((entry): entry is string => typeof entry === "string")) {
+		throw new SessionConfigError("servers", "must be a string or a list of strings.");
+	}
+	const entries = given.flatMap((entry) => entry.split(",")).map((entry) => entry.trim());
+	if (entries.every((entry) => entry === "")) throw new SessionConfigError("servers", "must name at least one host:port.");
+	for (const entry of entries) {
+		if (entry === "") throw new SessionConfigError("servers", "has an empty entry (two commas in a row, or one at an end).");
+		const port = SERVER.exec(entry)?.[1];
+		if (!SERVER.test(entry) || (port !== undefined && !(Number(port) >= 1 && Number(port) <= 65535))) {
+			// Credentials stay out of the message, and so out of logs.
+			throw new SessionConfigError("servers", `has an entry that is not host:port (a host name or IPv4 address, a port from 1 to 65535): ${JSON.stringify(entry.replace(/^[^@]*@/, "…@"))}.`);
+		}
+	}
+	return entries.join(",");
+}
+
 function decode(value: Buffer | null, now: number): Stored | null {
 	if (value === null) return null;
 	const stored = JSON.parse(value.toString("utf8")) as Stored;
@@ -109,7 +134,7 @@ async function connect(servers: string, timeout: number): Promise<Client> {
  * The store never closes a client you pass in. With `{ servers }` it loads memjs itself, and a
  * missing memjs package makes every operation reject with `SessionConfigError`.
  *
- * Throws `SessionConfigError` for a bad `prefix` or `timeout`.
+ * Throws `SessionConfigError` for a bad `prefix`, `timeout` or entry of `servers`.
  *
  * @example
  * import memjs from "memjs";
@@ -128,8 +153,7 @@ export function memcachedStore(connection: MemcachedConnection, options: Memcach
 		}
 		ready = Promise.resolve(connection.client);
 	} else if ("servers" in connection && (typeof connection.servers === "string" || Array.isArray(connection.servers))) {
-		const servers = Array.isArray(connection.servers) ? connection.servers.join(",") : connection.servers;
-		if (servers.trim() === "") throw new SessionConfigError("servers", "must name at least one host:port.");
+		const servers = validateServers(connection.servers);
 		owned = true;
 		ready = connect(servers, timeoutSeconds);
 		ready.catch(() => {}); // surfaces at the first operation; see the TSDoc

@@ -307,14 +307,30 @@ function mergeArgs(now: number, changes: RecordChanges, expiresAt: number): Arra
 
 const isOne = (reply: unknown): boolean => reply === 1;
 
-/** `error` as the store's error: ours pass through, anything else becomes `SessionStoreError`. */
-function storeError(operation: string, error: unknown): Error {
+/**
+ * `error` as the store's error: ours pass through, anything else becomes `SessionStoreError`.
+ * An error that is not Redis's reply (ioredis's "Reached the max retries per request limit…"
+ * names neither server nor cause) gets `server()` appended.
+ */
+function storeError(operation: string, error: unknown, server: () => string): Error {
 	if (error instanceof SessionStoreError || error instanceof SessionConfigError) return error;
-	const detail = error instanceof Error ? error.message : String(error);
+	let detail = error instanceof Error ? error.message : String(error);
+	if (!(error instanceof Error && error.name === "ReplyError")) detail += server();
 	return new SessionStoreError("redis", `${operation} failed: ${detail}`, { cause: error });
 }
 
-async function connect(url: string): Promise<Redis> {
+/** " (Redis at host:port)" for a standalone client, with its last connection error if known; "" for a Cluster. */
+function describeServer(client: Client | null, lastError: Error | undefined): string {
+	const redis = client as Partial<Redis> | null;
+	if (redis?.options === undefined || redis.isCluster) return "";
+	const { host, port, path, sentinels, name } = redis.options;
+	const where = path ? path : sentinels ? `Sentinel master "${name ?? ""}"` : `${host ?? "localhost"}:${port ?? 6379}`;
+	// Only while disconnected: once ready again, the last error belongs to an outage that ended.
+	const cause = lastError && redis.status !== "ready" ? `; last connection error: ${lastError.message}` : "";
+	return ` (Redis at ${where}${cause})`;
+}
+
+async function connect(url: string, onError: (error: Error) => void): Promise<Redis> {
 	let ioredis;
 	try {
 		ioredis = await import("ioredis");
@@ -323,9 +339,9 @@ async function connect(url: string): Promise<Redis> {
 	}
 	// One retry, then fail: a request waits for at most one reconnect, never for an outage.
 	const client = new ioredis.Redis(url, { maxRetriesPerRequest: 1 });
-	// Connection errors reach callers as SessionStoreError; without a listener ioredis would
-	// also print each one.
-	client.on("error", () => {});
+	// Connection errors reach callers as SessionStoreError (with the last one's message); without
+	// a listener ioredis would also print each one.
+	client.on("error", onError);
 	return client;
 }
 
@@ -338,7 +354,8 @@ async function connect(url: string): Promise<Redis> {
  * Pass your own client to control retries, TLS and timeouts: configure it not to queue commands
  * forever (e.g. `maxRetriesPerRequest: 1`), so an outage fails requests instead of piling them up.
  * The store never closes a client you pass in. With `{ url }` it loads ioredis itself, and a
- * missing ioredis package makes every operation reject with `SessionConfigError`.
+ * missing ioredis package makes every operation reject with `SessionConfigError`. Your client's
+ * `keyPrefix` option goes before `prefix` in every key.
  *
  * Throws `SessionConfigError` for a bad `prefix` or `timeout`.
  *
@@ -355,6 +372,8 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 	/** The client once `ready` has it: operations then skip a wait on `ready`. */
 	let connected: Client | null = null;
 	let owned = false;
+	/** The last connection error of a client the store created (it cannot listen on yours). */
+	let lastError: Error | undefined;
 	if ("client" in connection && connection.client) {
 		if (typeof (connection.client as Partial<Client>).evalsha !== "function") {
 			throw new SessionConfigError("client", "must be an ioredis Redis or Cluster instance.");
@@ -363,7 +382,9 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 		ready = Promise.resolve(connected);
 	} else if ("url" in connection && typeof connection.url === "string" && connection.url !== "") {
 		owned = true;
-		ready = connect(connection.url);
+		ready = connect(connection.url, (error) => {
+			lastError = error;
+		});
 		ready.then(
 			(client) => {
 				connected = client;
@@ -375,13 +396,15 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 	}
 	const cluster = "client" in connection && connection.client.isCluster ? (connection.client as Cluster) : undefined;
 
+	const server = (): string => describeServer(connected, lastError);
+
 	const sessionKey = (key: string): string => `${prefix}{${key}}`;
 	const indexKey = (subject: string): string => `${prefix}subject:{${subject}}`;
 
 	/** `work`'s result; `SessionStoreError` when it fails or takes longer than `timeout`. */
 	function run<T>(operation: string, work: (client: Client) => Promise<T>): Promise<T> {
 		return new Promise<T>((resolve, reject) => {
-			const timer = setTimeout(() => reject(new SessionStoreError("redis", `${operation} got no answer within ${timeoutMs / 1000} s. Is Redis reachable?`)), timeoutMs);
+			const timer = setTimeout(() => reject(new SessionStoreError("redis", `${operation} got no answer within ${timeoutMs / 1000} s. Is Redis reachable?${server()}`)), timeoutMs);
 			let pending: Promise<T>;
 			try {
 				pending = connected === null ? ready.then(work) : work(connected);
@@ -395,7 +418,7 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 				},
 				(error: unknown) => {
 					clearTimeout(timer);
-					reject(storeError(operation, error));
+					reject(storeError(operation, error, server));
 				},
 			);
 		});
@@ -428,6 +451,31 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 			}
 		}
 		return evaluate(client, script, key, []);
+	}
+
+	/**
+	 * The cluster's masters, once the client is ready. Before that ioredis lists none (or, while
+	 * the slot map loads, its startup nodes, replicas included).
+	 */
+	async function masters(cluster: Cluster): Promise<Client[]> {
+		// A lazyConnect client connects at its first command, and none is sent before it is ready.
+		if (cluster.status === "wait") cluster.connect().catch(() => {});
+		if (cluster.status !== "ready" && cluster.status !== "end") {
+			await new Promise<void>((resolve) => {
+				const done = (): void => {
+					clearTimeout(timer);
+					cluster.off("ready", done).off("end", done);
+					resolve();
+				};
+				// run() has rejected by then; this only drops the listeners.
+				const timer = setTimeout(done, timeoutMs);
+				// "end": closed for good (quit, or out of retries), so never ready.
+				cluster.on("ready", done).on("end", done);
+			});
+		}
+		const nodes = cluster.nodes("master");
+		if (nodes.length === 0) throw new SessionStoreError("redis", `count failed: the Cluster client knows no masters (status "${cluster.status}").`);
+		return nodes;
 	}
 
 	async function index(client: Client, subject: string, key: string, livesUntil: number): Promise<void> {
@@ -534,8 +582,10 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 		count() {
 			return run("count", async (client) => {
 				// Each master holds its own slots, so a cluster is counted node by node.
-				const nodes: Client[] = cluster ? cluster.nodes("master") : [client];
-				const pattern = `${escapeGlob(prefix)}{*`;
+				const nodes = cluster ? await masters(cluster) : [client];
+				// ioredis puts its keyPrefix option before every key it sends, but not into SCAN's MATCH.
+				const keyPrefix = (client as { options?: { keyPrefix?: string } }).options?.keyPrefix ?? "";
+				const pattern = `${escapeGlob(keyPrefix + prefix)}{*`;
 				const counts = await Promise.all(
 					nodes.map(async (node) => {
 						let total = 0;

@@ -80,6 +80,26 @@ describe("memcached store", () => {
 		assert.throws(() => memcachedStore({ servers: " " }), SessionConfigError);
 	});
 
+	it("refuses a servers entry that is not host:port, naming it (and not its password)", () => {
+		const bad: Array<[string | string[], string]> = [
+			["127.0.0.1:11211,127.0.0.1:notaport", `"127.0.0.1:notaport"`],
+			[["127.0.0.1:11211", "127.0.0.1:70000"], `"127.0.0.1:70000"`],
+			["127.0.0.1:11211, cache host:11211", `"cache host:11211"`],
+			["user:hunter2@127.0.0.1:0", `"…@127.0.0.1:0"`],
+			["127.0.0.1:11211,,127.0.0.1:11212", "empty entry"],
+			["127.0.0.1:11211,", "empty entry"],
+		];
+		for (const [servers, named] of bad) {
+			assert.throws(() => memcachedStore({ servers }), (error: unknown) => {
+				assert.ok(error instanceof SessionConfigError);
+				assert.equal(error.option, "servers");
+				assert.ok(error.message.includes(named), error.message);
+				assert.ok(!error.message.includes("hunter2"), error.message);
+				return true;
+			});
+		}
+	});
+
 	it("has no merge, subject index or count, so the core falls back to replace", () => {
 		const store = memcachedStore({ client: { replace() {} } as unknown as memjs.Client });
 		assert.equal(store.merge, undefined);
@@ -147,6 +167,24 @@ describe("memcached store", () => {
 				assert.match(error.message, /1 MB/);
 				return true;
 			});
+		});
+
+		it("with { servers } takes spaces around the commas, and places each key where the list without them does", async () => {
+			for (const list of [servers.join(", "), ` ${servers.join(" ,\t")} `, servers.map((server) => ` ${server} `)]) {
+				const owned = memcachedStore({ servers: list }, { prefix, timeout: 2 });
+				try {
+					const keys = Array.from({ length: 20 }, () => randomKey());
+					for (const key of keys) {
+						written.add(key);
+						await owned.set(key, makeRecord(), Date.now() + HOUR);
+					}
+					// Read through the test's own client: the same servers, so the same key placement.
+					const found = await Promise.all(keys.map((key) => store.get(key)));
+					assert.ok(found.every(Boolean), JSON.stringify(list));
+				} finally {
+					await owned.close!();
+				}
+			}
 		});
 
 		it("with { servers } connects by itself, and close() closes only that connection", async () => {

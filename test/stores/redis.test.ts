@@ -1,20 +1,33 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { Redis } from "ioredis";
+import { Cluster, Redis } from "ioredis";
+import type { ClusterOptions } from "ioredis";
 import { SessionConfigError, SessionStoreError, defaultCodec } from "sessionkit";
 import { redisStore } from "sessionkit/stores/redis";
 import { eventually, freePort, hasCommand, startChildServer } from "../helpers/child-server.js";
-import { randomKey, runId } from "../helpers/keys.js";
+import { randomKey, runId, sleep } from "../helpers/keys.js";
 import { makeRecord, noChanges, storeConformance } from "../store-conformance.js";
 import { requireService, serviceURL } from "../services.js";
 
 const HOUR = 3_600_000;
 const skip = await requireService("redis");
+const clusterSkip = await requireService("redis-cluster");
 
-function client(): Redis {
-	const redis = new Redis(serviceURL.redis, { maxRetriesPerRequest: 1 });
+function client(options: { keyPrefix?: string } = {}): Redis {
+	const redis = new Redis(serviceURL.redis, { maxRetriesPerRequest: 1, ...options });
 	redis.on("error", () => {});
 	return redis;
+}
+
+/** A new Cluster client: its slot map loads only once it has connected. */
+function clusterClient(options: ClusterOptions = {}): Cluster {
+	const nodes = serviceURL["redis-cluster"].split(",").map((hostPort) => {
+		const [host, port] = hostPort.trim().split(":");
+		return { host: host!, port: Number(port) };
+	});
+	const cluster = new Cluster(nodes, { redisOptions: { maxRetriesPerRequest: 1 }, ...options });
+	cluster.on("error", () => {});
+	return cluster;
 }
 
 /** The real client, with the name of each method called pushed onto `calls`. */
@@ -48,6 +61,25 @@ storeConformance(
 		const redis = client();
 		const prefix = `sktest:${runId()}:`;
 		return { store: redisStore({ client: redis }, { prefix }), cleanup: () => dropPrefix(redis, prefix) };
+	},
+	{ merge: true, subjects: true, count: true, selfExpiring: true, expiryResolutionMs: 1 },
+	skip,
+);
+
+// ioredis's keyPrefix goes before every key the store sends (the scripts' KEYS included), so
+// the whole contract must hold behind one.
+storeConformance(
+	"redis with an ioredis keyPrefix",
+	async () => {
+		const keyPrefix = `sktest:${runId()}:kp:`;
+		const prefixed = client({ keyPrefix });
+		return {
+			store: redisStore({ client: prefixed }),
+			async cleanup() {
+				await prefixed.quit();
+				await dropPrefix(client(), keyPrefix);
+			},
+		};
 	},
 	{ merge: true, subjects: true, count: true, selfExpiring: true, expiryResolutionMs: 1 },
 	skip,
@@ -191,6 +223,23 @@ describe("redis store", () => {
 			assert.equal(await store.count!(), 2, "the subject index and the other prefix are not counted");
 		});
 
+		it("counts behind an ioredis keyPrefix (which SCAN's MATCH does not get), only its own, even with glob characters", async () => {
+			const starred = client({ keyPrefix: `${prefix}kp*:` });
+			const plain = client({ keyPrefix: `${prefix}kpX:` });
+			try {
+				const store = redisStore({ client: starred });
+				const key = randomKey();
+				await store.set(key, makeRecord(), Date.now() + HOUR);
+				await store.set(randomKey(), makeRecord({ subject: "x" }), Date.now() + HOUR);
+				await redisStore({ client: plain }).set(randomKey(), makeRecord(), Date.now() + HOUR);
+				assert.equal(await redis.exists(`${prefix}kp*:sess:{${key}}`), 1, "ioredis put its keyPrefix before the store's");
+				assert.equal(await store.count!(), 2, "the subject index and the other keyPrefix are not counted");
+			} finally {
+				starred.disconnect();
+				plain.disconnect();
+			}
+		});
+
 		it("with { url } connects by itself, and close() quits only that connection", async () => {
 			const owned = redisStore({ url: serviceURL.redis }, { prefix });
 			const key = randomKey();
@@ -244,6 +293,32 @@ describe("redis store", () => {
 			await store.close!();
 		});
 
+		it("names the server, and for a client of its own the connection error, instead of only ioredis's retry limit", async () => {
+			const port = await freePort();
+			const owned = redisStore({ url: `redis://127.0.0.1:${port}` }, { timeout: 1 });
+			try {
+				await assert.rejects(owned.get(randomKey()), (error: unknown) => {
+					assert.ok(error instanceof SessionStoreError);
+					assert.ok(error.message.endsWith(`(Redis at 127.0.0.1:${port}; last connection error: connect ECONNREFUSED 127.0.0.1:${port})`), error.message);
+					return true;
+				});
+			} finally {
+				await owned.close!();
+			}
+
+			const yours = new Redis({ host: "127.0.0.1", port, maxRetriesPerRequest: 1 });
+			yours.on("error", () => {});
+			try {
+				await assert.rejects(redisStore({ client: yours }, { timeout: 1 }).get(randomKey()), (error: unknown) => {
+					assert.ok(error instanceof SessionStoreError);
+					assert.ok(error.message.endsWith(`(Redis at 127.0.0.1:${port})`), error.message);
+					return true;
+				});
+			} finally {
+				yours.disconnect();
+			}
+		});
+
 		it("fails while its server is stopped or frozen, and recovers by itself when it is back", async () => {
 			const port = await freePort();
 			const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
@@ -281,5 +356,70 @@ describe("redis store", () => {
 				await server.stop();
 			}
 		});
+	});
+});
+
+describe("redis store on a fresh Cluster client", { skip: clusterSkip }, () => {
+	const prefix = `sktest:${runId()}:`;
+	let warm: Cluster;
+	const keys = Array.from({ length: 6 }, () => randomKey());
+	before(async () => {
+		warm = clusterClient();
+		const store = redisStore({ client: warm }, { prefix });
+		for (const key of keys) await store.set(key, makeRecord(), Date.now() + HOUR);
+	});
+	after(async () => {
+		const store = redisStore({ client: warm }, { prefix });
+		await Promise.all(keys.map((key) => store.delete(key)));
+		await warm.quit();
+	});
+
+	it("counts every master when count() is its first call, before the slot map has loaded", async () => {
+		for (const options of [{}, { lazyConnect: true }]) {
+			const fresh = clusterClient(options);
+			try {
+				assert.equal(await redisStore({ client: fresh }, { prefix }).count!(), keys.length, JSON.stringify(options));
+			} finally {
+				fresh.disconnect();
+			}
+		}
+	});
+
+	it("counts behind an ioredis keyPrefix", async () => {
+		const keyPrefix = `${prefix}kp:`;
+		const prefixed = clusterClient({ keyPrefix });
+		const store = redisStore({ client: prefixed });
+		const written = [randomKey(), randomKey(), randomKey()];
+		try {
+			for (const key of written) await store.set(key, makeRecord(), Date.now() + HOUR);
+			assert.equal(await warm.exists(`${keyPrefix}sess:{${written[0]}}`), 1);
+			assert.equal(await store.count!(), written.length);
+		} finally {
+			await Promise.all(written.map((key) => store.delete(key)));
+			prefixed.disconnect();
+		}
+	});
+
+	it("rejects with SessionStoreError when the client knows no masters, instead of counting 0", async () => {
+		const ended = clusterClient();
+		await new Promise((resolve) => ended.once("ready", resolve));
+		await ended.quit();
+		const started = Date.now();
+		await assert.rejects(redisStore({ client: ended }, { prefix, timeout: 1 }).count!(), (error: unknown) => error instanceof SessionStoreError && /knows no masters/.test(error.message));
+		assert.ok(Date.now() - started < 500, `took ${Date.now() - started} ms: a closed client is not waited for`);
+	});
+
+	it("waits for the slot map no longer than its timeout when no node answers", async () => {
+		const nowhere = new Cluster([{ host: "127.0.0.1", port: await freePort() }], { redisOptions: { maxRetriesPerRequest: 1 } });
+		nowhere.on("error", () => {});
+		try {
+			const started = Date.now();
+			await assert.rejects(redisStore({ client: nowhere }, { timeout: 1 }).count!(), (error: unknown) => error instanceof SessionStoreError && /no answer within 1 s/.test(error.message));
+			assert.ok(Date.now() - started < 1500, `took ${Date.now() - started} ms`);
+			await sleep(100); // the wait's own timer, due right after the store's
+			assert.equal(nowhere.listenerCount("ready") + nowhere.listenerCount("end"), 0, "the wait left no listener behind");
+		} finally {
+			nowhere.disconnect();
+		}
 	});
 });
