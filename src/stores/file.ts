@@ -4,6 +4,7 @@ import { join, resolve } from "node:path";
 import { SessionConfigError, SessionError, SessionStoreError } from "../core/errors.js";
 import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } from "../core/store.js";
 import { applyChanges } from "../core/store.js";
+import { describe } from "./internal/describe.js";
 import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
 
 /** Options of {@link fileStore}. */
@@ -87,7 +88,7 @@ function parse(text: string): FileContent | null {
  */
 export function fileStore(options: FileStoreOptions): FileStore {
 	if (typeof options?.dir !== "string" || options.dir === "") {
-		throw new SessionConfigError("dir", `must be a non-empty directory path, got ${JSON.stringify(options?.dir)}.`);
+		throw new SessionConfigError("dir", `must be a non-empty directory path, got ${describe(options?.dir)}.`);
 	}
 	const dir = resolve(options.dir);
 	const gcInterval = validateGCInterval(options.gcInterval, 300);

@@ -41,8 +41,9 @@ export interface MySQLStoreOptions {
 	/**
 	 * Seconds each call may take, waiting for a pool connection included, before it rejects with
 	 * `SessionStoreError`. A pool created from `url` also gets it as its connect timeout and as
-	 * `innodb_lock_wait_timeout` (rounded up), so a statement stuck behind a lock is rolled back
-	 * by the server, not applied late.
+	 * `innodb_lock_wait_timeout` (rounded up), which bounds a wait for a row lock from when that
+	 * wait starts. A `merge` that timed out is rolled back; any other write that timed out may
+	 * still be applied afterwards (see the docs).
 	 * @default 5
 	 */
 	timeout?: number;
@@ -172,7 +173,8 @@ async function createPool(url: string, timeout: number): Promise<Pool> {
 	}
 	const pool = mysql.createPool({ uri: url, connectTimeout: Math.ceil(timeout * 1000) });
 	// The client's timeout cannot stop a statement the server is running. A lock wait is what
-	// keeps a statement running on a healthy server, and this bounds it on MySQL and MariaDB alike.
+	// keeps a statement running on a healthy server, and this bounds it on MySQL and MariaDB alike,
+	// but from when the wait starts, not from the call: it bounds how late, not whether.
 	pool.pool.on("connection", (connection) => {
 		connection.query(`SET SESSION innodb_lock_wait_timeout = ${Math.ceil(timeout)}`, () => undefined);
 	});
@@ -246,12 +248,36 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 		);
 	}
 
-	async function rows<R extends RowDataPacket>(operation: string, text: string, values: unknown[]): Promise<R[]> {
-		return run(operation, async (pool) => (await pool.query<R[]>({ sql: text, values, timeout: timeoutMs }))[0]);
+	/**
+	 * A connection for a call that can still use it. mysql2 sends a statement whenever a connection
+	 * frees up, however late: one the caller was already told has failed is not sent at all.
+	 */
+	async function connectionInTime(pool: Pool, signal: AbortSignal): Promise<PoolConnection> {
+		const connection = await pool.getConnection();
+		if (signal.aborted) {
+			connection.release();
+			throw new Error("the deadline passed before a connection was free");
+		}
+		return connection;
+	}
+
+	function statement<T extends RowDataPacket[] | ResultSetHeader>(operation: string, text: string, values: unknown[]): Promise<T> {
+		return run(operation, async (pool, signal) => {
+			const connection = await connectionInTime(pool, signal);
+			try {
+				return (await connection.query<T>({ sql: text, values, timeout: timeoutMs }))[0];
+			} finally {
+				connection.release();
+			}
+		});
+	}
+
+	function rows<R extends RowDataPacket>(operation: string, text: string, values: unknown[]): Promise<R[]> {
+		return statement<R[]>(operation, text, values);
 	}
 
 	async function affected(operation: string, text: string, values: unknown[]): Promise<number> {
-		return run(operation, async (pool) => (await pool.query<ResultSetHeader>({ sql: text, values, timeout: timeoutMs }))[0].affectedRows);
+		return (await statement<ResultSetHeader>(operation, text, values)).affectedRows;
 	}
 
 	// A transaction that reads the row FOR UPDATE, applies the changes with the contract's own
@@ -292,7 +318,7 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 		},
 		merge(key, changes, expiresAt) {
 			return run("merge", async (pool, signal) => {
-				const connection = await pool.getConnection();
+				const connection = await connectionInTime(pool, signal);
 				try {
 					const merged = await mergeRow(connection, key, changes, expiresAt, signal);
 					connection.release();

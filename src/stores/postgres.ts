@@ -1,7 +1,9 @@
 import { createHash } from "node:crypto";
-import type { Pool, QueryConfig, QueryResult, QueryResultRow } from "pg";
+import { performance } from "node:perf_hooks";
+import type { Pool, PoolClient, QueryConfig, QueryResult, QueryResultRow } from "pg";
 import { SessionConfigError, SessionStoreError } from "../core/errors.js";
 import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } from "../core/store.js";
+import { describe } from "./internal/describe.js";
 import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
 import type { TableName } from "./internal/sql-common.js";
 import { checkConnection, checkCreateTable, checkTimeout, jsonColumn, messageOf, onceUntilSuccess, parseTable, withDeadline } from "./internal/sql-common.js";
@@ -29,9 +31,10 @@ export interface PostgresStoreOptions {
 	 */
 	table?: string;
 	/**
-	 * Create the table and its indexes on first use (once, under an advisory lock, so several
-	 * processes starting together are safe). Needs the CREATE privilege; set `false` when
-	 * migrations create {@link postgresSchema} and the app's role may only read and write rows.
+	 * Create the table and its indexes on first use, unless they exist already (once, under an
+	 * advisory lock, so several processes starting together are safe). Creating needs the CREATE
+	 * privilege on the schema; a table that exists with both indexes is used as it is, so a role
+	 * that may only read and write its rows works too. Set `false` to skip the check as well.
 	 * @default true
 	 */
 	createTable?: boolean;
@@ -39,8 +42,10 @@ export interface PostgresStoreOptions {
 	gcInterval?: number;
 	/**
 	 * Seconds each call may take, waiting for a pool connection included, before it rejects with
-	 * `SessionStoreError`. A pool created from `url` also gets it as its connect timeout and as the
-	 * server's `statement_timeout`, so a statement that timed out is cancelled, not applied late.
+	 * `SessionStoreError`. A pool created from `url` also gets it as its connect timeout, and has
+	 * the server cancel each statement before the call's time is up (`statement_timeout` of 90% of
+	 * it, less the time the call already waited), so a call that timed out was not applied, as
+	 * long as a round trip to the server takes under 5% of `timeout`. With `pool`, see the docs.
 	 * @default 5
 	 */
 	timeout?: number;
@@ -149,6 +154,11 @@ function statements(table: TableName) {
 		// NOT EXISTS can both pass the check and one then fails on the catalog's unique index.
 		// Several statements in one simple query run as one transaction, which holds the lock.
 		create: `SELECT pg_advisory_xact_lock(hashtext('sessionkit:${t}'));\n${schema(table)}`,
+		// Whether the DDL would change nothing: CREATE INDEX IF NOT EXISTS checks that the role
+		// owns the table before it checks whether the index exists, so a role that may only
+		// read and write rows must not run it. The indexes are looked for in the table's schema.
+		exists: `SELECT count(*)::int AS n FROM pg_class AS t JOIN pg_class AS i ON i.relnamespace = t.relnamespace
+			WHERE t.oid = to_regclass('${t}') AND i.relname IN ('${table.name}_expires_at_idx', '${table.name}_subject_idx')`,
 		get: `SELECT ${columns} FROM ${t} WHERE key = $1 AND expires_at > $2`,
 		set: `INSERT INTO ${t} (key, ${columns}, expires_at) VALUES ($1, $2::jsonb, $3::jsonb, $4, $5, $6, $7, $8)
 			ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data, flash = EXCLUDED.flash, subject = EXCLUDED.subject, created_at = EXCLUDED.created_at,
@@ -244,8 +254,8 @@ function mergeStatement(t: string, shape: number): string {
 }
 
 type Statements = ReturnType<typeof statements>;
-/** Every statement but `create` (several statements in one text cannot be prepared). */
-type Operation = Exclude<keyof Statements, "create">;
+/** Every statement but the first-use ones (several statements in one text cannot be prepared). */
+type Operation = Exclude<keyof Statements, "create" | "exists">;
 
 /**
  * A prepared statement's name. pg keeps one statement per name on each connection, and refuses
@@ -256,7 +266,7 @@ function statementName(operation: string, text: string): string {
 	return `sessionkit_${operation}_${createHash("sha256").update(text).digest("hex").slice(0, 16)}`;
 }
 
-async function createPool(url: string, timeoutMs: number): Promise<Pool> {
+async function createPool(url: string, timeoutMs: number, statementTimeoutMs: number): Promise<Pool> {
 	let pg: typeof import("pg");
 	try {
 		pg = await import("pg");
@@ -271,7 +281,7 @@ async function createPool(url: string, timeoutMs: number): Promise<Pool> {
 		connectionString: url,
 		connectionTimeoutMillis: timeoutMs,
 		query_timeout: timeoutMs,
-		statement_timeout: timeoutMs,
+		statement_timeout: statementTimeoutMs,
 		// Like the gc timer, the store's own idle connections never keep the process alive.
 		allowExitOnIdle: true,
 	});
@@ -311,10 +321,18 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 	const table = parseTable(tableOption);
 	const createTable = checkCreateTable(options.createTable);
 	const prepare = options.prepare ?? true;
-	if (typeof prepare !== "boolean") throw new SessionConfigError("prepare", `must be true or false, got ${String(prepare)}.`);
+	if (typeof prepare !== "boolean") throw new SessionConfigError("prepare", `must be true or false, got ${describe(prepare)}.`);
 	const gcInterval = validateGCInterval(options.gcInterval, 300);
 	const timeout = checkTimeout(options.timeout, 5);
 	const timeoutMs = Math.ceil(timeout * 1000);
+	// The server's statement_timeout starts when the statement arrives, the call's deadline when
+	// the call is made. On its own pool the store keeps the first within the second: each
+	// statement gets 90% of the timeout less the time the call spent before sending it (pool
+	// wait, connecting, creating the table). The other 10% is for the answer to come back.
+	const statementTimeoutMs = Math.max(1, Math.floor(timeoutMs * 0.9));
+	// A call that waited no longer than this sends its statement at once, under the pool's
+	// statement_timeout: it still ends 5% before the deadline. Saves a SET on every call.
+	const waitAllowanceMs = (timeoutMs - statementTimeoutMs) / 2;
 	const sql = statements(table);
 	// Each statement's text (fixed, or one per merge shape) → its prepared statement's name.
 	const names = new Map<string, string>();
@@ -322,10 +340,23 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 	let owned: Promise<Pool> | undefined;
 	let closed = false;
 	const connect: () => Promise<Pool> =
-		kind === "pool" ? () => Promise.resolve(connection.pool!) : onceUntilSuccess(() => (owned = createPool(connection.url!, timeoutMs)));
+		kind === "pool"
+			? () => Promise.resolve(connection.pool!)
+			: onceUntilSuccess(() => (owned = createPool(connection.url!, timeoutMs, statementTimeoutMs)));
 	const ensureTable = onceUntilSuccess(async () => {
 		const pool = await connect();
-		await pool.query(withQueryTimeout(sql.create, undefined));
+		const { rows } = await pool.query<{ n: number }>(withQueryTimeout(sql.exists, undefined));
+		if (rows[0]?.n === 2) return;
+		try {
+			await pool.query(withQueryTimeout(sql.create, undefined));
+		} catch (error) {
+			if ((error as { code?: unknown }).code !== "42501") throw error;
+			throw new SessionStoreError(
+				STORE,
+				`cannot create table ${quoted(table)} or its indexes: ${messageOf(error)}. Creating the table needs the CREATE privilege on its schema, and adding a missing index needs the table's owner: run postgresSchema() as the owner (in a migration); see docs/stores/postgres.md.`,
+				{ cause: error },
+			);
+		}
 	});
 
 	// pg's per-query read timeout: the client is discarded when it fires, never reused mid-query.
@@ -335,8 +366,13 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 	}
 
 	function explain(error: unknown): string {
-		if ((error as { code?: unknown }).code === "42P01") {
+		const code = (error as { code?: unknown }).code;
+		if (code === "42P01") {
 			return `table ${quoted(table)} does not exist. Create it with postgresSchema() (in a migration), or set createTable: true so the store creates it on its first call; see docs/stores/postgres.md.`;
+		}
+		// 57014 is also pg_cancel_backend(); only the store's own pool sets statement_timeout.
+		if (code === "57014" && kind === "url" && /statement timeout/.test(messageOf(error))) {
+			return `the server cancelled it before the ${timeout} s timeout, so it was not applied. Is the row locked by a long transaction?`;
 		}
 		return messageOf(error);
 	}
@@ -355,17 +391,64 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 	function send<R extends QueryResultRow>(operation: string, text: string, values: unknown[]): Promise<QueryResult<R>> {
 		if (closed) return Promise.reject(new SessionStoreError(STORE, `${operation} called after close().`));
 		const name = nameOf(operation, text);
+		const started = performance.now();
 		return withDeadline(
 			STORE,
 			operation,
 			timeout,
-			async () => {
+			async (signal) => {
 				const pool = await connect();
 				if (createTable) await ensureTable();
-				return pool.query<R>(withQueryTimeout(text, values, name));
+				const client = await pool.connect();
+				return sendInTime<R>(operation, client, withQueryTimeout(text, values, name), performance.now() - started, signal);
 			},
 			explain,
 		);
+	}
+
+	/**
+	 * Runs `config` on `client`, then releases it. pg would send a statement whenever a connection
+	 * frees up, however late: one the caller was already told has failed is not sent at all.
+	 */
+	async function sendInTime<R extends QueryResultRow>(
+		operation: string,
+		client: PoolClient,
+		config: QueryConfig,
+		waitedMs: number,
+		signal: AbortSignal,
+	): Promise<QueryResult<R>> {
+		// On the store's own pool, a call that waited longer than the allowance first lowers the
+		// connection's limit to what is left. The app's pool has the statement_timeout the app
+		// gave it, which the store could not put back.
+		const limitMs = kind === "pool" || waitedMs <= waitAllowanceMs ? undefined : Math.floor(statementTimeoutMs - waitedMs);
+		if (signal.aborted || (limitMs !== undefined && limitMs < 1)) {
+			client.release();
+			throw new SessionStoreError(
+				STORE,
+				`${operation} timed out after ${timeout} s, before it was sent: waiting for a pool connection left no time for it. Is the pool large enough, and is no row locked by a long transaction?`,
+			);
+		}
+		// A connection that fails while checked out emits 'error', fatal with no listener; the
+		// query rejects with the same error (pool.query listens the same way).
+		const ignore = (): undefined => undefined;
+		client.on("error", ignore);
+		const release = (error?: Error): void => {
+			client.off("error", ignore);
+			client.release(error);
+		};
+		try {
+			// One more round trip, paid only by a call that waited (a full pool, a new connection).
+			if (limitMs !== undefined) await client.query(withQueryTimeout(`SET statement_timeout = ${limitMs}`, undefined));
+			const result = await client.query<R>(config);
+			if (limitMs === undefined) release();
+			// Back to the pool's limit before the connection serves another call; this one need not wait.
+			else client.query(withQueryTimeout(`SET statement_timeout = ${statementTimeoutMs}`, undefined)).then(() => release(), release);
+			return result;
+		} catch (error) {
+			// An error discards the connection, as pool.query does (and with it a lowered limit).
+			release(error as Error);
+			throw error;
+		}
 	}
 
 	const merges = new Map<number, string>();

@@ -2,6 +2,7 @@ import type BetterSqlite3 from "better-sqlite3";
 import { SessionConfigError, SessionError, SessionStoreError } from "../core/errors.js";
 import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } from "../core/store.js";
 import { applyChanges } from "../core/store.js";
+import { describe } from "./internal/describe.js";
 import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
 
 /** A better-sqlite3 database handle (`new Database(path)`). */
@@ -52,7 +53,7 @@ function checkTable(table: unknown): string {
 	if (typeof table !== "string" || !IDENTIFIER.test(table)) {
 		throw new SessionConfigError(
 			"table",
-			`must be a plain SQL identifier (a letter or _, then up to 62 letters, digits or _), got ${JSON.stringify(table)}.`,
+			`must be a plain SQL identifier (a letter or _, then up to 62 letters, digits or _), got ${describe(table)}.`,
 		);
 	}
 	return table;
@@ -241,11 +242,13 @@ function messageOf(error: unknown): string {
  * const sessions = createSessions({ store: sqliteStore({ database: db }) });
  */
 export function sqliteStore(options: SQLiteStoreOptions): SQLiteStore {
-	const table = checkTable(options.table ?? "sessions");
-	const gcInterval = validateGCInterval(options.gcInterval, 300);
-	const clock = options.clock ?? Date.now;
+	// No options at all is a missing database or path, refused below like any other.
+	const given: Partial<SQLiteStoreOptions> = typeof options === "object" && options !== null ? options : {};
+	const table = checkTable(given.table ?? "sessions");
+	const gcInterval = validateGCInterval(given.gcInterval, 300);
+	const clock = given.clock ?? Date.now;
 	if (typeof clock !== "function") throw new SessionConfigError("clock", "must be a function returning epoch milliseconds.");
-	const { database, path } = options;
+	const { database, path } = given;
 	if ((database === undefined) === (path === undefined)) {
 		throw new SessionConfigError("database", `or "path" must be given, but not both: the app's better-sqlite3 Database, or a file path for the store to open.`);
 	}
@@ -253,7 +256,7 @@ export function sqliteStore(options: SQLiteStoreOptions): SQLiteStore {
 		throw new SessionConfigError("database", "must be a better-sqlite3 Database.");
 	}
 	if (path !== undefined && (typeof path !== "string" || path === "")) {
-		throw new SessionConfigError("path", `must be a non-empty file path, got ${JSON.stringify(path)}.`);
+		throw new SessionConfigError("path", `must be a non-empty file path, got ${describe(path)}.`);
 	}
 
 	let statements: Statements | undefined;

@@ -52,6 +52,14 @@ describe("file store", () => {
 		}
 	});
 
+	it("quotes a string where an option wants a number, so it cannot pass for one", () => {
+		const cases: Array<[Record<string, unknown>, RegExp]> = [
+			[{ dir: freshDir(), gcInterval: "300" }, /option "gcInterval" must be .*, got "300"\.$/],
+			[{ dir: 5n }, /option "dir" must be a non-empty directory path, got bigint\.$/],
+		];
+		for (const [options, message] of cases) assert.throws(() => fileStore(options as never), (error: unknown) => error instanceof SessionConfigError && message.test(error.message));
+	});
+
 	it("never turns a hostile key into a path, inside or outside dir", async () => {
 		const parent = join(root, `hostile-${n++}`);
 		const dir = join(parent, "sessions");

@@ -4,7 +4,7 @@ import { after, before, describe, it } from "node:test";
 import mysql from "mysql2/promise";
 import type { Pool, PoolOptions, RowDataPacket } from "mysql2/promise";
 import { applyChanges, SessionConfigError, SessionStoreError } from "sessionkit";
-import { mysqlSchema, mysqlStore } from "sessionkit/stores/mysql";
+import { type MySQLStoreOptions, mysqlSchema, mysqlStore } from "sessionkit/stores/mysql";
 import { randomKey, runId, sleep } from "../helpers/keys.js";
 import { requireService, serviceURL } from "../services.js";
 import { makeRecord, noChanges, storeConformance } from "../store-conformance.js";
@@ -90,6 +90,16 @@ describe("mysql store", { skip }, () => {
 		const callbackPool = (await import("mysql2")).createPool({ uri: serviceURL.mysql });
 		assert.throws(() => mysqlStore({ pool: callbackPool as unknown as Pool }), /pool\.promise\(\)/);
 		await new Promise((resolve) => callbackPool.end(resolve));
+	});
+
+	it("quotes a string where an option wants a number or a boolean, so it cannot pass for one", () => {
+		const cases: Array<[MySQLStoreOptions, RegExp]> = [
+			[{ timeout: "5" as never }, /option "timeout" must be .*, got "5"\.$/],
+			[{ gcInterval: "300" as never }, /option "gcInterval" must be .*, got "300"\.$/],
+			[{ createTable: "false" as never }, /option "createTable" must be true or false, got "false"\.$/],
+			[{ table: 5n as never }, /option "table" must be .*, got bigint\.$/],
+		];
+		for (const [options, message] of cases) assert.throws(() => mysqlStore({ pool: admin }, options), (error: unknown) => error instanceof SessionConfigError && message.test(error.message));
 	});
 
 	it("creates the table and its indexes on first use, once, even when several stores start together", async () => {
@@ -227,6 +237,25 @@ describe("mysql store", { skip }, () => {
 			assert.equal(await store.merge(key, noChanges({ set: { now: "1" } }), Date.now() + HOUR), true);
 			assert.deepEqual((await store.get(key))?.data, { now: "1" });
 			await store.close();
+		});
+
+		it("a call that timed out waiting for a connection does not send its statement when one frees up", async () => {
+			const pool = newPool({ connectionLimit: 1 });
+			const store = mysqlStore({ pool }, { table: newTable(), timeout: 0.5, gcInterval: 0 });
+			const key = randomKey();
+			const record = makeRecord();
+			await store.set(key, record, record.idleExpiresAt);
+			// The app holds the pool's one connection past the store's timeout.
+			const held = await pool.getConnection();
+			try {
+				await assert.rejects(store.touch(key, record.idleExpiresAt + HOUR, record.idleExpiresAt + HOUR), assertStoreError);
+			} finally {
+				held.release();
+			}
+			await sleep(200);
+			assert.equal((await store.get(key))?.idleExpiresAt, record.idleExpiresAt, "the touch that timed out was never sent");
+			await store.close();
+			await pool.end();
 		});
 
 		it("recovers by itself after the server kills every one of its connections", async () => {

@@ -3,7 +3,7 @@ import { createServer, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { applyChanges, type RecordChanges, SessionConfigError, SessionStoreError } from "sessionkit";
-import { postgresSchema, postgresStore } from "sessionkit/stores/postgres";
+import { type PostgresStoreOptions, postgresSchema, postgresStore } from "sessionkit/stores/postgres";
 import { randomKey, runId, sleep } from "../helpers/keys.js";
 import { requireService, serviceURL } from "../services.js";
 import { makeRecord, noChanges, storeConformance } from "../store-conformance.js";
@@ -99,6 +99,19 @@ describe("postgres store", { skip }, () => {
 		return pool.end();
 	});
 
+	it("quotes a string where an option wants a number or a boolean, so it cannot pass for one", () => {
+		const pool = newPool();
+		const cases: Array<[PostgresStoreOptions, RegExp]> = [
+			[{ timeout: "5" as never }, /option "timeout" must be .*, got "5"\.$/],
+			[{ gcInterval: "300" as never }, /option "gcInterval" must be .*, got "300"\.$/],
+			[{ createTable: "false" as never }, /option "createTable" must be true or false, got "false"\.$/],
+			[{ prepare: "false" as never }, /option "prepare" must be true or false, got "false"\.$/],
+			[{ table: 5n as never }, /option "table" must be .*, got bigint\.$/],
+		];
+		for (const [options, message] of cases) assert.throws(() => postgresStore({ pool }, options), (error: unknown) => error instanceof SessionConfigError && message.test(error.message));
+		return pool.end();
+	});
+
 	it("creates the table and its indexes on first use, once, even when several stores start together", async () => {
 		const table = newTable();
 		const pool = newPool({ max: 10 });
@@ -109,6 +122,40 @@ describe("postgres store", { skip }, () => {
 		const { rows } = await admin.query<{ indexname: string }>("SELECT indexname FROM pg_indexes WHERE tablename = $1 ORDER BY indexname", [table]);
 		assert.deepEqual(rows.map((r) => r.indexname), [`${table}_expires_at_idx`, `${table}_pkey`, `${table}_subject_idx`]);
 		await pool.end();
+	});
+
+	it("with createTable on, uses a table and indexes that exist already, with a role that may only read and write rows", async () => {
+		const table = newTable();
+		const partial = newTable();
+		const role = `sessionkit_test_${runId()}`;
+		await admin.query(postgresSchema(table));
+		// A migration that forgot an index: creating it needs the table's owner.
+		await admin.query(postgresSchema(partial));
+		await admin.query(`DROP INDEX "${partial}_subject_idx"`);
+		await admin.query(`CREATE ROLE "${role}" LOGIN; GRANT USAGE ON SCHEMA public TO "${role}"`);
+		await admin.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON "${table}", "${partial}" TO "${role}"`);
+		const url = new URL(serviceURL.postgres);
+		url.username = role;
+		url.password = "";
+		const pool = newPool({ connectionString: url.href });
+		try {
+			const store = postgresStore({ pool }, { table, gcInterval: 0 });
+			const key = randomKey();
+			const record = makeRecord({ subject: "s" });
+			await store.set(key, record, record.idleExpiresAt);
+			assert.deepEqual(await store.get(key), record);
+			assert.equal(await store.merge(key, noChanges({ increment: { n: 1 } }), record.idleExpiresAt), true);
+
+			const incomplete = postgresStore({ pool }, { table: partial, gcInterval: 0 });
+			await assert.rejects(incomplete.get(key), (error: unknown) => {
+				assertStoreError(error);
+				assert.match((error as Error).message, /cannot create table "[^"]+" or its indexes: permission denied.*postgresSchema\(\) as the owner/);
+				return true;
+			});
+		} finally {
+			await pool.end();
+			await admin.query(`DROP TABLE "${table}", "${partial}"; REVOKE ALL ON SCHEMA public FROM "${role}"; DROP ROLE "${role}"`);
+		}
 	});
 
 	it("with createTable off, a missing table fails with a SessionStoreError that says what to run", async () => {
@@ -311,6 +358,115 @@ describe("postgres store", { skip }, () => {
 			await store.touch(key, record.idleExpiresAt + HOUR, record.idleExpiresAt + HOUR);
 			assert.equal((await store.get(key))?.idleExpiresAt, record.idleExpiresAt + HOUR);
 			await store.close();
+		});
+
+		it("a call that timed out waiting for one of the app's pool connections does not send its statement when one frees up", async () => {
+			const pool = newPool({ max: 1 });
+			const store = postgresStore({ pool }, { table: newTable(), timeout: 0.5, gcInterval: 0 });
+			const key = randomKey();
+			const record = makeRecord();
+			await store.set(key, record, record.idleExpiresAt);
+			// The app holds the pool's one connection past the store's timeout.
+			const held = await pool.connect();
+			try {
+				await assert.rejects(store.touch(key, record.idleExpiresAt + HOUR, record.idleExpiresAt + HOUR), (error: unknown) => {
+					assertStoreError(error);
+					assert.match((error as Error).message, /timed out after 0.5 s/);
+					return true;
+				});
+			} finally {
+				held.release();
+			}
+			await sleep(200);
+			assert.equal((await store.get(key))?.idleExpiresAt, record.idleExpiresAt, "the touch that timed out was never sent");
+			await store.close();
+			await pool.end();
+		});
+
+		describe("a call that waited for one of the store's own connections", () => {
+			// The pool made from url holds pg's default of 10 connections.
+			const POOL_SIZE = 10;
+
+			/** Resolves once `count` of the store's connections wait for a lock. */
+			async function waitForLockWaits(applicationName: string, count: number): Promise<void> {
+				for (let waited = 0; waited < 3000; waited += 10) {
+					const { rows } = await admin.query<{ n: number }>(
+						"SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+						[applicationName],
+					);
+					if (rows[0]!.n >= count) return;
+					await sleep(10);
+				}
+				assert.fail(`fewer than ${count} of the store's connections waited for the lock`);
+			}
+
+			async function lockRow(table: string, key: string): Promise<pg.PoolClient> {
+				const locker = await admin.connect();
+				await locker.query("BEGIN");
+				await locker.query(`SELECT 1 FROM "${table}" WHERE key = $1 FOR UPDATE`, [key]);
+				return locker;
+			}
+
+			it("is cancelled by the server within the time the call had left, so a merge that timed out is never applied", async () => {
+				const table = newTable();
+				const applicationName = `sessionkit_test_${runId()}`;
+				const store = postgresStore({ url: `${serviceURL.postgres}?application_name=${applicationName}` }, { table, timeout: 1, gcInterval: 0 });
+				const key = randomKey();
+				const record = makeRecord({ data: { n: "0" } });
+				await store.set(key, record, record.idleExpiresAt);
+
+				const locker = await lockRow(table, key);
+				try {
+					// Every connection of the store waits for the row, so the merge waits for a connection.
+					const busy = Array.from({ length: POOL_SIZE }, () => store.touch(key, record.idleExpiresAt + HOUR, record.idleExpiresAt + HOUR).catch((error: unknown) => error));
+					await waitForLockWaits(applicationName, POOL_SIZE);
+					const started = Date.now();
+					await assert.rejects(store.merge(key, noChanges({ increment: { n: 1 } }), record.idleExpiresAt), assertStoreError);
+					assert.ok(Date.now() - started < 1100, `took ${Date.now() - started} ms`);
+					for (const outcome of await Promise.all(busy)) assertStoreError(outcome);
+				} finally {
+					// Released after the merge was reported as failed: a statement still waiting would now apply.
+					await locker.query("COMMIT");
+					locker.release();
+				}
+				await sleep(300);
+				assert.deepEqual(await store.get(key), record, "neither the merge nor the touches were applied late");
+				await store.close();
+			});
+
+			it("runs with the time it had left, and leaves the connection's own limit as it was", async () => {
+				const table = newTable();
+				const applicationName = `sessionkit_test_${runId()}`;
+				// The server gives each statement 90% of the 2 s: 1.8 s, less the time a call waited.
+				const store = postgresStore({ url: `${serviceURL.postgres}?application_name=${applicationName}` }, { table, timeout: 2, gcInterval: 0 });
+				const key = randomKey();
+				const record = makeRecord({ data: { n: "0" } });
+				await store.set(key, record, record.idleExpiresAt);
+
+				let locker = await lockRow(table, key);
+				const busy = Array.from({ length: POOL_SIZE }, () => store.touch(key, record.idleExpiresAt, record.idleExpiresAt));
+				await waitForLockWaits(applicationName, POOL_SIZE);
+				const merged = store.merge(key, noChanges({ increment: { n: 1 } }), record.idleExpiresAt);
+				// The merge waits 1 s for a connection, then runs with the 0.8 s it has left.
+				await sleep(1000);
+				await locker.query("COMMIT");
+				locker.release();
+				await Promise.all(busy);
+				assert.equal(await merged, true);
+				assert.deepEqual((await store.get(key))?.data, { n: "1" });
+
+				// Held 1.3 s: past the 0.8 s the merge had, within the pool's 1.8 s. Ten calls use
+				// every connection, the merge's among them.
+				locker = await lockRow(table, key);
+				const calls = Array.from({ length: POOL_SIZE }, () => store.touch(key, record.idleExpiresAt + HOUR, record.idleExpiresAt + HOUR));
+				await waitForLockWaits(applicationName, POOL_SIZE);
+				await sleep(1300);
+				await locker.query("COMMIT");
+				locker.release();
+				await Promise.all(calls);
+				assert.equal((await store.get(key))?.idleExpiresAt, record.idleExpiresAt + HOUR);
+				await store.close();
+			});
 		});
 
 		it("recovers by itself after the server terminates every one of its connections", async () => {

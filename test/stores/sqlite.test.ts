@@ -94,6 +94,21 @@ describe("sqlite store", () => {
 		}
 	});
 
+	it("refuses no options at all as a missing database or path", () => {
+		for (const options of [undefined, null]) {
+			assert.throws(() => sqliteStore(options as never), (error: unknown) => error instanceof SessionConfigError && error.option === "database");
+		}
+	});
+
+	it("quotes a string where an option wants a number, so it cannot pass for one", () => {
+		const cases: Array<[Record<string, unknown>, RegExp]> = [
+			[{ database: db, gcInterval: "300" }, /option "gcInterval" must be .*, got "300"\.$/],
+			[{ database: db, table: 5n }, /option "table" must be .*, got bigint\.$/],
+			[{ path: 5n }, /option "path" must be a non-empty file path, got bigint\.$/],
+		];
+		for (const [options, message] of cases) assert.throws(() => sqliteStore(options as never), (error: unknown) => error instanceof SessionConfigError && message.test(error.message));
+	});
+
 	it("creates its table and indexes on first use, not at construction", async () => {
 		const table = `lazy_${runId()}`;
 		const store = sqliteStore({ database: db, table, gcInterval: 0 });

@@ -1,5 +1,6 @@
 /** The periodic gc shared by stores whose backend does not expire records by itself. */
 import { SessionConfigError } from "../../core/errors.js";
+import { describe } from "./describe.js";
 
 // setInterval clamps a longer delay to 1 ms (with only a TimeoutOverflowWarning), which would
 // turn a "once a month" gc into a busy loop.
@@ -14,7 +15,7 @@ export function validateGCInterval(gcInterval: number | undefined, fallback: num
 	if (typeof seconds !== "number" || !Number.isFinite(seconds) || seconds < 0 || seconds > MAX_INTERVAL_SECONDS) {
 		throw new SessionConfigError(
 			option,
-			`must be a number of seconds from 0 (off) to ${MAX_INTERVAL_SECONDS}, got ${String(seconds)}.`,
+			`must be a number of seconds from 0 (off) to ${MAX_INTERVAL_SECONDS}, got ${describe(seconds)}.`,
 		);
 	}
 	return seconds;

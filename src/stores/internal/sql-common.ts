@@ -1,5 +1,6 @@
 /** What the server SQL stores (postgres, mysql) share: option checks and the per-call deadline. */
 import { SessionConfigError, SessionError, SessionStoreError } from "../../core/errors.js";
+import { describe } from "./describe.js";
 
 /** A checked table name: an optional schema (database, in MySQL) and the table itself. */
 export interface TableName {
@@ -32,7 +33,7 @@ export function parseTable(table: unknown): TableName {
 	if (!valid) {
 		throw new SessionConfigError(
 			"table",
-			`must be a plain SQL identifier, optionally schema-qualified ("sessions" or "app.sessions"; a letter or _, then letters, digits or _, at most ${MAX_NAME} characters), got ${JSON.stringify(table)}.`,
+			`must be a plain SQL identifier, optionally schema-qualified ("sessions" or "app.sessions"; a letter or _, then letters, digits or _, at most ${MAX_NAME} characters), got ${describe(table)}.`,
 		);
 	}
 	return { schema, name };
@@ -42,7 +43,7 @@ export function parseTable(table: unknown): TableName {
 export function checkTimeout(timeout: unknown, fallback: number): number {
 	const seconds = timeout ?? fallback;
 	if (typeof seconds !== "number" || !Number.isFinite(seconds) || seconds <= 0 || seconds > MAX_TIMEOUT_SECONDS) {
-		throw new SessionConfigError("timeout", `must be a number of seconds above 0 and at most ${MAX_TIMEOUT_SECONDS}, got ${String(seconds)}.`);
+		throw new SessionConfigError("timeout", `must be a number of seconds above 0 and at most ${MAX_TIMEOUT_SECONDS}, got ${describe(seconds)}.`);
 	}
 	return seconds;
 }
@@ -50,7 +51,7 @@ export function checkTimeout(timeout: unknown, fallback: number): number {
 /** `createTable ?? true`, checked. Throws `SessionConfigError` for anything but a boolean. */
 export function checkCreateTable(createTable: unknown): boolean {
 	const value = createTable ?? true;
-	if (typeof value !== "boolean") throw new SessionConfigError("createTable", `must be true or false, got ${String(value)}.`);
+	if (typeof value !== "boolean") throw new SessionConfigError("createTable", `must be true or false, got ${describe(value)}.`);
 	return value;
 }
 
