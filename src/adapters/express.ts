@@ -1,8 +1,8 @@
 import type { NextFunction, Request, RequestHandler, Response } from "express";
-import type { AppSessionData, Session, SessionManager } from "../index.js";
-import { SessionNotLoadedError } from "../index.js";
+import type { AppSessionData, SessionManager } from "../index.js";
+import { Session, SessionNotLoadedError } from "../index.js";
 import { isPromiseLike } from "./internal/common.js";
-import { commitBeforeHeaders } from "./internal/node-response.js";
+import { commitBeforeHeaders, commitBeforeHeadersInstead, slotOwner } from "./internal/node-response.js";
 
 declare global {
 	// biome-ignore lint: Express's own augmentation point is a namespace.
@@ -17,7 +17,9 @@ declare global {
 /**
  * Express 4 and 5 middleware: sets `req.session` and commits it before the response headers
  * go out. Store errors go to `next(err)`, that is to your error handlers. `Secure` follows
- * `req.secure`, so it honours Express's `trust proxy` setting.
+ * `req.secure`, so it honours Express's `trust proxy` setting. An error handler that answers a
+ * failed commit asynchronously, while the route is still writing its body, finds the response
+ * cut off (`res.headersSent` reads true): the rest of the body never goes out without the cookie.
  *
  * Changes are committed unless the response is a server error (status 500 or above), so a
  * handler that throws after changing the session leaves the session as it was, as long as the
@@ -30,6 +32,10 @@ declare global {
  * which find their state for a response on its request's session: nothing is written to the
  * response. They pass straight through to node's for every response with nothing to commit; a
  * response whose methods another middleware already wrapped is hooked on its own instead.
+ *
+ * Used twice on one request (on the app and again on a router), the second middleware of the
+ * same manager keeps the request's session: it loads nothing, and what ran in between is
+ * committed with the rest. One of another manager sets its own `req.session`; both are committed.
  *
  * @example
  * app.use(sessionMiddleware(createSessions({ store })));
@@ -46,7 +52,36 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 		commitBeforeHeaders(res, sessions, session, req, next);
 		next();
 	}
+	/** After another manager's middleware: `session` takes the place of `previous`, and both are committed. */
+	function startInstead(req: Request, res: Response, next: NextFunction, session: Session<Data>, previous: Session<object>): void {
+		(req as { session: unknown }).session = session;
+		commitBeforeHeadersInstead(res, sessions, session, req, next, previous);
+		next();
+	}
+	/** `req.session` holds a session already: this middleware runs again for the request, or another manager's ran. */
+	function again(req: Request, res: Response, next: NextFunction, previous: Session<object>): void {
+		// This manager's own: loaded again, it would miss the changes made since, and replaced, it
+		// would take its hook along (the shared methods find it through req.session).
+		if (slotOwner(previous) === sessions) {
+			next();
+			return;
+		}
+		let loaded: Session<Data> | Promise<Session<Data>>;
+		try {
+			loaded = sessions.load(req.headers.cookie);
+		} catch (error) {
+			next(error);
+			return;
+		}
+		if (isPromiseLike(loaded)) loaded.then((session) => startInstead(req, res, next, session, previous), next);
+		else startInstead(req, res, next, loaded, previous);
+	}
 	return (req: Request, res: Response, next: NextFunction): void => {
+		const previous = (req as { session?: unknown }).session;
+		if (previous !== undefined && previous instanceof Session) {
+			again(req, res, next, previous);
+			return;
+		}
 		let loaded: Session<Data> | Promise<Session<Data>>;
 		try {
 			loaded = sessions.load(req.headers.cookie);

@@ -30,8 +30,9 @@ export interface HonoSessionOptions {
  * and the response becomes a 500.
  *
  * `Secure` is set when the request URL is `https:`, or with `trustProxy` when the proxy says
- * `X-Forwarded-Proto: https`. A response with immutable headers (one returned by `fetch`,
- * or `Response.redirect`) is copied so that the cookie can be added.
+ * `X-Forwarded-Proto: https`. A response that gets the cookie is copied first, so the handler may
+ * return one `Response` object for every request, or one with immutable headers (returned by
+ * `fetch`, or `Response.redirect`): the adapter never changes the object it returned.
  *
  * Changes are committed unless the response is a server error (status 500 or above). A
  * handler that throws is answered by `app.onError` before this middleware resumes, and Hono
@@ -69,14 +70,12 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 			throw error;
 		}
 		if (setCookie === null) return;
-		try {
-			addCookieHeaders(c.res.headers, setCookie);
-		} catch (error) {
-			// Headers of a fetch() response or of Response.redirect() are immutable: copy the response.
-			if (!(error instanceof TypeError)) throw error;
-			c.res = new Response(c.res.body, c.res);
-			addCookieHeaders(c.res.headers, setCookie);
-		}
+		// On a copy: the handler may return one Response for every request (a module-level
+		// `new Response(null, { status: 204 })`), which would carry this cookie to the next user;
+		// and the headers of a fetch() response or of Response.redirect() are immutable. Copied
+		// before the headers are added: Hono's setter copies the old response's headers over.
+		c.res = new Response(c.res.body, c.res);
+		addCookieHeaders(c.res.headers, setCookie);
 	};
 }
 

@@ -11,7 +11,13 @@ export { applyCommit, beforeHeaders } from "./internal/node-response.js";
 export interface NodeSessionOptions {
 	/** Trust `X-Forwarded-Proto: https` from a reverse proxy when deciding `Secure`. @default false */
 	trustProxy?: boolean;
-	/** Answers a request whose session could not be loaded or committed, or whose handler threw. @default a plain 500 */
+	/**
+	 * Answers a request whose session could not be loaded or committed, or whose handler threw.
+	 * One that answers a failed commit asynchronously, while the handler is still writing its
+	 * body, finds the response cut off (`res.headersSent` reads true).
+	 * @default a plain 500; once the headers are sent, it cuts off a response the handler has not
+	 * ended, and leaves an ended one as sent. It logs the error with `console.error`.
+	 */
 	onError?: (error: unknown, req: IncomingMessage, res: ServerResponse) => void;
 }
 
@@ -27,7 +33,9 @@ export function isSecureRequest(req: IncomingMessage, trustProxy: boolean): bool
 function defaultOnError(error: unknown, _req: IncomingMessage, res: ServerResponse): void {
 	console.error(error);
 	if (res.headersSent) {
-		res.destroy();
+		// Mid-body, the client must see the response is incomplete. After the handler's end, it
+		// is whole: cutting it would truncate what is still being flushed.
+		if (!res.writableEnded) res.destroy();
 		return;
 	}
 	res.statusCode = 500;

@@ -4,10 +4,11 @@ import { it } from "node:test";
 import express from "express";
 import type { NextFunction, Request, Response } from "express";
 import express4 from "express4";
-import { createSessions, SessionNotLoadedError, SessionUsageError } from "sessionkit";
+import { createSessions, SessionNotLoadedError, SessionTooLargeError, SessionUsageError } from "sessionkit";
 import { getSession, sessionMiddleware } from "sessionkit/express";
 import { memoryStore } from "sessionkit/stores/memory";
 import { adapterConformance, listen } from "../adapter-conformance.js";
+import { sleep } from "../helpers/keys.js";
 import { storeOf } from "../helpers/test-stores.js";
 import { answerWithCode, createExpressApp } from "./express-app.js";
 
@@ -258,6 +259,153 @@ for (const [name, framework] of [["express 5", express], ["express 4", express4]
 			const outcome = await fetch(`${server.url}/fail`).then((reply) => reply.text()).then((text) => `complete: ${text}`, () => "cut off");
 			assert.equal(outcome, "cut off", "the client can tell the response is incomplete");
 			assert.equal(await (await fetch(`${server.url}/next`)).text(), "partial whole", "the server still answers");
+		});
+	}
+}
+
+/** As compression or a logger does: its own res.end, calling the one it found. */
+function wrapEnd(_req: Request, res: Response, next: NextFunction): void {
+	const end = res.end;
+	res.end = function (this: Response, ...args: unknown[]) {
+		return (end as (...a: unknown[]) => Response).apply(this, args);
+	} as typeof res.end;
+	next();
+}
+
+for (const [name, framework] of [["express 5", express], ["express 4", express4]] as const) {
+	for (const storeName of ["memory", "file"] as const) {
+		for (const wrapped of [false, true]) {
+			const behind = wrapped ? ", behind a middleware that wrapped res.end" : "";
+			it(`${name}: sessionMiddleware on the app and again on a router keeps one session, with the changes made in between${behind} (${storeName} store)`, async (t) => {
+				const sessions = createSessions({ store: await storeOf(storeName, t) });
+				const app = framework();
+				if (wrapped) app.use(wrapEnd);
+				app.use(sessionMiddleware(sessions));
+				// An app-wide middleware that records something in the session.
+				app.use((req, _res, next) => {
+					req.session.set("lastPath", req.originalUrl);
+					next();
+				});
+				const router = framework.Router();
+				router.use(sessionMiddleware(sessions));
+				router.get("/count", (req, res) => {
+					res.json({ n: req.session.increment("n"), lastPath: req.session.get("lastPath") });
+				});
+				app.use("/api", router);
+				app.get("/data", (req, res) => {
+					res.json(req.session.all());
+				});
+				const server = await listen(createServer(app));
+				t.after(async () => {
+					await server.close();
+					await sessions.close();
+				});
+				const first = await fetch(`${server.url}/api/count`);
+				assert.deepEqual(await first.json(), { n: 1, lastPath: "/api/count" }, "the router's middleware sees what the app's set");
+				const cookies = first.headers.getSetCookie();
+				assert.equal(cookies.length, 1, cookies.join(" | "));
+				const cookie = cookies[0]!.split(";")[0]!;
+				const second = await fetch(`${server.url}/api/count`, { headers: { cookie } });
+				assert.deepEqual(await second.json(), { n: 2, lastPath: "/api/count" });
+				assert.deepEqual(second.headers.getSetCookie(), []);
+				assert.deepEqual(await (await fetch(`${server.url}/data`, { headers: { cookie } })).json(), { lastPath: "/data", n: 2 }, "both changes were committed");
+			});
+
+			it(`${name}: session middlewares of two managers on one request commit both sessions${behind} (${storeName} store)`, async (t) => {
+				const site = createSessions({ store: await storeOf(storeName, t) });
+				const admin = createSessions({ store: await storeOf(storeName, t), cookie: { name: "admin_sid" } });
+				const app = framework();
+				if (wrapped) app.use(wrapEnd);
+				app.use(sessionMiddleware(site));
+				app.use((req, _res, next) => {
+					req.session.set("visited", true);
+					next();
+				});
+				const router = framework.Router();
+				router.use(sessionMiddleware(admin));
+				router.get("/login", (req, res) => {
+					req.session.set("admin", true);
+					res.send("admin");
+				});
+				app.use("/admin", router);
+				const server = await listen(createServer(app));
+				t.after(async () => {
+					await server.close();
+					await Promise.all([site.close(), admin.close()]);
+				});
+				const reply = await fetch(`${server.url}/admin/login`);
+				assert.equal(await reply.text(), "admin");
+				const cookies = reply.headers.getSetCookie().map((line) => line.split(";")[0]!);
+				assert.deepEqual(cookies.map((cookie) => cookie.split("=")[0]).sort(), ["admin_sid", "sid"], cookies.join(" | "));
+				const sid = cookies.find((cookie) => cookie.startsWith("sid="))!;
+				const adminSid = cookies.find((cookie) => cookie.startsWith("admin_sid="))!;
+				assert.deepEqual((await site.load(sid)).all(), { visited: true }, "the app's session was committed");
+				assert.deepEqual((await admin.load(adminSid)).all(), { admin: true }, "the router's session was committed");
+			});
+		}
+
+		it(`${name}: a commit that fails while the route writes its body, with an error handler that answers asynchronously, cuts the response off (${storeName} store)`, async (t) => {
+			const sessions = createSessions({ store: await storeOf(storeName, t), maxSize: 256 });
+			const app = framework();
+			app.set("env", "test"); // Express's final handler does not log
+			app.use(sessionMiddleware(sessions));
+			app.get("/:page", async (req, res) => {
+				req.session.set("cart", "x".repeat(1000)); // too large: the commit fails
+				res.type("text/plain");
+				if (req.params.page === "whole") {
+					res.send("whole");
+					return;
+				}
+				res.write("line 1\n");
+				await sleep(20);
+				res.write("line 2\n");
+				res.end("line 3\n");
+			});
+			const errors: unknown[] = [];
+			// e.g. one that reports the error to a log service before it answers
+			app.use(async (error: unknown, _req: Request, res: Response, next: NextFunction) => {
+				errors.push(error);
+				await sleep(50);
+				if (res.headersSent) return next(error);
+				res.status(500).send("failed");
+			});
+			const server = await listen(createServer(app));
+			t.after(async () => {
+				await server.close();
+				await sessions.close();
+			});
+			const outcome = await fetch(`${server.url}/stream`).then(async (reply) => `${reply.status}: ${await reply.text()}`, () => "cut off");
+			assert.equal(outcome, "cut off", "the route's later writes do not go out as a 200 without the cookie");
+			// A route that ended its response makes no more calls: the error handler's answer goes out.
+			const whole = await fetch(`${server.url}/whole`);
+			assert.equal(whole.status, 500);
+			assert.equal(await whole.text(), "failed");
+			assert.deepEqual(whole.headers.getSetCookie(), []);
+			assert.equal(errors.length, 2);
+			assert.ok(errors.every((error) => error instanceof SessionTooLargeError), errors.map(String).join(" | "));
+		});
+
+		it(`${name}: res.writeHead(status, headers) replaces a Set-Cookie set before, as node does, and adds the session cookie (${storeName} store)`, async (t) => {
+			const sessions = createSessions({ store: await storeOf(storeName, t) });
+			const app = framework();
+			app.use(sessionMiddleware(sessions));
+			app.get("/", (req, res) => {
+				req.session.set("userId", 7);
+				res.cookie("flash", "hello");
+				res.writeHead(303, { Location: "/done", "Set-Cookie": "flash=; Max-Age=0" });
+				res.end();
+			});
+			const server = await listen(createServer(app));
+			t.after(async () => {
+				await server.close();
+				await sessions.close();
+			});
+			const reply = await fetch(server.url, { redirect: "manual" });
+			assert.equal(reply.status, 303);
+			const cookies = reply.headers.getSetCookie();
+			assert.equal(cookies.length, 2, cookies.join(" | "));
+			assert.equal(cookies[0], "flash=; Max-Age=0");
+			assert.ok(cookies[1]!.startsWith(`${sessions.cookieName}=`), cookies.join(" | "));
 		});
 	}
 }

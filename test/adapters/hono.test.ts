@@ -199,3 +199,27 @@ it("hono: a store failing during the error path's commit reaches onError again, 
 	assert.deepEqual(await dataOf(url, cookie), { user_id: 123 }, "the server still answers, and the session was not destroyed");
 	assert.deepEqual(rejections, []);
 });
+
+it("hono: a Response object the handler returns for every request carries no user's cookie to the next", async (t) => {
+	const sessions = createSessions();
+	const app = new Hono();
+	app.use(sessionMiddleware(sessions));
+	const noContent = new Response(null, { status: 204 }); // one answer for every request, made once
+	app.post("/login", (c) => {
+		c.get("session").set("user", c.req.query("user") ?? "");
+		return noContent;
+	});
+	app.get("/me", (c) => c.text(String(c.get("session").get("user"))));
+	const server = await listen(createServer(getRequestListener(app.fetch)));
+	t.after(() => Promise.all([server.close(), sessions.close()]));
+	const alice = await fetch(`${server.url}/login?user=alice`, { method: "POST" });
+	const bob = await fetch(`${server.url}/login?user=bob`, { method: "POST" });
+	assert.equal(bob.status, 204);
+	const bobCookies = setCookiesOf(bob);
+	assert.equal(bobCookies.length, 1, bob.headers.getSetCookie().join(" | "));
+	assert.notEqual(bobCookies[0]!.value, setCookiesOf(alice)[0]!.value);
+	const me = await fetch(`${server.url}/me`, { headers: { cookie: `sid=${bobCookies[0]!.value}` } });
+	assert.equal(await me.text(), "bob");
+	assert.deepEqual(noContent.headers.getSetCookie(), [], "the handler's Response is left as it was");
+	assert.equal(noContent.headers.get("cache-control"), null);
+});

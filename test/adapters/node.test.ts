@@ -9,6 +9,7 @@ import { createApp } from "../../examples/node/app.js";
 import { adapterConformance, listen, type AdapterServer } from "../adapter-conformance.js";
 import { testClock } from "../helpers/clock.js";
 import { CookieJar } from "../helpers/cookie-jar.js";
+import { sleep } from "../helpers/keys.js";
 import { storeOf, type StoreKind } from "../helpers/test-stores.js";
 
 adapterConformance("node:http", async (sessions, { trustProxy }) =>
@@ -313,4 +314,83 @@ it("node:http: a head sent around the hook while an asynchronous commit runs rea
 	assert.equal(errors.length, 1);
 	assert.equal((errors[0] as { code?: unknown }).code, "ERR_HTTP_HEADERS_SENT");
 	assert.equal(await (await fetch(`${server.url}/next`)).text(), "ok", "the server still answers");
+});
+
+for (const store of ["memory", "file"] as const) {
+	it(`node:http: a commit that fails while the handler writes its body, with an onError that answers asynchronously, cuts the response off (${store} store)`, async (t) => {
+		const sessions = await sessionsOn(t, store, { maxSize: 256 });
+		const errors: unknown[] = [];
+		const server = await serve(t, withSessions(sessions, async (req, res) => {
+			getSession(req).set("cart", "x".repeat(1000)); // too large: the commit fails
+			res.setHeader("Content-Type", "text/plain; charset=utf-8");
+			if (req.url === "/whole") {
+				res.end("whole");
+				return;
+			}
+			res.write("line 1\n");
+			await sleep(20);
+			res.write("line 2\n");
+			res.end("line 3\n");
+		}, {
+			// The usual onError, which reports the error somewhere before it answers.
+			async onError(error, _req, res) {
+				errors.push(error);
+				await sleep(50);
+				if (res.headersSent) return void res.destroy();
+				res.statusCode = 500;
+				res.end("failed");
+			},
+		}));
+		const outcome = await fetch(`${server.url}/stream`).then(async (response) => `${response.status}: ${await response.text()}`, () => "cut off");
+		assert.equal(outcome, "cut off", "the handler's later writes do not go out as a 200 without the cookie");
+		// A handler that ended its response makes no more calls: onError's answer goes out.
+		const whole = await fetch(`${server.url}/whole`);
+		assert.equal(whole.status, 500);
+		assert.equal(await whole.text(), "failed");
+		assert.deepEqual(whole.headers.getSetCookie(), []);
+		assert.equal(errors.length, 2);
+		assert.ok(errors.every((error) => error instanceof SessionTooLargeError), errors.map(String).join(" | "));
+		assert.equal(await sessions.count(), 0, "nothing was stored");
+	});
+
+	it(`node:http: writeHead(status, headers) replaces a Set-Cookie set before, as node does, and adds the session cookie (${store} store)`, async (t) => {
+		const sessions = await sessionsOn(t, store);
+		const server = await serve(t, withSessions(sessions, (req, res) => {
+			getSession(req).set("userId", 7);
+			res.setHeader("Set-Cookie", "flash=hello"); // set early, by a helper say
+			// The final answer clears it: node replaces every header writeHead names.
+			if (req.url === "/array") res.writeHead(303, ["Location", "/done", "Set-Cookie", "flash=; Max-Age=0"]);
+			else res.writeHead(303, { Location: "/done", "Set-Cookie": "flash=; Max-Age=0" });
+			res.end();
+		}));
+		for (const path of ["/array", "/object"]) {
+			const response = await fetch(`${server.url}${path}`, { redirect: "manual" });
+			assert.equal(response.status, 303, path);
+			const cookies = response.headers.getSetCookie();
+			assert.equal(cookies.length, 2, `${path}: ${cookies.join(" | ")}`);
+			assert.equal(cookies[0], "flash=; Max-Age=0", path);
+			assert.ok(cookies[1]!.startsWith(`${sessions.cookieName}=`), `${path}: ${cookies.join(" | ")}`);
+			assert.equal(response.headers.get("cache-control"), "no-store", path);
+		}
+	});
+}
+
+it("node:http: the default onError leaves a response the handler ended as sent, while it is still flushing", async (t) => {
+	const logged = t.mock.method(console, "error", () => undefined);
+	const sessions = await sessionsOn(t, "memory");
+	// Larger than the socket's buffers: most of it is still to be sent when the error comes.
+	const body = "x".repeat(16 * 1024 * 1024);
+	const server = await serve(t, withSessions(sessions, async (req, res) => {
+		getSession(req).set("userId", 7);
+		res.setHeader("Content-Type", "text/plain");
+		res.end(body);
+		await null; // e.g. an audit log written after answering, which fails
+		throw new Error("after the response");
+	}));
+	const response = await fetch(server.url);
+	assert.equal(response.status, 200);
+	assert.equal((await response.text()).length, body.length, "the whole body arrives");
+	assert.ok(response.headers.getSetCookie()[0]?.startsWith(`${sessions.cookieName}=`));
+	assert.equal(logged.mock.callCount(), 1, "the error is logged");
+	assert.equal((logged.mock.calls[0]!.arguments[0] as Error).message, "after the response");
 });

@@ -37,10 +37,15 @@ interface Hook {
 	readonly write: ServerResponse["write"];
 	readonly end: ServerResponse["end"];
 	readonly flushHeaders: ServerResponse["flushHeaders"];
-	/** "failed": the commit failed and `onError` answered; the handler's calls go on only until the response has ended. */
+	/**
+	 * Express: the manager of the session whose slot holds this hook, so that a second
+	 * `sessionMiddleware` can tell its own manager's session (see `slotOwner`); `null` elsewhere.
+	 */
+	owner: object | null;
+	/** "failed": the commit failed and `onError` answered; calls go on only until the response has ended (see `fail`). */
 	phase: "waiting" | "committing" | "done" | "failed";
-	/** Calls made while an asynchronous commit runs, replayed in order after it. */
-	queue: Array<() => void>;
+	/** Calls made while an asynchronous commit runs, replayed in order after it (made for the first such call). */
+	queue: Array<() => void> | null;
 	/** An `end` is in the queue: the response is over, and later calls are dropped as node would refuse them. */
 	ended: boolean;
 	/** A call that sends the head is queued, but no `end`: `headersSent` reads true meanwhile (see `holdBegun`). */
@@ -51,8 +56,9 @@ type HookedResponse = ServerResponse & { [HOOK]?: Hook };
 
 /**
  * The hook the shared methods of an Express response use (see beforeHeadersShared): it sits on
- * the request's session. Only a shared hook goes there: an instance-hooked response may call a
- * shared method as its "original", which must then pass the call to node's.
+ * the request's session. Only a shared hook goes there, or a mark that passes the call on to
+ * node's (see `ownerMark`): an instance-hooked response may call a shared method as its
+ * "original", which must then pass the call to node's.
  */
 function sharedHookOf(res: ServerResponse): Hook | undefined {
 	const session = (res.req as (IncomingMessage & { session?: unknown }) | undefined)?.session;
@@ -71,24 +77,34 @@ function done(hook: Hook): void {
 /**
  * The commit failed: `onError` answers (synchronously, or later through an error handler). A
  * handler still writing must not reach node's methods once that answer has ended the response:
- * a write after end is an 'error' event nobody listens to, which crashes the process.
+ * a write after end is an 'error' event nobody listens to, which crashes the process. Nor before
+ * an answer that comes later: its head and the rest of its body would go out as a 200 without the
+ * cookie. `midBody`: the handler began its body (`writeHead`, `write`, `flushHeaders`) and has not
+ * ended it, so more of its calls are to come.
  */
-function fail(hook: Hook, res: ServerResponse, error: unknown): void {
+function fail(hook: Hook, res: ServerResponse, error: unknown, midBody: boolean): void {
 	hook.phase = "failed";
-	hook.queue.length = 0;
-	// Nothing was sent: onError may answer with a whole response.
+	hook.queue = null;
+	// Nothing was sent: onError may answer with a whole response, as it does with a synchronous store.
 	releaseBegun(hook, res);
 	hook.onError(error);
+	if (!midBody || res.writableEnded || res.destroyed) return;
+	// onError answers later, if at all, and its calls could not be told from the handler's: the
+	// response is cut off now (node's methods then drop every call quietly, and a piped body
+	// stops), and headersSent reads true, so that the error handler takes its mid-body way.
+	holdBegun(hook, res);
+	res.destroy();
 }
 
 /**
  * Starts the commit on the first call that would send headers, with the status `writeHead` was
  * given or else the response's. "now": the commit is done (it finished synchronously, or
  * earlier), so the call goes through; "later": the caller queues its call behind a running
- * commit; "dropped": the commit failed and `onError` answers instead. `res.statusCode` is read
- * only to start the commit: on Express's responses every read misses V8's caches.
+ * commit; "dropped": the commit failed and `onError` answers instead. `ending`: the call is an
+ * `end`. `res.statusCode` is read only to start the commit: on Express's responses every read
+ * misses V8's caches.
  */
-function settle(hook: Hook, res: ServerResponse, statusCode?: number): "now" | "later" | "dropped" {
+function settle(hook: Hook, res: ServerResponse, ending: boolean, statusCode?: number): "now" | "later" | "dropped" {
 	if (hook.phase === "done") return "now";
 	if (hook.phase === "committing") return "later";
 	if (hook.phase === "failed") return res.writableEnded ? "dropped" : "now";
@@ -97,7 +113,7 @@ function settle(hook: Hook, res: ServerResponse, statusCode?: number): "now" | "
 	try {
 		result = hook.commit(statusCode ?? res.statusCode);
 	} catch (error) {
-		fail(hook, res, error);
+		fail(hook, res, error, !ending);
 		return "dropped";
 	}
 	if (!isPromiseLike(result)) {
@@ -111,10 +127,11 @@ function settle(hook: Hook, res: ServerResponse, statusCode?: number): "now" | "
 			try {
 				replay(hook, res, sent, apply);
 			} catch (error) {
-				fail(hook, res, error);
+				fail(hook, res, error, !hook.ended);
 			}
 		},
-		(error: unknown) => fail(hook, res, error),
+		// A queued call began the response, or ended it (see `enqueue`).
+		(error: unknown) => fail(hook, res, error, !hook.ended),
 	);
 	return "later";
 }
@@ -128,9 +145,10 @@ function replay(hook: Hook, res: ServerResponse, sent: SentHead, apply: void | A
 	// Only once the handler's end is queued: while it is still writing, later writes are its own.
 	if (hook.ended) restoreHead(res, sent, ours);
 	if (ours) apply();
+	const queue = hook.queue;
+	hook.queue = null;
 	// An error handler cut the response off (see holdBegun): nothing more can be sent.
-	if (res.destroyed) hook.queue.length = 0;
-	for (const deferred of hook.queue.splice(0)) deferred();
+	if (queue !== null && !res.destroyed) for (const deferred of queue) deferred();
 }
 
 /** The headers a commit adds to. One given to the public `beforeHeaders` has added to them already: they are left as they are. */
@@ -171,7 +189,8 @@ function restoreHead(res: ServerResponse, sent: SentHead, all: boolean): void {
 }
 
 /**
- * Moves the headers given to `writeHead(status, [message], headers)` onto the response, so the
+ * Moves the headers given to `writeHead(status, [message], headers)` onto the response, as Node
+ * does (the headers they name replace those set before, `Set-Cookie` included), so that the
  * commit adds to them instead of being overwritten by them (Node sets those last): the session
  * cookie joins a `Set-Cookie` the handler passed, and `Cache-Control: no-store` wins.
  */
@@ -183,15 +202,13 @@ function takeHeaders(res: ServerResponse, args: unknown[]): unknown[] {
 		const pairs: Array<[string, unknown]> = [];
 		if (Array.isArray(last[0])) for (const [name, value] of last as Array<[string, unknown]>) pairs.push([name, value]);
 		else for (let i = 0; i + 1 < last.length; i += 2) pairs.push([String(last[i]), last[i + 1]]);
-		// As Node does with an array: it replaces the headers it names, and a name may repeat.
-		for (const [name] of pairs) if (name.toLowerCase() !== "set-cookie") res.removeHeader(name);
+		// As Node does with an array: every header it names goes first, then each value is added (a name may repeat).
+		for (const [name] of pairs) res.removeHeader(name);
 		for (const [name, value] of pairs) if (value !== undefined) res.appendHeader(name, value as string | string[]);
 	} else {
 		for (const name of Object.keys(last)) {
 			const value = (last as Record<string, unknown>)[name];
-			if (value === undefined) continue;
-			if (name.toLowerCase() === "set-cookie") res.appendHeader(name, value as string | string[]);
-			else res.setHeader(name, value as string | number | string[]);
+			if (value !== undefined) res.setHeader(name, value as string | number | string[]);
 		}
 	}
 	return args.slice(0, -1);
@@ -200,7 +217,7 @@ function takeHeaders(res: ServerResponse, args: unknown[]): unknown[] {
 /** Queues a call behind the running commit, unless an `end` is queued already (node would refuse the call). */
 function enqueue(hook: Hook, call: () => void): boolean {
 	if (hook.ended) return false;
-	hook.queue.push(call);
+	(hook.queue ??= []).push(call);
 	return true;
 }
 
@@ -243,21 +260,21 @@ function writeHeadWith(hook: Hook, res: ServerResponse, given: unknown[]): Serve
 		return res;
 	}
 	const args = hook.phase === "failed" ? given : takeHeaders(res, given);
-	const outcome = settle(hook, res, typeof args[0] === "number" ? args[0] : undefined);
+	const outcome = settle(hook, res, false, typeof args[0] === "number" ? args[0] : undefined);
 	if (outcome === "now") (hook.writeHead as (...a: unknown[]) => unknown).apply(res, args);
 	else if (outcome === "later") enqueueBegun(hook, res, () => (hook.writeHead as (...a: unknown[]) => unknown).apply(res, args));
 	return res;
 }
 
 function writeWith(hook: Hook, res: ServerResponse, args: unknown[]): boolean {
-	const outcome = settle(hook, res);
+	const outcome = settle(hook, res, false);
 	if (outcome === "now") return (hook.write as (...a: unknown[]) => boolean).apply(res, args);
 	if (outcome === "later") enqueueBegun(hook, res, () => (hook.write as (...a: unknown[]) => unknown).apply(res, args));
 	return true;
 }
 
 function endWith(hook: Hook, res: ServerResponse, args: unknown[]): ServerResponse {
-	const outcome = settle(hook, res);
+	const outcome = settle(hook, res, true);
 	if (outcome === "now") (hook.end as (...a: unknown[]) => unknown).apply(res, args);
 	else if (outcome === "later") {
 		enqueue(hook, () => (hook.end as (...a: unknown[]) => unknown).apply(res, args));
@@ -269,7 +286,7 @@ function endWith(hook: Hook, res: ServerResponse, args: unknown[]): ServerRespon
 }
 
 function flushHeadersWith(hook: Hook, res: ServerResponse): void {
-	const outcome = settle(hook, res);
+	const outcome = settle(hook, res, false);
 	if (outcome === "now") hook.flushHeaders.call(res);
 	else if (outcome === "later") enqueueBegun(hook, res, () => hook.flushHeaders.call(res));
 }
@@ -295,8 +312,8 @@ function hookedFlushHeaders(this: HookedResponse): void {
 }
 
 /** A hook that has not committed yet; its original methods are those `methods` has now. */
-function waitingHook(commit: Commit, onError: Hook["onError"], methods: ServerResponse): Hook {
-	return { commit, onError, writeHead: methods.writeHead, write: methods.write, end: methods.end, flushHeaders: methods.flushHeaders, phase: "waiting", queue: [], ended: false, begun: false };
+function waitingHook(commit: Commit, onError: Hook["onError"], methods: ServerResponse, owner: object | null = null): Hook {
+	return { commit, onError, writeHead: methods.writeHead, write: methods.write, end: methods.end, flushHeaders: methods.flushHeaders, owner, phase: "waiting", queue: null, ended: false, begun: false };
 }
 
 /**
@@ -305,7 +322,10 @@ function waitingHook(commit: Commit, onError: Hook["onError"], methods: ServerRe
  * synchronously lets the call through at once; while an asynchronous one runs, calls are
  * queued and replayed in order afterwards. If `commit` fails, the queued calls are dropped,
  * the response is left unsent, and `onError` decides what to send; the handler's calls after
- * that answer ended the response are dropped too.
+ * that answer ended the response are dropped too. If the handler had begun its body (`write`,
+ * `writeHead`, `flushHeaders`) without ending it, and `onError` returns without having ended
+ * the response (it answers asynchronously), the response is cut off instead, and
+ * `res.headersSent` reads true from then on.
  *
  * `commit` receives the status code the response is about to be sent with.
  */
@@ -405,15 +425,34 @@ function resolvesTo(res: ServerResponse, methods: Record<Method, unknown>): bool
  * A response on which any of the four is something else (another middleware wrapped `res.end`,
  * say) gets the instance hook instead.
  */
-function beforeHeadersShared(res: ServerResponse, session: Session<object>, commit: Commit, onError: (error: unknown) => void): void {
+function beforeHeadersShared(res: ServerResponse, session: Session<object>, owner: object, commit: Commit, onError: (error: unknown) => void): void {
 	const base = sharedBase(res);
 	const methods = base === null ? null : install(base);
 	if (base === null || methods === null || !resolvesTo(res, methods)) {
 		hookBeforeHeaders(res, commit, onError);
+		session[ADAPTER_SLOT] = ownerMark(owner);
 		return;
 	}
 	const parent = Object.getPrototypeOf(base) as ServerResponse;
-	session[ADAPTER_SLOT] = waitingHook(commit, onError, parent);
+	session[ADAPTER_SLOT] = waitingHook(commit, onError, parent, owner);
+}
+
+const NOTHING = (): void => {};
+
+/**
+ * What the slot of a session hooked on its response itself holds: a hook done already, which
+ * passes the calls of the shared methods on to node's (as they do with no hook), and names the
+ * session's manager (see `slotOwner`). Only responses whose methods another middleware wrapped
+ * pay for it.
+ */
+function ownerMark(owner: object): Hook {
+	const node = ServerResponse.prototype;
+	return { commit: NOTHING, onError: NOTHING, writeHead: node.writeHead, write: node.write, end: node.end, flushHeaders: node.flushHeaders, owner, phase: "done", queue: null, ended: false, begun: false };
+}
+
+/** The manager whose Express `sessionMiddleware` made `session` and hooked its commit, or `null`. */
+export function slotOwner(session: Session<object>): object | null {
+	return (session[ADAPTER_SLOT] as Hook | undefined)?.owner ?? null;
 }
 
 /**
@@ -441,5 +480,31 @@ export function commitBeforeHeaders<Data extends object>(
 	onError: (error: unknown) => void,
 ): void {
 	const commit: Commit = (statusCode) => commitFor(res, sessions, session, request, statusCode);
-	beforeHeadersShared(res, session as Session<object>, commit, onError);
+	beforeHeadersShared(res, session as Session<object>, sessions, commit, onError);
+}
+
+/**
+ * `commitBeforeHeaders` for a session that replaces `previous`, another manager's, in
+ * `req.session` (a `sessionMiddleware` of each on one request). The shared methods find their
+ * hook through `req.session`: `previous`'s slot moves to `session`, and `session`'s own hook goes
+ * on the response, where it chains (its originals are the shared methods). Both are committed.
+ */
+export function commitBeforeHeadersInstead<Data extends object>(
+	res: ServerResponse,
+	sessions: SessionManager<Data>,
+	session: Session<Data>,
+	request: { readonly secure: boolean },
+	onError: (error: unknown) => void,
+	previous: Session<object>,
+): void {
+	const carried = previous[ADAPTER_SLOT] as Hook | undefined;
+	previous[ADAPTER_SLOT] = undefined;
+	if (carried === undefined) {
+		session[ADAPTER_SLOT] = ownerMark(sessions);
+	} else {
+		// The slot's owner is that of the session it is on now.
+		carried.owner = sessions;
+		session[ADAPTER_SLOT] = carried;
+	}
+	hookBeforeHeaders(res, (statusCode) => commitFor(res, sessions, session, request, statusCode), onError);
 }
