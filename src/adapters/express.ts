@@ -58,14 +58,8 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 		commitBeforeHeadersInstead(res, sessions, session, req, next, previous);
 		next();
 	}
-	/** `req.session` holds a session already: this middleware runs again for the request, or another manager's ran. */
-	function again(req: Request, res: Response, next: NextFunction, previous: Session<object>): void {
-		// This manager's own: loaded again, it would miss the changes made since, and replaced, it
-		// would take its hook along (the shared methods find it through req.session).
-		if (slotOwner(previous) === sessions) {
-			next();
-			return;
-		}
+	/** Loads the request's session; `previous`: another manager's, which it takes the place of. */
+	function load(req: Request, res: Response, next: NextFunction, previous: Session<object> | undefined): void {
 		let loaded: Session<Data> | Promise<Session<Data>>;
 		try {
 			loaded = sessions.load(req.headers.cookie);
@@ -73,24 +67,23 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 			next(error);
 			return;
 		}
-		if (isPromiseLike(loaded)) loaded.then((session) => startInstead(req, res, next, session, previous), next);
-		else startInstead(req, res, next, loaded, previous);
+		if (previous !== undefined) {
+			if (isPromiseLike(loaded)) loaded.then((session) => startInstead(req, res, next, session, previous), next);
+			else startInstead(req, res, next, loaded, previous);
+		} else if (isPromiseLike(loaded)) loaded.then((session) => start(req, res, next, session), next);
+		else start(req, res, next, loaded);
 	}
 	return (req: Request, res: Response, next: NextFunction): void => {
 		const previous = (req as { session?: unknown }).session;
-		if (previous !== undefined && previous instanceof Session) {
-			again(req, res, next, previous);
+		if (!(previous instanceof Session)) {
+			load(req, res, next, undefined);
 			return;
 		}
-		let loaded: Session<Data> | Promise<Session<Data>>;
-		try {
-			loaded = sessions.load(req.headers.cookie);
-		} catch (error) {
-			next(error);
-			return;
-		}
-		if (isPromiseLike(loaded)) loaded.then((session) => start(req, res, next, session), next);
-		else start(req, res, next, loaded);
+		// This middleware ran already for the request (on the app, and now on a router): loaded
+		// again, the session would miss the changes made since, and replaced, it would take its
+		// hook along (the shared methods find it through req.session).
+		if (slotOwner(previous) === sessions) next();
+		else load(req, res, next, previous);
 	};
 }
 
