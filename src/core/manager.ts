@@ -264,11 +264,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 
 	/** Deletes an expired record and tells `onDestroy`; a lazy load defers that to `deferred`. */
 	*#dropExpired(key: string, record: StoredRecord, deferred: Array<Promise<void>> | null): Steps<void> {
-		try {
-			yield this.#store!.delete(key);
-		} catch (error) {
-			throw this.#storeError("delete", error);
-		}
+		yield* this.#deleteOrFail(this.#store!, key);
 		const notified = this.#notifyDestroyed({ id: key, subject: record.subject, reason: "expired" });
 		if (notified) {
 			if (deferred) deferred.push(notified);
@@ -409,11 +405,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 
 		// Old keys go last: if writing the new record failed, the old session still works.
 		for (const retired of state.retired) {
-			try {
-				yield store.delete(retired.key);
-			} catch (error) {
-				throw this.#storeError("delete", error);
-			}
+			yield* this.#deleteOrFail(store, retired.key);
 			if (retired.reason === "destroyed") {
 				this.#emit({ type: "session-destroyed", id: retired.key });
 				yield this.#notifyDestroyed({ id: retired.key, subject: retired.subject, reason: "destroyed" });
