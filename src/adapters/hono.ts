@@ -30,9 +30,11 @@ export interface HonoSessionOptions {
  * and the response becomes a 500.
  *
  * `Secure` is set when the request URL is `https:`, or with `trustProxy` when the proxy says
- * `X-Forwarded-Proto: https`. A response that gets the cookie is copied first, so the handler may
- * return one `Response` object for every request, or one with immutable headers (returned by
- * `fetch`, or `Response.redirect`): the adapter never changes the object it returned.
+ * `X-Forwarded-Proto: https`. A response with immutable headers (one returned by `fetch`, or
+ * `Response.redirect`) is copied so that the cookie can be added. A `Response` object the
+ * handler returns again (one for every request) never carries an earlier request's cookie: it is
+ * answered with a copy without it. The object itself keeps the cookie, so do not return it from
+ * routes this middleware does not cover.
  *
  * Changes are committed unless the response is a server error (status 500 or above). A
  * handler that throws is answered by `app.onError` before this middleware resumes, and Hono
@@ -58,6 +60,7 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 		const session = isPromiseLike(loaded) ? await loaded : loaded;
 		c.set("session", session as Session<object> as Session<AppSessionData>);
 		await next();
+		if (cookiesAdded.has(c.res)) replaceWithoutAddedCookies(c);
 		// Also after onError (c.error is set): what it changes, a destroy() say, must be committed.
 		if (c.res.status >= 500) return;
 		let setCookie: string | null;
@@ -70,13 +73,37 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 			throw error;
 		}
 		if (setCookie === null) return;
-		// On a copy: the handler may return one Response for every request (a module-level
-		// `new Response(null, { status: 204 })`), which would carry this cookie to the next user;
-		// and the headers of a fetch() response or of Response.redirect() are immutable. Copied
-		// before the headers are added: Hono's setter copies the old response's headers over.
-		c.res = new Response(c.res.body, c.res);
-		addCookieHeaders(c.res.headers, setCookie);
+		try {
+			addCookieHeaders(c.res.headers, setCookie);
+		} catch (error) {
+			// Headers of a fetch() response or of Response.redirect() are immutable: copy the response.
+			if (!(error instanceof TypeError)) throw error;
+			c.res = new Response(c.res.body, c.res);
+			addCookieHeaders(c.res.headers, setCookie);
+		}
+		cookiesAdded.set(c.res, setCookie);
 	};
+}
+
+/**
+ * Responses the adapter added a session cookie to, with that cookie. The cookie goes on the
+ * handler's own Response: a copy for every response that sets one halved req/s on Hono's
+ * new-session route, and under @hono/node-server slowed every route by a fifth. A handler may
+ * return one Response object for every request, though (a module-level `new Response(null,
+ * { status: 204 })`): when it comes back, the next user is answered with a copy without it.
+ */
+const cookiesAdded = new WeakMap<Response, string>();
+
+function replaceWithoutAddedCookies(c: Context): void {
+	const added = cookiesAdded.get(c.res);
+	const copy = new Response(c.res.body, c.res);
+	const kept = copy.headers.getSetCookie().filter((cookie) => cookie !== added);
+	copy.headers.delete("Set-Cookie");
+	for (const cookie of kept) copy.headers.append("Set-Cookie", cookie);
+	// Hono's setter would copy the old response's headers, its Set-Cookie list included, over
+	// the new one's: cleared first, there is nothing to copy.
+	c.res = undefined as unknown as Response;
+	c.res = copy;
 }
 
 /** The Node request's own `Cookie` header under @hono/node-server (its `HttpBindings`). */

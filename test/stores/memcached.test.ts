@@ -33,7 +33,29 @@ function tracked(store: SessionStore): { store: SessionStore; written: Set<strin
 // its TTL of an absolute expiry was seen 3 s off.
 const TTL_SLACK_S = 5;
 
+/**
+ * Seconds memcached's clock runs behind this machine's (`stats` time). It counts from its start
+ * on a monotonic clock, so it drifts from a wall clock the VM adjusts: 7 s after a few hours here.
+ * An absolute expiry's TTL, as memcached reports it, is off by as much.
+ */
+async function serverClockLag(hostPort: string): Promise<number> {
+	const [host, port] = hostPort.split(":");
+	const stats = await new Promise<string>((resolve, reject) => {
+		const socket = connect({ host: host!, port: Number(port) }, () => socket.write("stats\r\n"));
+		let text = "";
+		socket.on("data", (chunk) => {
+			text += chunk.toString();
+			if (text.endsWith("END\r\n")) (socket.end(), resolve(text));
+		});
+		socket.on("error", reject);
+	});
+	const time = /STAT time (\d+)/.exec(stats);
+	if (!time) throw new Error(`no time in memcached's stats: ${stats.slice(0, 200)}`);
+	return Date.now() / 1000 - Number(time[1]);
+}
+
 /** The remaining TTL memcached itself reports for `key` (meta get), from whichever server holds it. */
+/** The TTL memcached reports for `key`; an absolute expiry's on this machine's clock (see serverClockLag). */
 async function serverTTL(key: string): Promise<number | null> {
 	for (const hostPort of servers) {
 		const [host, port] = hostPort.split(":");
@@ -47,7 +69,10 @@ async function serverTTL(key: string): Promise<number | null> {
 			socket.on("error", reject);
 		});
 		const ttl = /^HD t(-?\d+)/.exec(reply);
-		if (ttl) return Number(ttl[1]);
+		if (!ttl) continue;
+		// Past 30 days the store sends an absolute time, which memcached counts on its own clock.
+		const seconds = Number(ttl[1]);
+		return seconds > 30 * 86_400 ? seconds - (await serverClockLag(hostPort)) : seconds;
 	}
 	return null;
 }
