@@ -4,12 +4,13 @@ import { it } from "node:test";
 import express from "express";
 import type { NextFunction, Request, Response } from "express";
 import express4 from "express4";
-import { createSessions, SessionNotLoadedError, SessionTooLargeError, SessionUsageError } from "sessionkit";
+import { createSessions, SessionNotLoadedError, SessionUsageError } from "sessionkit";
 import { getSession, sessionMiddleware } from "sessionkit/express";
 import { memoryStore } from "sessionkit/stores/memory";
 import { adapterConformance, listen } from "../adapter-conformance.js";
 import { sleep } from "../helpers/keys.js";
 import { storeOf } from "../helpers/test-stores.js";
+import { assertCutOffThenAnswered } from "../helpers/failed-commit.js";
 import { answerWithCode, createExpressApp } from "./express-app.js";
 
 adapterConformance("express 5", async (sessions, options) => listen(createServer(createExpressApp(express, sessions, options))));
@@ -374,15 +375,7 @@ for (const [name, framework] of [["express 5", express], ["express 4", express4]
 				await server.close();
 				await sessions.close();
 			});
-			const outcome = await fetch(`${server.url}/stream`).then(async (reply) => `${reply.status}: ${await reply.text()}`, () => "cut off");
-			assert.equal(outcome, "cut off", "the route's later writes do not go out as a 200 without the cookie");
-			// A route that ended its response makes no more calls: the error handler's answer goes out.
-			const whole = await fetch(`${server.url}/whole`);
-			assert.equal(whole.status, 500);
-			assert.equal(await whole.text(), "failed");
-			assert.deepEqual(whole.headers.getSetCookie(), []);
-			assert.equal(errors.length, 2);
-			assert.ok(errors.every((error) => error instanceof SessionTooLargeError), errors.map(String).join(" | "));
+			await assertCutOffThenAnswered(server.url, errors);
 		});
 
 		it(`${name}: res.writeHead(status, headers) replaces a Set-Cookie set before, as node does, and adds the session cookie (${storeName} store)`, async (t) => {
