@@ -364,33 +364,14 @@ class Manager<Data extends object> implements SessionManager<Data> {
 				this.#emit(state.renewed ? { type: "session-renewed", id: key, previousId } : { type: "session-created", id: key });
 				setCookie = this.#cookieFor(token, request, now, idleExpiresAt, true);
 			} else {
-				let written: boolean;
-				try {
-					if (store.merge) {
-						const changes = changesOf(state, idleExpiresAt);
-						written = (yield store.merge(state.key!, changes, idleExpiresAt)) as boolean;
-					} else {
-						const record = recordOf(state, idleExpiresAt);
-						written = (yield store.replace(state.key!, record, idleExpiresAt)) as boolean;
-					}
-				} catch (error) {
-					if (error instanceof SessionTooLargeError) throw error;
-					throw this.#storeError(store.merge ? "merge" : "replace", error);
-				}
-				setCookie = this.#afterUpdate(state, written, request, now, idleExpiresAt);
+				setCookie = yield* this.#updateStored(store, state, request, now, idleExpiresAt);
 			}
 		} else if (state.stored && this.#touchDue(state, now)) {
 			if (this.options.cookie.persist && store.merge) {
 				// The touch sends the cookie again (a fresh Max-Age): only if the session is still
 				// there, which an empty merge tells and `touch` does not. A parallel renew or logout
 				// may have ended it, and its old token must not replace the browser's newer cookie.
-				let written: boolean;
-				try {
-					written = (yield store.merge(state.key!, changesOf(state, idleExpiresAt), idleExpiresAt)) as boolean;
-				} catch (error) {
-					throw this.#storeError("merge", error);
-				}
-				setCookie = this.#afterUpdate(state, written, request, now, idleExpiresAt);
+				setCookie = yield* this.#updateStored(store, state, request, now, idleExpiresAt);
 			} else {
 				// idleExpiresAt is already capped at the absolute deadline: it is also the backend's expiry.
 				try {
@@ -415,6 +396,19 @@ class Manager<Data extends object> implements SessionManager<Data> {
 
 		if (setCookie === null && state.destroyed && !state.stored) setCookie = serializeExpiredCookie(this.options.cookie, this.#secure(request));
 		return setCookie === null ? NO_CHANGE : { setCookie };
+	}
+
+	/** Writes the request's changes to its stored session (a merge, else a replace); the cookie to send, or `null`. */
+	*#updateStored(store: SessionStore, state: SessionState, request: { secure: boolean }, now: number, idleExpiresAt: number): Steps<string | null> {
+		let written: boolean;
+		try {
+			if (store.merge) written = (yield store.merge(state.key!, changesOf(state, idleExpiresAt), idleExpiresAt)) as boolean;
+			else written = (yield store.replace(state.key!, recordOf(state, idleExpiresAt), idleExpiresAt)) as boolean;
+		} catch (error) {
+			if (error instanceof SessionTooLargeError) throw error;
+			throw this.#storeError(store.merge ? "merge" : "replace", error);
+		}
+		return this.#afterUpdate(state, written, request, now, idleExpiresAt);
 	}
 
 	/** True if `key` still holds a live record. */
