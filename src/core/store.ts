@@ -76,8 +76,8 @@ export interface SubjectSession {
  * and absolute deadlines. The record's instants are whole milliseconds too. After that instant the record must never be returned again, even if the backend
  * reaps it later.
  *
- * Run `storeConformance` from `test/store-conformance.ts` against a new store: it is the
- * executable form of this contract.
+ * Run `storeConformance` from `sessionkit/testing` against a new store: it is the executable
+ * form of this contract.
  */
 export interface SessionStore {
 	/** A short name used in error messages, e.g. `"redis"`. */

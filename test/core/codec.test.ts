@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { defaultCodec, SessionCodecError } from "sessionkit";
-import { sampleValues } from "../store-conformance.js";
+import { sampleValues } from "sessionkit/testing";
 
 const roundTrip = (value: unknown) => defaultCodec.decode(defaultCodec.encode(value));
 

@@ -75,6 +75,7 @@ const PUBLIC_API: Record<string, { entry: string; names: string[] }> = {
 	"./fastify": { entry: "sessionPlugin", names: ["getSession", "sessionPlugin"] },
 	"./koa": { entry: "sessionMiddleware", names: ["getSession", "sessionMiddleware"] },
 	"./hono": { entry: "sessionMiddleware", names: ["getSession", "sessionMiddleware"] },
+	"./testing": { entry: "storeConformance", names: ["makeRecord", "noChanges", "sampleValues", "storeConformance"] },
 };
 
 /** Optional peer dependencies: database drivers and frameworks, loaded only when the app uses them. */

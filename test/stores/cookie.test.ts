@@ -7,7 +7,7 @@ import { promisify } from "node:util";
 import { createSessions, defaultCodec, isSealedCookieStore, SessionConfigError, SessionTooLargeError } from "sessionkit";
 import type { SealedCookieStore, SessionEvent, StoredRecord } from "sessionkit";
 import { cookieStore } from "sessionkit/stores/cookie";
-import { makeRecord, sampleValues } from "../store-conformance.js";
+import { makeRecord, sampleValues } from "sessionkit/testing";
 
 const B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 

@@ -6,7 +6,7 @@ import { after, before, describe, it } from "node:test";
 import { defaultCodec, SessionConfigError, SessionStoreError } from "sessionkit";
 import { fileStore } from "sessionkit/stores/file";
 import { randomKey, sleep } from "../helpers/keys.js";
-import { makeRecord, noChanges, storeConformance } from "../store-conformance.js";
+import { makeRecord, noChanges, storeConformance } from "sessionkit/testing";
 
 const HOUR = 3_600_000;
 

@@ -7,7 +7,7 @@ import type { SessionStore } from "sessionkit";
 import { memcachedStore } from "sessionkit/stores/memcached";
 import { eventually, freePort, hasCommand, startChildServer } from "../helpers/child-server.js";
 import { randomKey, runId } from "../helpers/keys.js";
-import { makeRecord, storeConformance } from "../store-conformance.js";
+import { makeRecord, storeConformance } from "sessionkit/testing";
 import { requireService, serviceURL } from "../services.js";
 
 const HOUR = 3_600_000;
@@ -91,7 +91,7 @@ storeConformance(
 		};
 	},
 	{ merge: false, subjects: false, count: false, selfExpiring: true, expiryResolutionMs: 1000 },
-	skip,
+	{ skip },
 );
 
 describe("memcached store", () => {

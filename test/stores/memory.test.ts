@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import { memoryStore } from "sessionkit/stores/memory";
 import { SessionConfigError } from "sessionkit";
 import { randomKey } from "../helpers/keys.js";
-import { makeRecord, storeConformance } from "../store-conformance.js";
+import { makeRecord, storeConformance } from "sessionkit/testing";
 
 storeConformance(
 	"memory",

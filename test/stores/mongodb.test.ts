@@ -7,7 +7,7 @@ import { decodeFieldName, encodeFieldName, mongodbStore } from "sessionkit/store
 import type { MongoDBSessionDocument, MongoDBStore } from "sessionkit/stores/mongodb";
 import { randomKey, runId } from "../helpers/keys.js";
 import { requireService, serviceURL } from "../services.js";
-import { makeRecord, noChanges, storeConformance } from "../store-conformance.js";
+import { makeRecord, noChanges, storeConformance } from "sessionkit/testing";
 
 const skip = await requireService("mongodb");
 const HOUR = 3_600_000;
@@ -40,7 +40,7 @@ storeConformance(
 		};
 	},
 	{ merge: true, subjects: true, count: true, selfExpiring: true, expiryResolutionMs: 1 },
-	skip,
+	{ skip },
 );
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;

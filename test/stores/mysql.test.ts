@@ -7,7 +7,7 @@ import { applyChanges, SessionConfigError, SessionStoreError } from "sessionkit"
 import { type MySQLStoreOptions, mysqlSchema, mysqlStore } from "sessionkit/stores/mysql";
 import { randomKey, runId, sleep } from "../helpers/keys.js";
 import { requireService, serviceURL } from "../services.js";
-import { makeRecord, noChanges, storeConformance } from "../store-conformance.js";
+import { makeRecord, noChanges, storeConformance } from "sessionkit/testing";
 
 const skip = await requireService("mysql");
 const HOUR = 3_600_000;
@@ -32,7 +32,7 @@ storeConformance(
 		};
 	},
 	{ merge: true, subjects: true, count: true, selfExpiring: false, expiryResolutionMs: 1 },
-	skip,
+	{ skip },
 );
 
 function assertStoreError(error: unknown): true {

@@ -6,7 +6,7 @@ import { applyChanges, type RecordChanges, SessionConfigError, SessionStoreError
 import { type PostgresStoreOptions, postgresSchema, postgresStore } from "sessionkit/stores/postgres";
 import { randomKey, runId, sleep } from "../helpers/keys.js";
 import { requireService, serviceURL } from "../services.js";
-import { makeRecord, noChanges, storeConformance } from "../store-conformance.js";
+import { makeRecord, noChanges, storeConformance } from "sessionkit/testing";
 
 const skip = await requireService("postgres");
 const HOUR = 3_600_000;
@@ -36,7 +36,7 @@ for (const prepare of [true, false]) {
 			};
 		},
 		{ merge: true, subjects: true, count: true, selfExpiring: false, expiryResolutionMs: 1 },
-		skip,
+		{ skip },
 	);
 }
 

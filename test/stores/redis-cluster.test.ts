@@ -3,7 +3,7 @@ import { after, before, describe, it } from "node:test";
 import { Cluster } from "ioredis";
 import { redisStore } from "sessionkit/stores/redis";
 import { randomKey, runId } from "../helpers/keys.js";
-import { makeRecord, noChanges, storeConformance } from "../store-conformance.js";
+import { makeRecord, noChanges, storeConformance } from "sessionkit/testing";
 import { requireService, serviceURL } from "../services.js";
 
 const HOUR = 3_600_000;
@@ -51,7 +51,7 @@ storeConformance(
 		return { store: redisStore({ client }, { prefix }), cleanup: () => dropPrefix(client, prefix) };
 	},
 	{ merge: true, subjects: true, count: true, selfExpiring: true, expiryResolutionMs: 1 },
-	skip,
+	{ skip },
 );
 
 describe("redis store on a cluster", { skip }, () => {

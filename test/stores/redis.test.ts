@@ -6,7 +6,7 @@ import { SessionConfigError, SessionStoreError, defaultCodec } from "sessionkit"
 import { redisStore } from "sessionkit/stores/redis";
 import { eventually, freePort, hasCommand, startChildServer } from "../helpers/child-server.js";
 import { randomKey, runId, sleep } from "../helpers/keys.js";
-import { makeRecord, noChanges, storeConformance } from "../store-conformance.js";
+import { makeRecord, noChanges, storeConformance } from "sessionkit/testing";
 import { requireService, serviceURL } from "../services.js";
 
 const HOUR = 3_600_000;
@@ -63,7 +63,7 @@ storeConformance(
 		return { store: redisStore({ client: redis }, { prefix }), cleanup: () => dropPrefix(redis, prefix) };
 	},
 	{ merge: true, subjects: true, count: true, selfExpiring: true, expiryResolutionMs: 1 },
-	skip,
+	{ skip },
 );
 
 // ioredis's keyPrefix goes before every key the store sends (the scripts' KEYS included), so
@@ -82,7 +82,7 @@ storeConformance(
 		};
 	},
 	{ merge: true, subjects: true, count: true, selfExpiring: true, expiryResolutionMs: 1 },
-	skip,
+	{ skip },
 );
 
 describe("redis store", () => {

@@ -8,7 +8,7 @@ import Database from "better-sqlite3";
 import { SessionConfigError, SessionStoreError } from "sessionkit";
 import { sqliteSchema, sqliteStore } from "sessionkit/stores/sqlite";
 import { randomKey, runId, sleep } from "../helpers/keys.js";
-import { makeRecord, noChanges, storeConformance } from "../store-conformance.js";
+import { makeRecord, noChanges, storeConformance } from "sessionkit/testing";
 
 const HOUR = 3_600_000;
 const capabilities = { merge: true, subjects: true, count: true, selfExpiring: false, expiryResolutionMs: 1 };

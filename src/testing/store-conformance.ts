@@ -1,13 +1,23 @@
 /**
- * The executable form of the SessionStore contract: one suite every store must pass against
- * its real backend. A store file's test is a few lines: build the store, call
- * `storeConformance`, then add tests that only that store needs.
+ * The executable form of the `SessionStore` contract: one suite every store must pass against
+ * its real backend, sessionkit's own stores and the ones apps write. A store's test is a few
+ * lines: build the store, call `storeConformance`, then add tests that only that store needs.
+ *
+ * It runs under node's test runner by default; pass `runner` to run it under another one
+ * (Vitest, Jest, Mocha: `{ describe, it, before: beforeAll, after: afterAll }`).
+ *
+ * @example
+ * import { storeConformance } from "sessionkit/testing";
+ * storeConformance("my store", async () => {
+ *   const store = myStore();
+ *   return { store, cleanup: () => store.close() };
+ * }, { merge: true, subjects: true, count: true, selfExpiring: false, expiryResolutionMs: 1 });
  */
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
-import { applyChanges, createSessions, defaultCodec, SessionError, SessionTooLargeError } from "sessionkit";
-import type { RecordChanges, SessionStore, StoredRecord } from "sessionkit";
-import { randomKey, sleep } from "./helpers/keys.js";
+import { createHash, randomBytes } from "node:crypto";
+import * as nodeTest from "node:test";
+import type { RecordChanges, SessionStore, StoredRecord } from "../index.js";
+import { applyChanges, createSessions, defaultCodec, SessionError, SessionTooLargeError } from "../index.js";
 
 export interface StoreCapabilities {
 	/** The store implements `merge`: parallel commits keep each other's changes. */
@@ -80,13 +90,70 @@ function decodeAll(data: Record<string, string>): Record<string, unknown> {
 	return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, defaultCodec.decode(v)]));
 }
 
+/**
+ * The four functions of a test framework the suite calls. Node's test runner by default; for
+ * Vitest or Jest pass `{ describe, it, before: beforeAll, after: afterAll }`.
+ */
+export interface TestRunner {
+	describe(name: string, body: () => void): unknown;
+	it(name: string, body: () => Promise<void> | void): unknown;
+	/** Runs once before the suite's tests (`beforeAll` in Vitest and Jest). */
+	before(body: () => Promise<void> | void): unknown;
+	/** Runs once after them (`afterAll`). */
+	after(body: () => Promise<void> | void): unknown;
+	/** Reports a skipped test (`(name) => it.skip(name, () => {})`); without it a skipped suite registers nothing. */
+	skip?(name: string): unknown;
+}
+
+export interface ConformanceOptions {
+	/**
+	 * Why the suite cannot run here (its server is not reachable, say): the suite is reported as
+	 * skipped with this reason instead of failing.
+	 */
+	skip?: string;
+	/** @default node's test runner (`node:test`) */
+	runner?: TestRunner;
+}
+
+const nodeRunner: TestRunner = {
+	describe: (name, body) => nodeTest.describe(name, body),
+	it: (name, body) => nodeTest.it(name, body),
+	before: (body) => nodeTest.before(body),
+	after: (body) => nodeTest.after(body),
+};
+
+/** Random bytes hashed: a key of the real shape (64 hex characters), unique per call. */
+function randomKey(): string {
+	return createHash("sha256").update(randomBytes(32)).digest("hex");
+}
+
+function sleep(ms: number): Promise<void> {
+	return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Registers the conformance suite for one store. `makeStore` runs once, before the tests; the
+ * fixture's `cleanup` once, after them. `capabilities` says which optional parts of the
+ * contract the store implements: those are tested, and the store must not have the others
+ * (the manager uses a method because it is there).
+ */
 export function storeConformance(
 	name: string,
 	makeStore: () => Promise<StoreFixture>,
 	capabilities: StoreCapabilities,
-	skip?: string,
+	options: ConformanceOptions = {},
 ): void {
-	describe(`store conformance: ${name}`, { skip }, () => {
+	const title = `store conformance: ${name}`;
+	if (options.skip !== undefined && options.runner === undefined) {
+		nodeTest.describe(title, { skip: options.skip }, () => {});
+		return;
+	}
+	const { describe, it, before, after, skip } = options.runner ?? nodeRunner;
+	if (options.skip !== undefined) {
+		skip?.(`${title} (${options.skip})`);
+		return;
+	}
+	describe(title, () => {
 		let store: SessionStore;
 		let fixture: StoreFixture;
 		const ttl = Math.max(400, capabilities.expiryResolutionMs * 2);
@@ -105,6 +172,14 @@ export function storeConformance(
 		it("has a name for error messages", () => {
 			assert.equal(typeof store.name, "string");
 			assert.ok(store.name.length > 0);
+		});
+
+		it("has exactly the optional methods its capabilities declare", () => {
+			const has = (method: keyof SessionStore) => typeof store[method] === "function";
+			assert.equal(has("merge"), capabilities.merge, "merge: present exactly when capabilities.merge");
+			assert.equal(has("listBySubject"), capabilities.subjects, "listBySubject: present exactly when capabilities.subjects");
+			assert.equal(has("deleteBySubject"), capabilities.subjects, "deleteBySubject: present exactly when capabilities.subjects");
+			assert.equal(has("count"), capabilities.count, "count: present exactly when capabilities.count");
 		});
 
 		it("returns null for a key it never stored", async () => {
