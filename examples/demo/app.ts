@@ -38,6 +38,8 @@ const routes: Record<string, Handler> = {
 		const session = getSession<DemoData>(req);
 		session.set("authenticated", true);
 		session.renew(); // a new token at every privilege change: no session fixation
+		// "Remember me": a cookie that outlives the browser, for this session only.
+		if (req.query.remember === "1") session.rememberMe = true;
 		text(res, 200, "Logged in");
 	},
 	"/logout"(req, res) {

@@ -141,16 +141,16 @@ class Manager<Data extends object> implements SessionManager<Data> {
 	}
 
 	load(cookieHeader: string | null | undefined, onUse?: (session: Session<Data>) => void): Session<Data> | Promise<Session<Data>> {
-		const { codec, clock, idleTimeoutMs, absoluteTimeoutMs } = this.options;
-		if (cookieHeader === undefined || cookieHeader === null || cookieHeader === "") return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, NOTHING_TO_LOAD, onUse);
-		if (this.#lazy) return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, () => this.#loadLazily(cookieHeader), onUse);
+		const { codec, clock, idleTimeoutMs, absoluteTimeoutMs, cookie } = this.options;
+		if (cookieHeader === undefined || cookieHeader === null || cookieHeader === "") return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, cookie.persist, NOTHING_TO_LOAD, onUse);
+		if (this.#lazy) return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, cookie.persist, () => this.#loadLazily(cookieHeader), onUse);
 		const loaded = runSteps(this.#loadSteps(cookieHeader));
 		return isPromiseLike(loaded) ? loaded.then((record) => this.#sessionOf(record, onUse)) : this.#sessionOf(loaded, onUse);
 	}
 
 	#sessionOf(loaded: LoadedRecord | null, onUse: ((session: Session<Data>) => void) | undefined): Session<Data> {
-		const { codec, clock, idleTimeoutMs, absoluteTimeoutMs } = this.options;
-		return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, loaded ?? undefined, onUse);
+		const { codec, clock, idleTimeoutMs, absoluteTimeoutMs, cookie } = this.options;
+		return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, cookie.persist, loaded ?? undefined, onUse);
 	}
 
 	/**
@@ -323,7 +323,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 			return null;
 		}
 		state.idleExpiresAt = idleExpiresAt;
-		return this.#cookieFor(state.token!, request, now, idleExpiresAt, false);
+		return this.#cookieFor(state, state.token!, request, now, idleExpiresAt, state.rememberMeChanged);
 	}
 
 	*#commitStored(store: SessionStore, state: SessionState, request: { secure: boolean }): Steps<CommitResult> {
@@ -362,12 +362,12 @@ class Manager<Data extends object> implements SessionManager<Data> {
 				state.stored = true;
 				state.idleExpiresAt = idleExpiresAt;
 				this.#emit(state.renewed ? { type: "session-renewed", id: key, previousId } : { type: "session-created", id: key });
-				setCookie = this.#cookieFor(token, request, now, idleExpiresAt, true);
+				setCookie = this.#cookieFor(state, token, request, now, idleExpiresAt, true);
 			} else {
 				setCookie = yield* this.#updateStored(store, state, request, now, idleExpiresAt);
 			}
 		} else if (state.stored && this.#touchDue(state, now)) {
-			if (this.options.cookie.persist && store.merge) {
+			if (this.#persists(state) && store.merge) {
 				// The touch sends the cookie again (a fresh Max-Age): only if the session is still
 				// there, which an empty merge tells and `touch` does not. A parallel renew or logout
 				// may have ended it, and its old token must not replace the browser's newer cookie.
@@ -380,7 +380,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 					throw this.#storeError("touch", error);
 				}
 				state.idleExpiresAt = idleExpiresAt;
-				setCookie = this.#cookieFor(state.token!, request, now, idleExpiresAt, false);
+				setCookie = this.#cookieFor(state, state.token!, request, now, idleExpiresAt, false);
 			}
 		}
 
@@ -448,7 +448,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 			state.idleExpiresAt = idleExpiresAt;
 			if (state.destroyed) this.#emit({ type: "session-destroyed", id: null });
 			if (isNew) this.#emit(state.renewed ? { type: "session-renewed", id: null, previousId: null } : { type: "session-created", id: null });
-			return { setCookie: this.#cookieFor(value, request, now, idleExpiresAt, true) };
+			return { setCookie: this.#cookieFor(state, value, request, now, idleExpiresAt, true) };
 		}
 		if (state.destroyed && !state.stored) {
 			this.#emit({ type: "session-destroyed", id: null });
@@ -467,10 +467,18 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		return now - lastActive >= this.options.touchAfterMs && state.idleExpiresAt < state.absoluteExpiresAt;
 	}
 
-	/** The cookie to send: always for a new value; for an existing one only when `persist` needs a fresh Max-Age. */
-	#cookieFor(value: string, request: { secure: boolean }, now: number, expiresAt: number, isNewValue: boolean): string | null {
-		const persist = this.options.cookie.persist;
-		if (!isNewValue && !persist) return null;
+	/** The session's cookie carries Max-Age: its own `rememberMe` choice, else the app's `cookie.persist`. */
+	#persists(state: SessionState): boolean {
+		return state.rememberMe ?? this.options.cookie.persist;
+	}
+
+	/**
+	 * The cookie to send: always for a new value or lifetime (`resend`); otherwise only when a
+	 * persistent cookie needs a fresh Max-Age.
+	 */
+	#cookieFor(state: SessionState, value: string, request: { secure: boolean }, now: number, expiresAt: number, resend: boolean): string | null {
+		const persist = this.#persists(state);
+		if (!resend && !persist) return null;
 		const maxAge = persist ? Math.max(1, Math.ceil((expiresAt - now) / 1000)) : undefined;
 		return serializeSessionCookie(this.options.cookie, value, this.#secure(request), maxAge);
 	}

@@ -59,6 +59,10 @@ export interface SessionState {
 	flashDeleted: Set<string>;
 	flashOut: Map<string, string>;
 	subjectChanged: boolean;
+	/** The session's own choice of a persistent cookie ("remember me"); `null`: the app's `cookie.persist`. */
+	rememberMe: boolean | null;
+	/** `rememberMe` was assigned in this request: the cookie goes out again with its new lifetime. */
+	rememberMeChanged: boolean;
 	/**
 	 * The data as stored, shared with the store and never changed: `null` for a new, cleared or
 	 * destroyed session. Its keys are read (and decoded) only when the handler asks for them.
@@ -109,6 +113,17 @@ export interface LazyLoad {
 
 const MAX_KEY_LENGTH = 256;
 
+/**
+ * The data key under which a session's `rememberMe` choice is stored, as "true" or "false": a
+ * key like any other to the stores (no schema has a column for it), hidden from the handler.
+ */
+export const REMEMBER_ME_KEY = "__sessionkit_rememberMe";
+
+function rememberMeOf(data: Readonly<Record<string, string>>): boolean | null {
+	if (!Object.hasOwn(data, REMEMBER_ME_KEY)) return null;
+	return data[REMEMBER_ME_KEY] === "true";
+}
+
 // Most requests record no change and most sessions hold no flash: until the first write, a
 // state shares these empty, never-filled instances (six fewer collections per request).
 class EmptySet extends Set<string> {
@@ -147,7 +162,7 @@ function flashOutOf(state: SessionState): Map<string, string> {
 /** True if the stored data (not this request's changes) holds `key`, and `delete` or `clear` has not hidden it. */
 function inBase(state: SessionState, key: string): boolean {
 	const base = state.base;
-	return base !== null && Object.hasOwn(base, key) && !isForbiddenKey(key) && !state.deleted.has(key);
+	return base !== null && Object.hasOwn(base, key) && !isForbiddenKey(key) && key !== REMEMBER_ME_KEY && !state.deleted.has(key);
 }
 
 /** The entry under `key` as this request sees it; a stored value gets its entry on first read. */
@@ -172,7 +187,7 @@ function foldEntries<A>(state: SessionState, step: (acc: A, key: string, encoded
 	const base = state.base;
 	if (base !== null) {
 		for (const key of Object.keys(base)) {
-			if (isForbiddenKey(key)) continue;
+			if (isForbiddenKey(key) || key === REMEMBER_ME_KEY) continue;
 			const entry = state.data.get(key);
 			if (entry !== undefined) acc = step(acc, key, entry.encoded);
 			else if (!state.deleted.has(key)) acc = step(acc, key, base[key]!);
@@ -189,6 +204,7 @@ function checkKey(key: unknown, what = "key"): asserts key is string {
 		throw new SessionUsageError(`a session ${what} must be a non-empty string of at most ${MAX_KEY_LENGTH} characters, got ${typeof key === "string" ? JSON.stringify(key.slice(0, 40)) : typeof key}.`);
 	}
 	if (isForbiddenKey(key)) throw new SessionUsageError(`the session ${what} "${key}" is refused: it could pollute prototypes.`);
+	if (key === REMEMBER_ME_KEY) throw new SessionUsageError(`the session ${what} "${key}" is reserved: sessionkit keeps session.rememberMe under it.`);
 	if (hasUnstorableChar(key)) throw new SessionUsageError(`the session ${what} ${JSON.stringify(key.slice(0, 40))} is refused: it holds a NUL or an unpaired surrogate, which PostgreSQL and MySQL cannot store.`);
 }
 
@@ -233,6 +249,8 @@ export class Session<Data extends object = Record<string, unknown>> {
 	readonly #now: () => number;
 	readonly #idleTimeoutMs: number;
 	readonly #absoluteTimeoutMs: number;
+	/** The app's `cookie.persist`: what `rememberMe` reads until the session chooses. */
+	readonly #persistByDefault: boolean;
 	/** @internal Set up front, so that every session keeps one hidden class. */
 	[ADAPTER_SLOT]: unknown = undefined;
 
@@ -247,6 +265,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 		now: () => number,
 		idleTimeoutMs: number,
 		absoluteTimeoutMs: number,
+		persistByDefault: boolean,
 		source?: LoadedRecord | (() => LazyLoad),
 		onUse?: (session: Session<Data>) => void,
 	) {
@@ -254,6 +273,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 		this.#now = now;
 		this.#idleTimeoutMs = idleTimeoutMs;
 		this.#absoluteTimeoutMs = absoluteTimeoutMs;
+		this.#persistByDefault = persistByDefault;
 		if (typeof source === "function") {
 			this.#lazy = source;
 			this.#onUse = onUse as ((session: Session) => void) | undefined;
@@ -344,6 +364,8 @@ export class Session<Data extends object = Record<string, unknown>> {
 			flashDeleted: NO_KEYS,
 			flashOut: NO_STRINGS,
 			subjectChanged: false,
+			rememberMe: loaded ? rememberMeOf(loaded.record.data) : null,
+			rememberMeChanged: false,
 			base: loaded ? loaded.record.data : null,
 			data: new Map(),
 			flashes,
@@ -388,6 +410,26 @@ export class Session<Data extends object = Record<string, unknown>> {
 		if (state.subject === value) return;
 		state.subject = value;
 		state.subjectChanged = true;
+		state.modified = true;
+	}
+
+	/**
+	 * Whether the session cookie outlives the browser session ("remember me" at login): a
+	 * persistent cookie carries `Max-Age` (the idle timeout, refreshed as the session is used),
+	 * a session cookie ends when the browser closes. The app's `cookie.persist` until assigned;
+	 * the choice is stored with the session, survives `renew()` and `clear()`, and `destroy()`
+	 * forgets it. Assigning a new value sends the cookie again with the new lifetime.
+	 */
+	get rememberMe(): boolean {
+		return this[STATE].rememberMe ?? this.#persistByDefault;
+	}
+
+	set rememberMe(value: boolean) {
+		if (typeof value !== "boolean") throw new SessionUsageError(`session.rememberMe must be true or false, got ${typeof value}.`);
+		const state = this.#changing("rememberMe");
+		if (state.rememberMe === value) return;
+		state.rememberMe = value;
+		state.rememberMeChanged = true;
 		state.modified = true;
 	}
 
@@ -569,6 +611,8 @@ export class Session<Data extends object = Record<string, unknown>> {
 		state.flashDeleted.clear();
 		state.flashOut.clear();
 		state.subjectChanged = false;
+		state.rememberMe = null;
+		state.rememberMeChanged = false;
 		state.base = null;
 		state.data.clear();
 		state.flashes.clear();
@@ -615,6 +659,11 @@ export function changesOf(state: SessionState, idleExpiresAt: number): RecordCha
 		set = {};
 		for (const key of state.setKeys) set[key] = state.data.get(key)!.encoded;
 	}
+	// A clear drops every stored key, the choice too: it is written again.
+	if (state.rememberMe !== null && (state.rememberMeChanged || state.clear)) {
+		if (set === NO_STRING_VALUES) set = {};
+		set[REMEMBER_ME_KEY] = String(state.rememberMe);
+	}
 	let increment = NO_NUMBER_VALUES;
 	if (state.increments.size > 0) {
 		increment = {};
@@ -640,6 +689,7 @@ export function changesOf(state: SessionState, idleExpiresAt: number): RecordCha
 /** The whole record as this request sees it, for a new key or a store without `merge`. */
 export function recordOf(state: SessionState, idleExpiresAt: number): StoredRecord {
 	const data = foldEntries<Record<string, string>>(state, collectEntry, {});
+	if (state.rememberMe !== null) data[REMEMBER_ME_KEY] = String(state.rememberMe);
 	const flash: Record<string, string> = {};
 	for (const [key, entry] of state.flashes) if (entry.source === "stored") flash[key] = entry.encoded;
 	for (const [key, encoded] of state.flashOut) flash[key] = encoded;
@@ -670,6 +720,7 @@ function addUtf8Length(size: number, key: string, encoded: string): number {
 /** `dataSize` (a fold of the data) plus the flash messages `recordOf` would store, measured by `measure`. */
 function measureState(state: SessionState, dataSize: number, measure: (text: string) => number): number {
 	let size = dataSize;
+	if (state.rememberMe !== null) size += REMEMBER_ME_KEY.length + String(state.rememberMe).length;
 	for (const [key, entry] of state.flashes) {
 		if (entry.source === "stored" && !state.flashOut.has(key)) size += measure(key) + measure(entry.encoded);
 	}

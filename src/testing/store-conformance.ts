@@ -373,6 +373,31 @@ export function storeConformance(
 			assert.equal((await sessions.load(cookie)).isNew, true);
 		});
 
+		it("keeps a session's rememberMe choice through renew() and clear(), as data it never shows", async () => {
+			const sessions = createSessions({ store });
+			const cookieOf = (setCookie: string | null) => setCookie!.split(";")[0]!;
+			const first = await sessions.load(undefined);
+			first.set("userId", 7);
+			first.rememberMe = true;
+			const created = await sessions.commit(first, { secure: false });
+			assert.match(created.setCookie!, /Max-Age=/);
+			const renewing = await sessions.load(cookieOf(created.setCookie));
+			renewing.renew();
+			const renewed = await sessions.commit(renewing, { secure: false });
+			const clearing = await sessions.load(cookieOf(renewed.setCookie));
+			assert.equal(clearing.rememberMe, true);
+			clearing.clear();
+			clearing.set("after", 1);
+			await sessions.commit(clearing, { secure: false });
+			const seen = await sessions.load(cookieOf(renewed.setCookie));
+			assert.equal(seen.rememberMe, true);
+			assert.deepEqual(seen.all(), { after: 1 });
+			seen.rememberMe = false;
+			const forgotten = await sessions.commit(seen, { secure: false });
+			assert.doesNotMatch(forgotten.setCookie!, /Max-Age/);
+			assert.equal((await sessions.load(cookieOf(renewed.setCookie))).rememberMe, false);
+		});
+
 		if (capabilities.merge) {
 			describe("merge", () => {
 				it("applies set, delete, increment, flash and subject changes", async () => {

@@ -376,6 +376,83 @@ describe("cookies", () => {
 		assert.equal((await request(sessions, cookieOf(login.setCookie))).session.get("a"), 1);
 	});
 
+	it("of a session that chose rememberMe carry a Max-Age, refreshed on writes and touches, in an app without persist", async () => {
+		const { sessions, clock, calls, reset } = setup({ idleTimeout: 600, touchAfter: 60 });
+		const anonymous = await request(sessions, undefined, (s) => s.set("cart", 1));
+		assert.doesNotMatch(anonymous.setCookie!, /Max-Age/);
+		const login = await request(sessions, cookieOf(anonymous.setCookie), (s) => {
+			assert.equal(s.rememberMe, false, "the app's cookie.persist until the session chooses");
+			s.renew();
+			s.rememberMe = true;
+		});
+		assert.match(login.setCookie!, /Max-Age=600/);
+		const cookie = cookieOf(login.setCookie);
+		clock.advance(30);
+		const write = await request(sessions, cookie, (s) => s.increment("cart"));
+		assert.match(write.setCookie!, /Max-Age=600/, "a persistent cookie's lifetime follows the idle deadline");
+		clock.advance(120);
+		reset();
+		const read = await request(sessions, cookie, (s) => assert.equal(s.rememberMe, true));
+		assert.match(read.setCookie!, /Max-Age=600/, "a touch sends it again");
+		assert.deepEqual(calls, { get: 1, merge: 1 }, "checked by an empty merge, as with cookie.persist");
+		const other = await request(sessions, undefined, (s) => s.set("cart", 1));
+		assert.doesNotMatch(other.setCookie!, /Max-Age/, "other sessions keep the app's default");
+	});
+
+	it("of a session that chose rememberMe = false are browser-session cookies in an app with persist", async () => {
+		const { sessions, clock } = setup({ persist: true, idleTimeout: 600, touchAfter: 60 });
+		const created = await request(sessions, undefined, (s) => s.set("a", 1));
+		assert.match(created.setCookie!, /Max-Age=600/);
+		const shared = await request(sessions, cookieOf(created.setCookie), (s) => {
+			s.rememberMe = false; // "this is a shared computer"
+		});
+		assert.equal(cookieOf(shared.setCookie), cookieOf(created.setCookie), "the same token, sent again with its new lifetime");
+		assert.doesNotMatch(shared.setCookie!, /Max-Age|Expires/);
+		clock.advance(120);
+		const touched = await request(sessions, cookieOf(created.setCookie), (s) => s.increment("a"));
+		assert.equal(touched.setCookie, null, "a session cookie is not sent again");
+	});
+
+	it("keep the rememberMe choice through renew() and clear(), forget it on destroy(), and hide it from the data", async () => {
+		const { sessions } = setup({ idleTimeout: 600 });
+		const first = await request(sessions, undefined, (s) => {
+			s.set("a", 1);
+			s.rememberMe = true;
+		});
+		let cookie = cookieOf(first.setCookie);
+		const renewed = await request(sessions, cookie, (s) => s.renew());
+		assert.match(renewed.setCookie!, /Max-Age=600/);
+		cookie = cookieOf(renewed.setCookie);
+		await request(sessions, cookie, (s) => s.clear());
+		const seen = await request(sessions, cookie, (s) => {
+			assert.equal(s.rememberMe, true, "clear() removes data, not the cookie's lifetime");
+			assert.deepEqual(s.all(), {});
+			assert.equal(s.has("__sessionkit_rememberMe"), false);
+			assert.equal(s.get("__sessionkit_rememberMe"), undefined);
+			assert.equal(s.delete("__sessionkit_rememberMe"), false);
+			assert.throws(() => s.set("__sessionkit_rememberMe", "false"), SessionUsageError);
+		});
+		assert.equal(seen.setCookie, null);
+		const destroyed = await request(sessions, cookie, (s) => {
+			s.destroy();
+			s.set("b", 2);
+			assert.equal(s.rememberMe, false);
+		});
+		assert.doesNotMatch(destroyed.setCookie!, /Max-Age/, "the fresh session after destroy() follows the app's default");
+	});
+
+	it("refuse a rememberMe that is not a boolean, and one assigned after the commit", async () => {
+		const { sessions } = setup();
+		const session = await sessions.load(undefined);
+		assert.throws(() => {
+			(session as { rememberMe: unknown }).rememberMe = "yes";
+		}, SessionUsageError);
+		await sessions.commit(session, { secure: false });
+		assert.throws(() => {
+			session.rememberMe = true;
+		}, SessionUsageError);
+	});
+
 	it("ignore a malformed, unknown or duplicated cookie, which never reaches the store", async () => {
 		const { sessions, calls, events } = setup();
 		for (const cookie of ["sid=not-a-token", `sid=${"A".repeat(42)}`, "sid=../../etc/passwd", `sid=${"A".repeat(43)}; sid=${"B".repeat(43)}`, `sid=${"x".repeat(5000)}`]) {

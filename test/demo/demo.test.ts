@@ -148,6 +148,15 @@ describe("demo app on SQLite", () => {
 		await client.expect("/get", 200, "Not authenticated", old);
 	});
 
+	it("/login?remember=1 makes the cookie outlive the browser; a plain /login does not", async () => {
+		const plain = await new Client(url).expect("/login", 200, "Logged in");
+		assert.equal(plain.sid?.attributes.get("max-age"), undefined);
+		const client = new Client(url);
+		const remembered = await client.expect("/login?remember=1", 200, "Logged in");
+		assert.match(String(remembered.sid?.attributes.get("max-age")), /^[1-9]\d*$/);
+		await client.expect("/secret", 200, "The cake is a lie!");
+	});
+
 	it("logout ends the session: /secret is 403, with the old cookie too", async () => {
 		const client = new Client(url);
 		await client.expect("/login", 200, "Logged in");

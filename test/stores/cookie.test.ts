@@ -66,6 +66,24 @@ describe("cookie store", () => {
 		assert.match(setCookie ?? "", /Max-Age=0/i, "destroy expires the cookie");
 	});
 
+	it("keeps rememberMe in the sealed record: the cookie carries Max-Age on every write, until the session chooses otherwise", async () => {
+		const sessions = createSessions({ store: cookieStore({ secrets: [newSecret()] }), idleTimeout: 900 });
+		const first = await sessions.load(undefined);
+		first.set("userId", 7);
+		first.rememberMe = true;
+		const remembered = (await sessions.commit(first, { secure: true })).setCookie!;
+		assert.match(remembered, /Max-Age=900/);
+		const second = await sessions.load(cookiePair(remembered));
+		assert.equal(second.rememberMe, true);
+		assert.deepEqual(second.all(), { userId: 7 });
+		second.increment("visits");
+		const again = (await sessions.commit(second, { secure: true })).setCookie!;
+		assert.match(again, /Max-Age=900/);
+		const third = await sessions.load(cookiePair(again));
+		third.rememberMe = false;
+		assert.doesNotMatch((await sessions.commit(third, { secure: true })).setCookie!, /Max-Age/);
+	});
+
 	it("round-trips the record exactly through seal and unseal", async () => {
 		const store = cookieStore({ secrets: newSecret() });
 		const record = makeRecord({ subject: "alice", data: { "a.b": defaultCodec.encode(1), $x: defaultCodec.encode("ü🍪") } });
