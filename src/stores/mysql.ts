@@ -14,7 +14,12 @@ export type MySQLStoreConnection =
 			url?: undefined;
 	  }
 	| {
-			/** A connection URL (`mysql://user:password@host:3306/db`). The store creates a pool and ends it in `close()`. */
+			/**
+			 * A connection URL (`mysql://user:password@host:3306/db`). The store creates a pool and
+			 * ends it in `close()`. Its idle connections do not keep the process alive (like pg's
+			 * `allowExitOnIdle`), so a script that never calls `close()` still exits once its calls
+			 * have settled; a call in flight does keep it alive.
+			 */
 			url: string;
 			pool?: undefined;
 	  };
@@ -160,6 +165,18 @@ function statements(table: TableName) {
 	};
 }
 
+/** What the store needs of a connection's socket. */
+interface Referable {
+	ref(): unknown;
+	unref(): unknown;
+}
+
+/** The connection's socket (the TLS one after an upgrade), unless it is a custom stream that cannot be unref'd. */
+function socketOf(connection: object): Referable | undefined {
+	const stream = (connection as { stream?: Partial<Referable> }).stream;
+	return typeof stream?.ref === "function" && typeof stream.unref === "function" ? (stream as Referable) : undefined;
+}
+
 async function createPool(url: string, timeout: number): Promise<Pool> {
 	let mysql: typeof import("mysql2/promise");
 	try {
@@ -178,6 +195,15 @@ async function createPool(url: string, timeout: number): Promise<Pool> {
 	pool.pool.on("connection", (connection) => {
 		connection.query(`SET SESSION innodb_lock_wait_timeout = ${Math.ceil(timeout)}`, () => undefined);
 	});
+	// Like pg's allowExitOnIdle (the Postgres store's pool) and the gc timer: an idle connection
+	// never keeps the process alive, so a script that forgot close() still exits. mysql2 emits
+	// "release" when a connection joins the free list and "acquire" when one leaves it (a
+	// connection handed straight to a waiting call does neither, and stays ref'd), so a call in
+	// flight holds the process as before. No round trip: ref and unref only flag the socket.
+	// (mysql2's idleTimeout cannot do this: it closes connections only when maxIdle is below
+	// connectionLimit, with a 1 s timer of its own that keeps the process alive until end().)
+	pool.pool.on("release", (connection) => socketOf(connection)?.unref());
+	pool.pool.on("acquire", (connection) => socketOf(connection)?.ref());
 	return pool;
 }
 
@@ -187,9 +213,10 @@ async function createPool(url: string, timeout: number): Promise<Pool> {
  * other's changes), an indexed subject for "log out everywhere", and batched gc of expired rows.
  *
  * Pass `{ pool }` to use the app's `mysql2/promise` pool (the store never ends it), or `{ url }`
- * to have the store create a pool and end it in `close()`. With `url`, mysql2 is loaded on first
- * use, and a missing package makes that first call reject with `SessionConfigError`; importing
- * this module loads no driver. The connection's character set must be utf8mb4 (mysql2's default),
+ * to have the store create a pool and end it in `close()`; that pool's idle connections never
+ * keep the process alive, so forgetting `close()` does not hang a script. With `url`, mysql2 is
+ * loaded on first use, and a missing package makes that first call reject with
+ * `SessionConfigError`; importing this module loads no driver. The connection's character set must be utf8mb4 (mysql2's default),
  * and the pool must keep mysql2's default `CLIENT_FOUND_ROWS` flag.
  *
  * A row past its `expires_at` is never returned, even before gc deletes it. Every call rejects

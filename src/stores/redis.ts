@@ -1,11 +1,15 @@
 import { createHash } from "node:crypto";
+import { errorMonitor } from "node:events";
 import type { Cluster, Redis } from "ioredis";
 import { SessionConfigError, SessionStoreError } from "../core/errors.js";
 import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } from "../core/store.js";
 
 /** Where {@link redisStore} gets its connection: your own client, or a URL it connects to itself. */
 export type RedisConnection =
-	/** An ioredis `Redis` or `Cluster` you created; the store never closes it. */
+	/**
+	 * An ioredis `Redis` or `Cluster` you created; the store never closes it, and adds no `error`
+	 * listener to it (give it your own: the store's errors then name its last connection error).
+	 */
 	| { client: Redis | Cluster }
 	/** A `redis://` or `rediss://` URL; the store loads ioredis, connects, and `close()` quits. */
 	| { url: string };
@@ -319,6 +323,36 @@ function storeError(operation: string, error: unknown, server: () => string): Er
 	return new SessionStoreError("redis", `${operation} failed: ${detail}`, { cause: error });
 }
 
+/** A client's last connection error, as far as the store heard it. */
+interface ErrorLog {
+	last?: Error;
+}
+
+/** One log per client passed in, shared by every store on it: one monitor a client, however many stores. */
+const passedInLogs = new WeakMap<object, ErrorLog>();
+
+/**
+ * The log of a client passed in, fed by an `events.errorMonitor` listener. A monitor is not an
+ * `error` listener: ioredis emits "error" only to a client with a listener of its own, and
+ * prints "[ioredis] Unhandled error event" otherwise, and a monitor changes neither. So the
+ * store learns a connection error exactly when the app listens too, and the app keeps its
+ * warning when it does not. (A plain listener would have silenced that warning for good.)
+ */
+function passedInLog(client: Redis): ErrorLog {
+	let log = passedInLogs.get(client);
+	if (log === undefined) {
+		const created: ErrorLog = {};
+		log = created;
+		passedInLogs.set(client, created);
+		if (typeof client.on === "function") {
+			client.on(errorMonitor, (error: unknown) => {
+				if (error instanceof Error) created.last = error;
+			});
+		}
+	}
+	return log;
+}
+
 /** " (Redis at host:port)" for a standalone client, with its last connection error if known; "" for a Cluster. */
 function describeServer(client: Client | null, lastError: Error | undefined): string {
 	const redis = client as Partial<Redis> | null;
@@ -353,9 +387,13 @@ async function connect(url: string, onError: (error: Error) => void): Promise<Re
  *
  * Pass your own client to control retries, TLS and timeouts: configure it not to queue commands
  * forever (e.g. `maxRetriesPerRequest: 1`), so an outage fails requests instead of piling them up.
- * The store never closes a client you pass in. With `{ url }` it loads ioredis itself, and a
- * missing ioredis package makes every operation reject with `SessionConfigError`. Your client's
- * `keyPrefix` option goes before `prefix` in every key.
+ * The store never closes a client you pass in, and adds no `error` listener to it: give it your
+ * own, as ioredis prints every error of a client without one. A failure that is not Redis's reply
+ * names the server and, once you listen, the client's last connection error, as with `{ url }`
+ * (the store reads it through `events.errorMonitor`, which sees only what your listener sees).
+ * With `{ url }` it loads ioredis itself, and a missing ioredis package makes every operation
+ * reject with `SessionConfigError`. Your client's `keyPrefix` option goes before `prefix` in
+ * every key.
  *
  * Throws `SessionConfigError` for a bad `prefix` or `timeout`.
  *
@@ -372,18 +410,22 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 	/** The client once `ready` has it: operations then skip a wait on `ready`. */
 	let connected: Client | null = null;
 	let owned = false;
-	/** The last connection error of a client the store created (it cannot listen on yours). */
-	let lastError: Error | undefined;
+	/**
+	 * The client's last connection error: from the store's own listener on a client it created,
+	 * from a monitor (see passedInLog) on yours. A Cluster's is never shown, so never kept.
+	 */
+	let errors: ErrorLog = {};
 	if ("client" in connection && connection.client) {
 		if (typeof (connection.client as Partial<Client>).evalsha !== "function") {
 			throw new SessionConfigError("client", "must be an ioredis Redis or Cluster instance.");
 		}
+		if (!connection.client.isCluster) errors = passedInLog(connection.client as Redis);
 		connected = connection.client as unknown as Client;
 		ready = Promise.resolve(connected);
 	} else if ("url" in connection && typeof connection.url === "string" && connection.url !== "") {
 		owned = true;
 		ready = connect(connection.url, (error) => {
-			lastError = error;
+			errors.last = error;
 		});
 		ready.then(
 			(client) => {
@@ -396,7 +438,7 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 	}
 	const cluster = "client" in connection && connection.client.isCluster ? (connection.client as Cluster) : undefined;
 
-	const server = (): string => describeServer(connected, lastError);
+	const server = (): string => describeServer(connected, errors.last);
 
 	const sessionKey = (key: string): string => `${prefix}{${key}}`;
 	const indexKey = (subject: string): string => `${prefix}subject:{${subject}}`;

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { createServer, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import mysql from "mysql2/promise";
@@ -187,6 +188,92 @@ describe("mysql store", { skip }, () => {
 		assert.equal(await store.merge(key, changes, Date.now() + HOUR), true);
 		assert.deepEqual((await store.get(key))?.data, applyChanges(record, changes).data);
 		await store.close();
+	});
+
+	/** Runs `script` (ESM, with sessionkit's source) in a child node; its exit code, or why it was killed after `limitMs`. */
+	async function runScript(script: string, args: string[], limitMs = 15_000): Promise<{ code: number | string | null; output: string; ms: number }> {
+		const child = spawn(process.execPath, ["--conditions=sessionkit-source", "--import", "tsx", "--input-type=module", "-e", script, ...args], {
+			stdio: ["ignore", "pipe", "pipe"],
+		});
+		let output = "";
+		child.stdout.on("data", (chunk: Buffer) => (output += chunk));
+		child.stderr.on("data", (chunk: Buffer) => (output += chunk));
+		const started = Date.now();
+		const code = await new Promise<number | string | null>((resolve) => {
+			const timer = setTimeout(() => {
+				child.kill("SIGKILL");
+				resolve(`still running after ${limitMs / 1000} s`);
+			}, limitMs);
+			child.once("exit", (exitCode, signal) => {
+				clearTimeout(timer);
+				resolve(exitCode ?? signal);
+			});
+		});
+		return { code, output, ms: Date.now() - started };
+	}
+
+	it("with { url }, an idle pool does not keep the process alive: a script that never calls close() exits by itself", async () => {
+		const table = newTable();
+		// One set and get, then a burst that opens several connections, and a merge (a transaction);
+		// no close(). Every connection is idle at the end, and none may hold the process; nor may
+		// the gc timer (default gcInterval).
+		const script = `
+			const { mysqlStore } = await import("sessionkit/stores/mysql");
+			const [url, table, key, json] = process.argv.slice(1);
+			const record = JSON.parse(json);
+			const store = mysqlStore({ url }, { table });
+			await store.set(key, record, Date.now() + 3_600_000);
+			if ((await store.get(key))?.subject !== record.subject) throw new Error("get did not read back the set");
+			const burst = await Promise.all(Array.from({ length: 6 }, () => store.get(key)));
+			if (burst.some((found) => found === null)) throw new Error("a parallel get found nothing");
+			if ((await store.merge(key, { ...${JSON.stringify(noChanges())}, set: { n: "1" } }, Date.now() + 3_600_000)) !== true) throw new Error("merge failed");
+			console.log("done");
+		`;
+		const record = makeRecord({ subject: "exit-on-idle" });
+		const { code, output, ms } = await runScript(script, [serviceURL.mysql, table, randomKey(), JSON.stringify(record)]);
+		assert.equal(code, 0, `the script ${typeof code === "string" ? code : `exited with ${code}`} (${ms} ms); output: ${output}`);
+		assert.equal(output.trim(), "done", "it finished its work before exiting");
+		assert.equal(await rowCount(table), 1);
+	});
+
+	it("with { url }, a call in flight still keeps the process alive: a merge waiting for a row lock finishes before the script exits", async () => {
+		const table = newTable();
+		const key = randomKey();
+		const setup = mysqlStore({ pool: admin }, { table, gcInterval: 0 });
+		await setup.set(key, makeRecord({ data: {} }), Date.now() + HOUR);
+		const script = `
+			const { mysqlStore } = await import("sessionkit/stores/mysql");
+			const [url, table, key] = process.argv.slice(1);
+			const store = mysqlStore({ url }, { table, timeout: 10 });
+			await store.get(key); // a connection, idle (unref'd) before the merge takes it again
+			console.log(await store.merge(key, { ...${JSON.stringify(noChanges())}, set: { late: "1" } }, Date.now() + 3_600_000));
+		`;
+		const locker = await admin.getConnection();
+		let running: ReturnType<typeof runScript> | undefined;
+		try {
+			await locker.query("START TRANSACTION");
+			await locker.query(`SELECT 1 FROM \`${table}\` WHERE \`key\` = ? FOR UPDATE`, [key]);
+			running = runScript(script, [serviceURL.mysql, table, key]);
+			// Until the child's merge waits for the lock: then only its socket and its deadline are pending.
+			let waiting = 0;
+			for (let waited = 0; waiting === 0 && waited < 10_000; waited += 50) {
+				await sleep(50);
+				const [rows] = await admin.query<RowDataPacket[]>(
+					"SELECT COUNT(*) AS n FROM information_schema.processlist WHERE id <> CONNECTION_ID() AND info LIKE CONCAT('%', ?, '%FOR UPDATE')",
+					[table],
+				);
+				waiting = Number(rows[0]!.n);
+			}
+			assert.equal(waiting, 1, "the child's merge waited for the lock");
+			await sleep(500);
+			await locker.query("COMMIT");
+		} finally {
+			locker.release();
+		}
+		const { code, output, ms } = await running;
+		assert.equal(code, 0, `the script ${typeof code === "string" ? code : `exited with ${code}`} (${ms} ms); output: ${output}`);
+		assert.equal(output.trim(), "true", "the merge finished, and was applied");
+		assert.deepEqual((await setup.get(key))?.data, { late: "1" });
 	});
 
 	describe("faults", () => {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { errorMonitor } from "node:events";
 import { after, before, describe, it } from "node:test";
 import { Cluster, Redis } from "ioredis";
 import type { ClusterOptions } from "ioredis";
@@ -306,17 +307,51 @@ describe("redis store", () => {
 				await owned.close!();
 			}
 
+			// A client passed in, with the app's own error listener: the same words, and the same cause.
 			const yours = new Redis({ host: "127.0.0.1", port, maxRetriesPerRequest: 1 });
-			yours.on("error", () => {});
+			const heard: Error[] = [];
+			yours.on("error", (error: Error) => heard.push(error));
 			try {
 				await assert.rejects(redisStore({ client: yours }, { timeout: 1 }).get(randomKey()), (error: unknown) => {
 					assert.ok(error instanceof SessionStoreError);
+					assert.ok(error.message.endsWith(`(Redis at 127.0.0.1:${port}; last connection error: connect ECONNREFUSED 127.0.0.1:${port})`), error.message);
+					assert.equal((error.cause as Error | undefined)?.name, "MaxRetriesPerRequestError", "the cause is ioredis's error, as with { url }");
+					return true;
+				});
+				assert.ok(heard.length > 0, "the app's own listener still hears every error");
+				assert.equal(yours.listenerCount("error"), 1, "the store added no error listener of its own");
+			} finally {
+				yours.disconnect();
+			}
+		});
+
+		it("on a client passed in without an error listener, leaves ioredis's own report of unhandled errors alone", async () => {
+			const port = await freePort();
+			const bare = new Redis({ host: "127.0.0.1", port, maxRetriesPerRequest: 1, lazyConnect: true });
+			const printed: string[] = [];
+			const original = console.error;
+			console.error = (...args: unknown[]) => {
+				printed.push(args.map(String).join(" "));
+			};
+			try {
+				// Several stores on one client: one monitor between them, so no MaxListenersExceededWarning.
+				const stores = Array.from({ length: 12 }, () => redisStore({ client: bare }, { timeout: 1 }));
+				await assert.rejects(stores[0]!.get(randomKey()), (error: unknown) => {
+					assert.ok(error instanceof SessionStoreError);
+					// ioredis handed the connection error to nobody (it printed it), so the store cannot name it.
 					assert.ok(error.message.endsWith(`(Redis at 127.0.0.1:${port})`), error.message);
 					return true;
 				});
 			} finally {
-				yours.disconnect();
+				console.error = original;
+				bare.disconnect();
 			}
+			assert.equal(bare.listenerCount("error"), 0, "the store added no error listener");
+			assert.ok(bare.listenerCount(errorMonitor) <= 1, `${bare.listenerCount(errorMonitor)} error monitors for 12 stores`);
+			assert.ok(
+				printed.some((line) => line.startsWith("[ioredis] Unhandled error event:") && line.includes("ECONNREFUSED")),
+				`ioredis still printed the unhandled connection error: ${JSON.stringify(printed)}`,
+			);
 		});
 
 		it("fails while its server is stopped or frozen, and recovers by itself when it is back", async () => {
