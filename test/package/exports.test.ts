@@ -153,6 +153,23 @@ describe("import-time cost", () => {
 	});
 });
 
+describe("npm pack", () => {
+	it("ships the build (prepack makes it), the sources its maps name, README, LICENSE and docs; no tests, benchmarks or examples", { timeout: 120_000 }, async () => {
+		const npm = process.platform === "win32" ? "npm.cmd" : "npm";
+		rmSync(join(root, "dist"), { recursive: true, force: true }); // what a fresh clone has: prepack must build it
+		const { stdout } = await run(npm, ["pack", "--dry-run", "--json"], { cwd: root, timeout: 110_000 });
+		const [packed] = JSON.parse(stdout) as Array<{ files: Array<{ path: string }> }>;
+		const files = new Set(packed!.files.map((file) => file.path));
+		for (const subpath of subpaths) {
+			const entry = entryOf(subpath);
+			for (const path of [entry.types, entry.default, entry["sessionkit-source"]]) assert.ok(files.has(path.slice(2)), `${subpath}: ${path} is in the package`);
+		}
+		for (const path of ["package.json", "README.md", "LICENSE", "docs/stores/redis.md"]) assert.ok(files.has(path), `${path} is in the package`);
+		const stray = [...files].filter((path) => /^(test|bench|examples|node_modules|data)\//.test(path) || path.endsWith(".tsbuildinfo"));
+		assert.deepEqual(stray, []);
+	});
+});
+
 describe("build", () => {
 	it("tsc -p tsconfig.build.json emits JavaScript and declarations for every subpath, and the JavaScript runs on plain Node", { timeout: 120_000 }, async (t) => {
 		const outDir = mkdtempSync(join(tmpdir(), "sessionkit-build-"));
