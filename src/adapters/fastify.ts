@@ -128,8 +128,18 @@ async function plugin(fastify: FastifyInstance, options: SessionPluginOptions): 
 	});
 }
 
-/** `reply.header("set-cookie", …)` appends in Fastify, so cookies the handler set are kept. */
+/**
+ * `reply.header("set-cookie", …)` appends in Fastify, so cookies the handler set are kept. Those
+ * set on the raw response (a connect-style middleware under @fastify/middie or @fastify/express,
+ * `reply.raw.setHeader`) would be replaced by the reply's own when Fastify writes the head: they
+ * move onto the reply first, as @fastify/cookie does with them.
+ */
 function addCookieHeaders(reply: FastifyReply, setCookie: string): void {
+	const raw = reply.raw.getHeader("set-cookie");
+	if (raw !== undefined) {
+		reply.raw.removeHeader("set-cookie");
+		reply.header("set-cookie", typeof raw === "number" ? String(raw) : raw);
+	}
 	reply.header("set-cookie", setCookie);
 	reply.header("cache-control", SESSION_RESPONSE_HEADERS["Cache-Control"]!);
 	const vary = reply.getHeader("vary");

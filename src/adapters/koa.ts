@@ -1,8 +1,9 @@
 import type { Context, ExtendableContext, Middleware } from "koa";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
+import { ADAPTER_SLOT } from "../core/session.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError, SessionUsageError } from "../index.js";
 import { assertManager, cancelWebBody, isPromiseLike, isResponse } from "./internal/common.js";
-import { commitFor, hookBeforeHeaders } from "./internal/node-response.js";
+import { applyCommit, commitFor, hookBeforeHeaders } from "./internal/node-response.js";
 
 declare module "koa" {
 	// ExtendableContext is part of every context type, whatever custom ContextT an app declares.
@@ -26,8 +27,15 @@ declare module "koa" {
  * `ctx.onerror` reports it to `app.on("error")` and answers 500 instead (a streamed answer's
  * connection is closed). `app.use` it after your error-handling middleware, so that its
  * errors reach it. If downstream code sent the headers itself (`ctx.respond = false`) before a
- * new cookie could be added, the commit still runs but a `SessionUsageError` reaches
- * `app.on("error")`: the browser never got its cookie.
+ * new cookie could be added, the commit still runs but a `SessionUsageError` is thrown to Koa's
+ * error handling (an upstream `catch`, else `app.on("error")`): the browser never got its cookie.
+ * If a middleware above fails once the commit is made, Koa's own error answer (even a 500)
+ * carries the session's `Set-Cookie`, `Cache-Control` and `Vary`, so that the browser's cookie
+ * matches the store (a `renew()` has retired the old token already).
+ *
+ * Used again further down with the same manager (in a mounted sub-app, on a router), it keeps
+ * the session the first one made, and drops the changes of the middleware below it that throws,
+ * as the first one does. A `sessionMiddleware` of another manager replaces `ctx.session` below it.
  *
  * @example
  * const app = new Koa();
@@ -37,8 +45,13 @@ declare module "koa" {
 export function sessionMiddleware<Data extends object = AppSessionData>(sessions: SessionManager<Data>): Middleware {
 	assertManager(sessions, "sessionMiddleware");
 	return async (ctx, next) => {
+		// Used again below (a composed sub-app, a router): the session the first one made is kept.
+		const previous = (ctx as unknown as { session?: Session<Data> | null }).session;
+		if (previous?.[ADAPTER_SLOT] === sessions) return passThrough(sessions, previous, next);
 		const loaded = sessions.load(ctx.headers.cookie);
 		const session = isPromiseLike(loaded) ? await loaded : loaded;
+		// Which manager made it, for a sessionMiddleware of the same manager further down.
+		session[ADAPTER_SLOT] = sessions;
 		(ctx as { session: unknown }).session = session;
 		try {
 			await next();
@@ -66,6 +79,42 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 		ctx.append("Set-Cookie", setCookie);
 		ctx.set("Cache-Control", SESSION_RESPONSE_HEADERS["Cache-Control"]!);
 		ctx.vary("Cookie");
+		keepCookieOnError(ctx, setCookie);
+	};
+}
+
+/**
+ * A second `sessionMiddleware` of the same manager on one request: it keeps the session the
+ * first one made (a second load would give the handler another copy of the session, both
+ * would be committed, and the response would carry two session cookies, the browser keeping
+ * only the last). Like the first, it drops the changes of downstream middleware that throws,
+ * so an error handler above it (in a sub-app, say) sees the session as it was before them.
+ */
+async function passThrough<Data extends object>(sessions: SessionManager<Data>, session: Session<Data>, next: () => Promise<unknown>): Promise<void> {
+	try {
+		await next();
+	} catch (error) {
+		sessions.discard(session);
+		throw error;
+	}
+}
+
+/**
+ * The commit is made and its cookie set; a middleware above may still fail, and Koa's own
+ * `ctx.onerror` then answers with a fresh head, every header removed: the browser would keep a
+ * cookie the store no longer matches (after a `renew()`, a retired token: the user is logged
+ * out). As on Fastify, that error answer, even a 500, carries the session cookie, `Cache-Control`
+ * and `Vary`. Only on a response that sets the cookie: one closure and one property on `ctx`.
+ */
+function keepCookieOnError(ctx: Context, setCookie: string): void {
+	const onerror = ctx.onerror;
+	ctx.onerror = (error: Error): void => {
+		// As Koa's: an error after the headers went out, or on a closed connection, is only reported.
+		if (error !== null && error !== undefined && !ctx.headerSent && ctx.writable) {
+			const res = ctx.res;
+			hookBeforeHeaders(res, () => applyCommit(res, { setCookie }), () => {});
+		}
+		onerror.call(ctx, error);
 	};
 }
 

@@ -234,3 +234,31 @@ it("fastify: releases the body of a returned Response when the store cannot save
 	await response.text();
 	assert.ok(cancelled, "the body that will never be sent is cancelled");
 });
+
+for (const kind of STORE_KINDS) {
+	it(`fastify (${kind} store): keeps the cookies set on the raw response (a connect-style middleware) beside the session cookie`, async (t) => {
+		const url = await serve(
+			t,
+			await storeOf(kind, t),
+			(app) => {
+				app.get("/both", async (request, reply) => {
+					reply.header("set-cookie", "theme=dark; Path=/");
+					request.session.set("user_id", 1);
+					return "both";
+				});
+			},
+			(app) => {
+				// As an Express/connect middleware run by @fastify/middie or @fastify/express: it writes to the raw response.
+				app.addHook("onRequest", (request, reply, done) => {
+					reply.raw.setHeader("set-cookie", request.url === "/both" ? ["csrf=abc; Path=/", "lang=en; Path=/"] : "csrf=abc; Path=/");
+					done();
+				});
+			},
+		);
+		const set = await fetch(`${url}/set`);
+		assert.deepEqual(setCookiesOf(set).map((c) => c.name).sort(), ["csrf", "sid"], "the middleware's cookie is sent with the session's");
+		assert.deepEqual(setCookiesOf(await fetch(`${url}/get`)).map((c) => c.name), ["csrf"]);
+		const both = await fetch(`${url}/both`);
+		assert.deepEqual(setCookiesOf(both).map((c) => c.name).sort(), ["csrf", "lang", "sid", "theme"]);
+	});
+}

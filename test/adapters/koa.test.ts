@@ -316,3 +316,107 @@ it("koa: a store failing during the error path's commit answers 500, or closes t
 	assert.deepEqual(await dataOf(url, cookie), { user_id: 123 }, "the server still answers, and the session was not destroyed");
 	assert.deepEqual(rejections, []);
 });
+
+/** `sub` mounted as koa-mount does: its middleware composed (as koa-compose would), run on the app's context. */
+function mounted(sub: Koa): Middleware {
+	return (ctx, next) => {
+		const dispatch = async (i: number): Promise<void> => {
+			const middleware = sub.middleware[i];
+			if (middleware === undefined) await next();
+			else await middleware(ctx as Parameters<typeof middleware>[0], () => dispatch(i + 1));
+		};
+		return dispatch(0);
+	};
+}
+
+for (const kind of STORE_KINDS) {
+	it(`koa (${kind} store): a sessionMiddleware used again in a mounted sub-app keeps the app's session: one cookie, every change`, async (t) => {
+		const store = await storeOf(kind, t);
+		const sessions = createSessions({ store });
+		const sub = new Koa();
+		// The sub-app's own error handling, above its own session middleware.
+		sub.use(async (ctx, next) => {
+			try {
+				await next();
+			} catch {
+				ctx.session.set("note", "denied");
+				ctx.status = 403;
+				ctx.body = "denied";
+			}
+		});
+		sub.use(sessionMiddleware(sessions));
+		sub.use((ctx) => {
+			if (ctx.path === "/sub/throw") {
+				ctx.session.set("user_id", 666);
+				throw new Error("boom");
+			}
+			ctx.session.set("user_id", 123);
+			ctx.body = JSON.stringify(ctx.session.all());
+		});
+		const app = new Koa();
+		app.use(sessionMiddleware(sessions));
+		app.use(async (ctx, next) => {
+			if (ctx.path.startsWith("/sub/")) ctx.session.set("lang", "en");
+			if (ctx.path === "/get") ctx.body = JSON.stringify(ctx.session.all());
+			else await next();
+		});
+		app.use(mounted(sub));
+		const server = await listen(createServer(app.callback()));
+		t.after(() => Promise.all([server.close(), sessions.close()]));
+
+		const response = await fetch(`${server.url}/sub/set`);
+		assert.equal(response.status, 200);
+		assert.deepEqual(JSON.parse(await response.text()), { lang: "en", user_id: 123 }, "the sub-app's handler sees what the app's middleware set");
+		const sids = setCookiesOf(response).filter((cookie) => cookie.name === "sid");
+		assert.equal(sids.length, 1, "one session cookie");
+		const cookie = `sid=${sids[0]!.value}`;
+		assert.deepEqual(await dataOf(server.url, cookie), { lang: "en", user_id: 123 }, "every change is in the session the cookie names");
+		assert.equal(await sessions.count(), 1);
+
+		const thrown = await fetch(`${server.url}/sub/throw`, { headers: { cookie } });
+		assert.equal(thrown.status, 403);
+		assert.deepEqual(setCookiesOf(thrown), []);
+		assert.deepEqual(await dataOf(server.url, cookie), { lang: "en", user_id: 123, note: "denied" }, "the failed handler's change is dropped, the sub-app's error handler's kept");
+	});
+
+	it(`koa (${kind} store): a middleware above that fails after the commit: Koa's error answer keeps the session cookie`, async (t) => {
+		const { url, errors } = await serve(
+			t,
+			await storeOf(kind, t),
+			async (ctx, next) => {
+				await next();
+				// A failure after the session middleware returned: a logger, a response check.
+				if (ctx.path === "/login") throw new Error("late failure");
+				if (ctx.path === "/new") ctx.throw(409, "Conflict");
+			},
+			{
+				"/login": (ctx) => {
+					ctx.session.renew();
+					ctx.session.set("admin", true);
+					ctx.body = "Logged in";
+				},
+				"/new": (ctx) => {
+					ctx.session.set("user_id", 409);
+					ctx.body = "created";
+				},
+			},
+		);
+		const cookie = await loggedIn(url);
+		const login = await fetch(`${url}/login`, { headers: { cookie } });
+		assert.equal(login.status, 500);
+		assert.equal(await login.text(), "Internal Server Error");
+		const renewed = setCookiesOf(login).filter((c) => c.name === "sid");
+		assert.equal(renewed.length, 1, "the renewed session's cookie is sent, even on the 500");
+		assert.equal(login.headers.get("cache-control"), "no-store");
+		assert.match(login.headers.get("vary") ?? "", /\bCookie\b/);
+		assert.deepEqual(await dataOf(url, cookie), {}, "the commit is made: the old token is retired");
+		assert.deepEqual(await dataOf(url, `sid=${renewed[0]!.value}`), { user_id: 123, admin: true }, "the cookie matches the store: the user stays logged in");
+
+		const created = await fetch(`${url}/new`);
+		assert.equal(created.status, 409);
+		const sid = setCookiesOf(created).find((c) => c.name === "sid");
+		assert.ok(sid, "the new session's cookie is sent with Koa's 409");
+		assert.deepEqual(await dataOf(url, `sid=${sid.value}`), { user_id: 409 });
+		assert.equal(errors.length, 2, "Koa reported each error");
+	});
+}
