@@ -64,14 +64,20 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 		try {
 			loaded = sessions.load(req.headers.cookie);
 		} catch (error) {
-			next(error);
+			failed(req, next, error);
 			return;
 		}
+		const fail = (error: unknown) => failed(req, next, error);
 		if (previous !== undefined) {
-			if (isPromiseLike(loaded)) loaded.then((session) => startInstead(req, res, next, session, previous), next);
+			if (isPromiseLike(loaded)) loaded.then((session) => startInstead(req, res, next, session, previous), fail);
 			else startInstead(req, res, next, loaded, previous);
-		} else if (isPromiseLike(loaded)) loaded.then((session) => start(req, res, next, session), next);
+		} else if (isPromiseLike(loaded)) loaded.then((session) => start(req, res, next, session), fail);
 		else start(req, res, next, loaded);
+	}
+	/** The load failed: error handlers find a session that throws the store's error when used. */
+	function failed(req: Request, next: NextFunction, error: unknown): void {
+		(req as { session: unknown }).session = sessions.unavailable(error);
+		next(error);
 	}
 	return (req: Request, res: Response, next: NextFunction): void => {
 		const previous = (req as { session?: unknown }).session;

@@ -64,12 +64,20 @@ async function plugin(fastify: FastifyInstance, options: SessionPluginOptions): 
 	fastify.decorateRequest(COMMITTED, false);
 
 	// Callback-style hooks: with a synchronous store (memory) a request never waits for a microtask.
-	fastify.addHook("onRequest", (request, _reply, done) => {
+	// The load failed: the error handler finds a session that throws the store's error when used,
+	// and onSend does not commit it.
+	const failed = (request: CommittableRequest, done: (error: Error) => void, error: unknown) => {
+		request.session = sessions.unavailable(error);
+		request[COMMITTED] = true;
+		done(error as Error);
+	};
+
+	fastify.addHook("onRequest", (request: CommittableRequest, _reply, done) => {
 		let loaded: Session<AppSessionData> | Promise<Session<AppSessionData>>;
 		try {
 			loaded = sessions.load(request.headers.cookie);
 		} catch (error) {
-			done(error as Error);
+			failed(request, done, error);
 			return;
 		}
 		if (!isPromiseLike(loaded)) {
@@ -82,7 +90,7 @@ async function plugin(fastify: FastifyInstance, options: SessionPluginOptions): 
 				request.session = session;
 				done();
 			},
-			(error: unknown) => done(error as Error),
+			(error: unknown) => failed(request, done, error),
 		);
 	});
 

@@ -56,8 +56,15 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 	assertManager(sessions, "sessionMiddleware");
 	const trustProxy = options.trustProxy ?? false;
 	return async (c, next) => {
-		const loaded = sessions.load(cookieHeaderOf(c));
-		const session = isPromiseLike(loaded) ? await loaded : loaded;
+		let session: Session<Data>;
+		try {
+			const loaded = sessions.load(cookieHeaderOf(c));
+			session = isPromiseLike(loaded) ? await loaded : loaded;
+		} catch (error) {
+			// app.onError finds a session that throws the store's error when used.
+			c.set("session", sessions.unavailable(error) as Session<object> as Session<AppSessionData>);
+			throw error;
+		}
 		c.set("session", session as Session<object> as Session<AppSessionData>);
 		await next();
 		if (cookiesAdded.has(c.res)) replaceWithoutAddedCookies(c);

@@ -48,8 +48,15 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 		// Used again below (a composed sub-app, a router): the session the first one made is kept.
 		const previous = (ctx as unknown as { session?: Session<Data> | null }).session;
 		if (previous?.[ADAPTER_SLOT] === sessions) return passThrough(sessions, previous, next);
-		const loaded = sessions.load(ctx.headers.cookie);
-		const session = isPromiseLike(loaded) ? await loaded : loaded;
+		let session: Session<Data>;
+		try {
+			const loaded = sessions.load(ctx.headers.cookie);
+			session = isPromiseLike(loaded) ? await loaded : loaded;
+		} catch (error) {
+			// Error handlers above find a session that throws the store's error when used.
+			(ctx as { session: unknown }).session = sessions.unavailable(error);
+			throw error;
+		}
 		// Which manager made it, for a sessionMiddleware of the same manager further down.
 		session[ADAPTER_SLOT] = sessions;
 		(ctx as { session: unknown }).session = session;

@@ -135,18 +135,23 @@ export function withSessions<Data extends object = AppSessionData>(
 		}
 		if (isPromiseLike(result)) return Promise.resolve(result).then(undefined, (error: unknown) => handlerFailed(error, context, req, binding));
 	}
+	/** The load failed: `getSession` in `onError` finds a session that throws the store's error when used. */
+	function failed(req: IncomingMessage, res: ServerResponse, error: unknown): void {
+		(req as RequestWithContext)[CONTEXT] = new RequestContext(req, res, binding.sessions.unavailable(error), binding.trustProxy);
+		binding.onError(error, req, res);
+	}
 	return (req, res) => {
 		let loaded: Session<Data> | Promise<Session<Data>>;
 		try {
 			loaded = sessions.load(req.headers.cookie);
 		} catch (error) {
-			binding.onError(error, req, res);
+			failed(req, res, error);
 			return;
 		}
 		if (!isPromiseLike(loaded)) return run(req, res, loaded as Session<object>);
 		return loaded.then(
 			(session) => run(req, res, session as Session<object>),
-			(error: unknown) => binding.onError(error, req, res),
+			(error: unknown) => failed(req, res, error),
 		);
 	};
 }

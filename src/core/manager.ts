@@ -74,6 +74,14 @@ export interface SessionManager<Data extends object = Record<string, unknown>> {
 	 * has started.
 	 */
 	discard(session: Session<Data>): void;
+	/**
+	 * For adapters: the session of a request whose `load` failed with `error`. Every use of it
+	 * throws `error` again, as a lazily loaded session does whose store fails on first use, so
+	 * an error handler that reads the session fails with the store's `SessionStoreError` rather
+	 * than a `TypeError` on a missing session. Not to be committed: once used, its commit throws
+	 * `error` too.
+	 */
+	unavailable(error: unknown): Session<Data>;
 	/** The live sessions of `subject` (needs a store with `listBySubject`). */
 	listBySubject(subject: string): Promise<SessionInfo[]>;
 	/** Ends every session of `subject` ("log out everywhere"); resolves to the number ended. */
@@ -279,6 +287,13 @@ class Manager<Data extends object> implements SessionManager<Data> {
 
 	discard(session: Session<Data>): void {
 		session[DISCARD]();
+	}
+
+	unavailable(error: unknown): Session<Data> {
+		const { codec, clock, idleTimeoutMs, absoluteTimeoutMs, cookie } = this.options;
+		return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, cookie.persist, () => {
+			throw error;
+		});
 	}
 
 	commit(session: Session<Data>, request: { secure: boolean }): CommitResult | Promise<CommitResult> {

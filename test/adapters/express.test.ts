@@ -2,14 +2,15 @@ import assert from "node:assert/strict";
 import { createServer, ServerResponse } from "node:http";
 import { it } from "node:test";
 import express from "express";
-import type { NextFunction, Request, Response } from "express";
+import type { ErrorRequestHandler, NextFunction, Request, Response } from "express";
 import express4 from "express4";
 import { createSessions, SessionNotLoadedError, SessionUsageError } from "sessionkit";
 import { getSession, sessionMiddleware } from "sessionkit/express";
 import { memoryStore } from "sessionkit/stores/memory";
 import { adapterConformance, listen } from "../adapter-conformance.js";
 import { sleep } from "../helpers/keys.js";
-import { storeOf } from "../helpers/test-stores.js";
+import { faultyStore, storeOf } from "../helpers/test-stores.js";
+import { assertErrorPageSeesStoreError, errorPageBody } from "../helpers/error-path-app.js";
 import { assertCutOffThenAnswered } from "../helpers/failed-commit.js";
 import { answerWithCode, createExpressApp } from "./express-app.js";
 
@@ -402,3 +403,23 @@ for (const [name, framework] of [["express 5", express], ["express 4", express4]
 		});
 	}
 }
+
+it("express: an error page that reads the session when the store cannot load it gets the store's error, not a TypeError", async (t) => {
+	const store = faultyStore();
+	const app = express();
+	app.use(sessionMiddleware(createSessions({ store })));
+	app.get("/set", (req, res) => {
+		req.session.set("user_id", 123);
+		res.send("Succeed");
+	});
+	app.get("/get", (req, res) => {
+		res.send(String(req.session.get("user_id")));
+	});
+	const errorPage: ErrorRequestHandler = (_error, req, res, _next) => {
+		res.status(500).send(errorPageBody(() => req.session.get("user_id")));
+	};
+	app.use(errorPage);
+	const server = await listen(createServer(app));
+	t.after(() => server.close());
+	await assertErrorPageSeesStoreError(server.url, store);
+});

@@ -10,6 +10,7 @@ import { createApp } from "../../examples/fastify/app.js";
 import { adapterConformance } from "../adapter-conformance.js";
 import { setCookiesOf } from "../helpers/cookie-jar.js";
 import { faultyStore, STORE_KINDS, storeOf } from "../helpers/test-stores.js";
+import { assertErrorPageSeesStoreError, errorPageBody } from "../helpers/error-path-app.js";
 
 adapterConformance("fastify", async (sessions, { trustProxy }) => {
 	const app = await createApp(sessions, { trustProxy, logErrors: false });
@@ -262,3 +263,11 @@ for (const kind of STORE_KINDS) {
 		assert.deepEqual(setCookiesOf(both).map((c) => c.name).sort(), ["csrf", "lang", "sid", "theme"]);
 	});
 }
+
+it("fastify: an error page that reads the session when the store cannot load it gets the store's error, not a TypeError", async (t) => {
+	const store = faultyStore();
+	const url = await serve(t, store, () => {}, (app) => {
+		app.setErrorHandler(async (_error, request, reply) => reply.code(500).send(errorPageBody(() => request.session!.get("user_id"))));
+	});
+	await assertErrorPageSeesStoreError(url, store);
+});

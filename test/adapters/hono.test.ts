@@ -18,7 +18,7 @@ import { getSession, sessionMiddleware } from "sessionkit/hono";
 import { createApp } from "../../examples/hono/app.js";
 import { adapterConformance, listen } from "../adapter-conformance.js";
 import { setCookiesOf } from "../helpers/cookie-jar.js";
-import { assertLogOutOnError, dataOf, loggedIn } from "../helpers/error-path-app.js";
+import { assertErrorPageSeesStoreError, assertLogOutOnError, dataOf, errorPageBody, loggedIn } from "../helpers/error-path-app.js";
 import { faultyStore, STORE_KINDS, storeOf } from "../helpers/test-stores.js";
 
 adapterConformance("hono", async (sessions, { trustProxy }) =>
@@ -224,4 +224,10 @@ it("hono: a Response object the handler returns for every request carries no use
 	const ping = await fetch(`${server.url}/ping`);
 	assert.equal(ping.status, 204);
 	assert.deepEqual(ping.headers.getSetCookie(), [], "a request that sets no cookie gets none of an earlier one");
+});
+
+it("hono: an error page that reads the session when the store cannot load it gets the store's error, not a TypeError", async (t) => {
+	const store = faultyStore();
+	const { url } = await serve(t, store, (_error, c) => c.text(errorPageBody(() => c.get("session").get("user_id")), 500));
+	await assertErrorPageSeesStoreError(url, store);
 });

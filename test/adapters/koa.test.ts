@@ -11,7 +11,7 @@ import { getSession, sessionMiddleware } from "sessionkit/koa";
 import { createApp } from "../../examples/koa/app.js";
 import { adapterConformance, listen } from "../adapter-conformance.js";
 import { setCookiesOf } from "../helpers/cookie-jar.js";
-import { assertExpiresSession, assertLogOutOnError, dataOf, loggedIn } from "../helpers/error-path-app.js";
+import { assertErrorPageSeesStoreError, assertExpiresSession, assertLogOutOnError, dataOf, errorPageBody, loggedIn } from "../helpers/error-path-app.js";
 import { faultyStore, STORE_KINDS, storeOf } from "../helpers/test-stores.js";
 
 adapterConformance("koa", async (sessions, { trustProxy }) =>
@@ -420,3 +420,24 @@ for (const kind of STORE_KINDS) {
 		assert.equal(errors.length, 2, "Koa reported each error");
 	});
 }
+
+it("koa: an error page that reads the session when the store cannot load it gets the store's error, not a TypeError", async (t) => {
+	const store = faultyStore();
+	const app = new Koa();
+	app.use(async (ctx, next) => {
+		try {
+			await next();
+		} catch {
+			ctx.status = 500;
+			ctx.body = errorPageBody(() => ctx.session.get("user_id"));
+		}
+	});
+	app.use(sessionMiddleware(createSessions({ store })));
+	app.use((ctx) => {
+		if (ctx.path === "/set") ctx.session.set("user_id", 123);
+		ctx.body = String(ctx.session.get("user_id"));
+	});
+	const server = await listen(createServer(app.callback()));
+	t.after(() => server.close());
+	await assertErrorPageSeesStoreError(server.url, store);
+});

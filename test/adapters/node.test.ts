@@ -10,7 +10,8 @@ import { adapterConformance, listen, type AdapterServer } from "../adapter-confo
 import { testClock } from "../helpers/clock.js";
 import { CookieJar } from "../helpers/cookie-jar.js";
 import { sleep } from "../helpers/keys.js";
-import { storeOf, type StoreKind } from "../helpers/test-stores.js";
+import { faultyStore, storeOf, type StoreKind } from "../helpers/test-stores.js";
+import { assertErrorPageSeesStoreError, errorPageBody } from "../helpers/error-path-app.js";
 import { assertCutOffThenAnswered } from "../helpers/failed-commit.js";
 
 adapterConformance("node:http", async (sessions, { trustProxy }) =>
@@ -386,4 +387,25 @@ it("node:http: the default onError leaves a response the handler ended as sent, 
 	assert.ok(response.headers.getSetCookie()[0]?.startsWith(`${sessions.cookieName}=`));
 	assert.equal(logged.mock.callCount(), 1, "the error is logged");
 	assert.equal((logged.mock.calls[0]!.arguments[0] as Error).message, "after the response");
+});
+
+it("node: an onError that reads the session when the store cannot load it gets the store's error", async (t) => {
+	const store = faultyStore();
+	const handler = withSessions(
+		createSessions({ store }),
+		(req, res) => {
+			const session = getSession(req);
+			if (req.url === "/set") session.set("user_id", 123);
+			res.end(String(session.get("user_id")));
+		},
+		{
+			onError: (_error, req, res) => {
+				res.statusCode = 500;
+				res.end(errorPageBody(() => getSession(req).get("user_id")));
+			},
+		},
+	);
+	const server = await listen(createServer(handler));
+	t.after(() => server.close());
+	await assertErrorPageSeesStoreError(server.url, store);
 });

@@ -1,5 +1,5 @@
 /**
- * Requests against the error-path test apps of the Koa and Hono suites: `/set` stores
+ * Requests against the error-path test apps of the adapter suites: `/set` stores
  * `user_id = 123` in a new session, `/get` answers the session's data as JSON, and `/admin`
  * fails for an error handler that logs the user out (`destroy()`) and answers 401, or with
  * `?status=` when given.
@@ -50,4 +50,34 @@ export async function assertLogOutOnError(url: string, sessions: { count(): Prom
 	assertExpiresSession(denied);
 	assert.equal(await sessions.count(), 0, "the store no longer has the session");
 	assert.deepEqual(await dataOf(url, cookie), {});
+}
+
+/**
+ * What an error page that reads the session (to show who is logged in, say) finds: its error
+ * handler answers 500 with `read: <code>`, the `code` of what `session.get("user_id")` threw
+ * (a `SessionError`), the thrown value's class name otherwise, or `read: <value>` when it did
+ * not throw.
+ */
+export function errorPageBody(read: () => unknown): string {
+	try {
+		return `read: ${String(read())}`;
+	} catch (error) {
+		const code = (error as { code?: unknown }).code;
+		return `read: ${typeof code === "string" ? code : (error as Error).constructor.name}`;
+	}
+}
+
+/**
+ * With a logged-in session (`/set`), the store fails every call: the request cannot load its
+ * session, and the app's error page, which reads it, must see the store's error (the session is
+ * there, and throws it) rather than a TypeError on a missing session.
+ */
+export async function assertErrorPageSeesStoreError(url: string, store: { failing: string }): Promise<void> {
+	const cookie = await loggedIn(url);
+	store.failing = "all";
+	const response = await fetch(`${url}/get`, { headers: { cookie } });
+	assert.equal(response.status, 500);
+	assert.equal(await response.text(), "read: SESSION_STORE");
+	assert.deepEqual(setCookiesOf(response), [], "no cookie from a session that could not load");
+	store.failing = "none";
 }
