@@ -138,6 +138,17 @@ const logOutOnError: Middleware = async (ctx, next) => {
 	}
 };
 
+/** An error handler that notes the denial in the session and answers 403. */
+const denyOnError: Middleware = async (ctx, next) => {
+	try {
+		await next();
+	} catch {
+		ctx.session.set("note", "denied");
+		ctx.status = 403;
+		ctx.body = "denied";
+	}
+};
+
 for (const kind of STORE_KINDS) {
 	it(`koa (${kind} store): commits an upstream error handler's destroy() answered with a 401, and nothing when it answers 500`, async (t) => {
 		const { url, sessions } = await serve(t, await storeOf(kind, t), logOutOnError, {
@@ -153,15 +164,7 @@ for (const kind of STORE_KINDS) {
 		const { url } = await serve(
 			t,
 			await storeOf(kind, t),
-			async (ctx, next) => {
-				try {
-					await next();
-				} catch {
-					ctx.session.set("note", "denied");
-					ctx.status = 403;
-					ctx.body = "denied";
-				}
-			},
+			denyOnError,
 			{
 				"/throw": (ctx) => {
 					ctx.session.set("user_id", 666);
@@ -335,15 +338,7 @@ for (const kind of STORE_KINDS) {
 		const sessions = createSessions({ store });
 		const sub = new Koa();
 		// The sub-app's own error handling, above its own session middleware.
-		sub.use(async (ctx, next) => {
-			try {
-				await next();
-			} catch {
-				ctx.session.set("note", "denied");
-				ctx.status = 403;
-				ctx.body = "denied";
-			}
-		});
+		sub.use(denyOnError);
 		sub.use(sessionMiddleware(sessions));
 		sub.use((ctx) => {
 			if (ctx.path === "/sub/throw") {
