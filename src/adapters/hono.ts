@@ -3,6 +3,7 @@
  * runs, Node (through @hono/node-server), Bun, Deno and Workers alike.
  */
 import type { Context, MiddlewareHandler } from "hono";
+import { ADAPTER_SLOT } from "../core/session.js";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError } from "../index.js";
 import { assertManager, cancelWebBody, CommitRequest, forwardedHTTPS, isPromiseLike, varyWithCookie } from "./internal/common.js";
@@ -31,10 +32,11 @@ export interface HonoSessionOptions {
  *
  * `Secure` is set when the request URL is `https:`, or with `trustProxy` when the proxy says
  * `X-Forwarded-Proto: https`. A response with immutable headers (one returned by `fetch`, or
- * `Response.redirect`) is copied so that the cookie can be added. A `Response` object the
- * handler returns again (one for every request) never carries an earlier request's cookie: it is
- * answered with a copy without it. The object itself keeps the cookie, so do not return it from
- * routes this middleware does not cover.
+ * `Response.redirect`) is copied so that the cookie can be added, and so is one without a body:
+ * a `Response` object the handler returns for every request (a module-level `new Response(null,
+ * { status: 204 })`) never carries one request's cookie to another, even to one still on its way
+ * out. A response with a body (read once, so the request's own) gets the cookie itself; returned
+ * again, it is answered with a copy without it.
  *
  * Changes are committed unless the response is a server error (status 500 or above). A
  * handler that throws is answered by `app.onError` before this middleware resumes, and Hono
@@ -43,6 +45,13 @@ export interface HonoSessionOptions {
  * session), as on Express; answered with a server error, neither is. A streamed body is fine as
  * long as the session is changed before the handler returns the response; a change inside the
  * stream callback comes after the commit, and throws `SessionUsageError`.
+ *
+ * Used again further down with the same manager (a sub-app's own middleware, added with
+ * `app.route`), it keeps the session the first one made, which commits it: one cookie. One of
+ * another manager sets its own session below it (so does any in an app mounted with `mount()`,
+ * which has a Context of its own), and both cookies go out. Under @hono/node-server, a
+ * `Set-Cookie` the app put on the Node response (`c.env.outgoing`) is kept beside the session
+ * cookie.
  *
  * @example
  * const app = new Hono();
@@ -56,6 +65,11 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 	assertManager(sessions, "sessionMiddleware");
 	const trustProxy = options.trustProxy ?? false;
 	return async (c, next) => {
+		// Used again below (a sub-app's own middleware, through app.route): the session the first
+		// one made is kept and committed by it. Loaded again, it would miss the changes made in
+		// between, and both would be committed, with two cookies for a new session.
+		const previous = c.get("session") as Session<object> | null | undefined;
+		if (previous?.[ADAPTER_SLOT] === sessions) return next();
 		let session: Session<Data>;
 		try {
 			const loaded = sessions.load(cookieHeaderOf(c));
@@ -65,56 +79,121 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 			c.set("session", sessions.unavailable(error) as Session<object> as Session<AppSessionData>);
 			throw error;
 		}
+		// Which manager made it, for a sessionMiddleware of the same manager further down.
+		session[ADAPTER_SLOT] = sessions;
 		c.set("session", session as Session<object> as Session<AppSessionData>);
 		await next();
-		if (cookiesAdded.has(c.res)) replaceWithoutAddedCookies(c);
+		let below = cookiesBelow(c);
 		// Also after onError (c.error is set): what it changes, a destroy() say, must be committed.
 		if (c.res.status >= 500) return;
 		let setCookie: string | null;
 		try {
 			const committed = sessions.commit(session, new CommitRequest(c, trustProxy, isSecureHono));
-			({ setCookie } = isPromiseLike(committed) ? await committed : committed);
+			if (isPromiseLike(committed)) {
+				try {
+					({ setCookie } = await committed);
+				} finally {
+					// Other requests ran meanwhile: one may have added its cookie to a Response that is
+					// returned for every request, which this one must then not send, nor add to.
+					below = cookiesBelow(c);
+				}
+			} else ({ setCookie } = committed);
 		} catch (error) {
 			// app.onError answers instead.
 			cancelWebBody(c.res);
 			throw error;
 		}
 		if (setCookie === null) return;
+		// A Response without a body may be one object returned for every request (a module-level
+		// `new Response(null, { status: 204 })`), which a request that returned it earlier may still
+		// be sending (behind a middleware that awaits after next()): the cookie goes on a copy, cheap
+		// without a body. A body is read once, so a Response with one is this request's own.
+		if (c.res.body === null) replaceResponse(c, new Response(null, c.res));
+		// A Set-Cookie the app put on the Node response (`c.env.outgoing`) under @hono/node-server:
+		// node replaces it with the Response's Set-Cookie list, so it joins that list. Only when the
+		// Response has no Set-Cookie of its own, which would have replaced it without sessionkit.
+		const raw = below === undefined ? rawSetCookiesOf(c) : undefined;
 		try {
-			addCookieHeaders(c.res.headers, setCookie);
+			addCookieHeaders(c.res.headers, setCookie, raw);
 		} catch (error) {
 			// Headers of a fetch() response or of Response.redirect() are immutable: copy the response.
 			if (!(error instanceof TypeError)) throw error;
 			c.res = new Response(c.res.body, c.res);
-			addCookieHeaders(c.res.headers, setCookie);
+			addCookieHeaders(c.res.headers, setCookie, raw);
 		}
-		cookiesAdded.set(c.res, setCookie);
+		const cookies = raw === undefined ? setCookie : `${raw.join("\n")}\n${setCookie}`;
+		cookiesAdded.set(c.res, below === undefined ? cookies : `${below}\n${cookies}`);
+		addedIn.set(requestOf(c), c.res);
 	};
 }
 
 /**
- * Responses the adapter added a session cookie to, with that cookie. The cookie goes on the
- * handler's own Response: a copy for every response that sets one halved req/s on Hono's
- * new-session route, and under @hono/node-server slowed every route by a fifth. A handler may
- * return one Response object for every request, though (a module-level `new Response(null,
- * { status: 204 })`): when it comes back, the next user is answered with a copy without it.
+ * Responses the adapter added session cookies to, with those cookies (one per line). The cookie
+ * goes on the handler's own Response when it has a body: a copy for every response that sets one
+ * halved req/s on Hono's new-session route, and under @hono/node-server slowed every route by a
+ * fifth. Such a Response is read once, so it is the request's own; if one comes back all the same
+ * (its body was never read: a HEAD request's), the next user is answered with a copy without them.
  */
 const cookiesAdded = new WeakMap<Response, string>();
 
-function replaceWithoutAddedCookies(c: Context): void {
+/**
+ * The cookies that session middlewares below this one (another manager's: a sub-app's, a mounted
+ * app's) added to `c.res` in this request, which stay. Cookies recorded for an earlier request
+ * are taken off: `c.res` becomes a copy without them.
+ */
+function cookiesBelow(c: Context): string | undefined {
 	const added = cookiesAdded.get(c.res);
+	if (added === undefined) return undefined;
+	if (addedIn.get(requestOf(c)) === c.res) return added;
+	replaceWithoutAddedCookies(c, added);
+	return undefined;
+}
+
+/**
+ * The Response that the session middlewares of a request (see `requestOf`) last added cookies
+ * to: found in `cookiesAdded` after `next()`, it is that of a middleware below in this request
+ * (another manager's), whose cookies stay, not an earlier request's.
+ */
+const addedIn = new WeakMap<object, Response>();
+
+/**
+ * The request, as the middlewares of every Hono app it passes through see it: the Node request
+ * under @hono/node-server (an app mounted with `mount()` has a Context of its own), else the
+ * Context (sub-apps added with `app.route` share it).
+ */
+function requestOf(c: Context): object {
+	const incoming = (c.env as NodeBindings)?.incoming;
+	return typeof incoming === "object" && incoming !== null ? incoming : c;
+}
+
+/** The Set-Cookie values of the Node response under @hono/node-server, when the Response has none. */
+function rawSetCookiesOf(c: Context): string[] | undefined {
+	const outgoing = (c.env as NodeBindings)?.outgoing;
+	if (typeof outgoing?.getHeader !== "function") return undefined;
+	const raw = outgoing.getHeader("set-cookie");
+	if (raw === undefined || c.res.headers.has("Set-Cookie")) return undefined;
+	return Array.isArray(raw) ? raw.map(String) : [String(raw)];
+}
+
+function replaceWithoutAddedCookies(c: Context, added: string): void {
 	const copy = new Response(c.res.body, c.res);
-	const kept = copy.headers.getSetCookie().filter((cookie) => cookie !== added);
+	const stale = added.split("\n");
+	const kept = copy.headers.getSetCookie().filter((cookie) => !stale.includes(cookie));
 	copy.headers.delete("Set-Cookie");
 	for (const cookie of kept) copy.headers.append("Set-Cookie", cookie);
+	replaceResponse(c, copy);
+}
+
+/** `c.res = copy`, for a copy of `c.res` with its headers. */
+function replaceResponse(c: Context, copy: Response): void {
 	// Hono's setter would copy the old response's headers, its Set-Cookie list included, over
 	// the new one's: cleared first, there is nothing to copy.
 	c.res = undefined as unknown as Response;
 	c.res = copy;
 }
 
-/** The Node request's own `Cookie` header under @hono/node-server (its `HttpBindings`). */
-type NodeBindings = { incoming?: { headers?: { cookie?: unknown } } } | undefined;
+/** The Node request and response under @hono/node-server (its `HttpBindings`). */
+type NodeBindings = { incoming?: { headers?: { cookie?: unknown } }; outgoing?: { getHeader?: (name: string) => unknown } } | undefined;
 
 /**
  * The request's `Cookie` header. Under @hono/node-server it is read from the Node request that
@@ -134,7 +213,9 @@ function isSecureHono(c: Context, trustProxy: boolean): boolean {
 	return req.url.startsWith("https:") || (trustProxy && forwardedHTTPS(req.header("X-Forwarded-Proto")));
 }
 
-function addCookieHeaders(headers: Headers, setCookie: string): void {
+/** Adds the session cookie (after `raw`, the Node response's) and the headers that keep caches from storing it. */
+function addCookieHeaders(headers: Headers, setCookie: string, raw: string[] | undefined): void {
+	if (raw !== undefined) for (const cookie of raw) headers.append("Set-Cookie", cookie);
 	headers.append("Set-Cookie", setCookie);
 	headers.set("Cache-Control", SESSION_RESPONSE_HEADERS["Cache-Control"]!);
 	headers.set("Vary", varyWithCookie(headers.get("Vary")));

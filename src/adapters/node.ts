@@ -60,18 +60,19 @@ class RequestContext {
 	readonly res: ServerResponse;
 	/** Set by the first `getSession`, which must come before the headers are sent. */
 	used = false;
+	/** The `withSessions` that made it: one of the same manager inside it keeps its session. */
+	readonly binding: Binding;
 	readonly #req: IncomingMessage;
-	readonly #trustProxy: boolean;
 
-	constructor(req: IncomingMessage, res: ServerResponse, session: Session<object>, trustProxy: boolean) {
+	constructor(req: IncomingMessage, res: ServerResponse, session: Session<object>, binding: Binding) {
 		this.session = session;
 		this.res = res;
+		this.binding = binding;
 		this.#req = req;
-		this.#trustProxy = trustProxy;
 	}
 
 	get secure(): boolean {
-		return isSecureRequest(this.#req, this.#trustProxy);
+		return isSecureRequest(this.#req, this.binding.trustProxy);
 	}
 }
 
@@ -106,6 +107,10 @@ function handlerFailed(error: unknown, context: RequestContext, req: IncomingMes
  * server error (status 500 or above). A request whose handler never calls `getSession` writes
  * nothing and sets no cookie (with a synchronous store it costs no store call at all).
  *
+ * A `withSessions` of the same manager inside another (a router's handler wrapped on its own,
+ * called by the app's wrapped handler) keeps the session the outer one made, which commits it.
+ * If the inner handler throws, the request's changes are dropped and its own `onError` answers.
+ *
  * @example
  * const server = http.createServer(withSessions(sessions, (req, res) => {
  *   const session = getSession(req);
@@ -123,9 +128,12 @@ export function withSessions<Data extends object = AppSessionData>(
 		onError: options.onError ?? defaultOnError,
 	};
 	function run(req: IncomingMessage, res: ServerResponse, session: Session<object>): void | Promise<void> {
-		const context = new RequestContext(req, res, session, binding.trustProxy);
+		const context = new RequestContext(req, res, session, binding);
 		(req as RequestWithContext)[CONTEXT] = context;
 		hookCommit(req, res, context, binding);
+		return call(req, res, context);
+	}
+	function call(req: IncomingMessage, res: ServerResponse, context: RequestContext): void | Promise<void> {
 		let result: unknown;
 		try {
 			result = handler(req, res);
@@ -137,10 +145,15 @@ export function withSessions<Data extends object = AppSessionData>(
 	}
 	/** The load failed: `getSession` in `onError` finds a session that throws the store's error when used. */
 	function failed(req: IncomingMessage, res: ServerResponse, error: unknown): void {
-		(req as RequestWithContext)[CONTEXT] = new RequestContext(req, res, binding.sessions.unavailable(error), binding.trustProxy);
+		(req as RequestWithContext)[CONTEXT] = new RequestContext(req, res, binding.sessions.unavailable(error), binding);
 		binding.onError(error, req, res);
 	}
 	return (req, res) => {
+		// Inside a withSessions of the same manager (the app's handler wraps a router's, itself
+		// wrapped): the session that one made is kept, and committed by it. Loaded again, it would
+		// miss the changes made before, and both would be committed: two cookies for a new session.
+		const outer = (req as RequestWithContext)[CONTEXT];
+		if (outer !== undefined && outer.binding.sessions === binding.sessions) return call(req, res, outer);
 		let loaded: Session<Data> | Promise<Session<Data>>;
 		try {
 			loaded = sessions.load(req.headers.cookie);

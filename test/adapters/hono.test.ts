@@ -8,8 +8,10 @@ import type { TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { getRequestListener } from "@hono/node-server";
+import type { HttpBindings } from "@hono/node-server";
 import { Hono } from "hono";
 import type { ErrorHandler } from "hono";
+import { mount } from "hono/mount";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { stream } from "hono/streaming";
 import { createSessions, SessionConfigError, SessionError, SessionNotLoadedError } from "sessionkit";
@@ -230,4 +232,176 @@ it("hono: an error page that reads the session when the store cannot load it get
 	const store = faultyStore();
 	const { url } = await serve(t, store, (_error, c) => c.text(errorPageBody(() => c.get("session").get("user_id")), 500));
 	await assertErrorPageSeesStoreError(url, store);
+});
+
+for (const kind of STORE_KINDS) {
+	it(`hono (${kind} store): sessionMiddleware on the app and again on a sub-app (app.route) keeps one session, with the changes made in between, and sends one cookie`, async (t) => {
+		const sessions = createSessions({ store: await storeOf(kind, t) });
+		const app = new Hono();
+		app.use(sessionMiddleware(sessions));
+		// An app-wide middleware that records something in the session.
+		app.use(async (c, next) => {
+			c.get("session").set("lastPath", c.req.path);
+			await next();
+		});
+		const api = new Hono();
+		api.use(sessionMiddleware(sessions));
+		api.get("/count", (c) => c.json({ n: c.get("session").increment("n"), lastPath: c.get("session").get("lastPath") }));
+		app.route("/api", api);
+		app.get("/data", (c) => c.json(c.get("session").all()));
+		const server = await listen(createServer(getRequestListener(app.fetch)));
+		t.after(() => Promise.all([server.close(), sessions.close()]));
+		const first = await fetch(`${server.url}/api/count`);
+		assert.deepEqual(await first.json(), { n: 1, lastPath: "/api/count" }, "the sub-app's middleware sees what the app's set");
+		const cookies = first.headers.getSetCookie();
+		assert.equal(cookies.length, 1, cookies.join(" | "));
+		const cookie = cookies[0]!.split(";")[0]!;
+		const second = await fetch(`${server.url}/api/count`, { headers: { cookie } });
+		assert.deepEqual(await second.json(), { n: 2, lastPath: "/api/count" });
+		assert.deepEqual(second.headers.getSetCookie(), []);
+		assert.deepEqual(await (await fetch(`${server.url}/data`, { headers: { cookie } })).json(), { lastPath: "/data", n: 2 }, "both changes were committed");
+	});
+
+	for (const how of ["app.route", "mount"] as const) {
+		it(`hono (${kind} store): a sub-app with another manager's sessionMiddleware (${how}) keeps its cookie beside the app's`, async (t) => {
+			const site = createSessions({ store: await storeOf(kind, t) });
+			const admin = createSessions({ store: await storeOf(kind, t), cookie: { name: "admin_sid" } });
+			const app = new Hono();
+			app.use(sessionMiddleware(site));
+			app.use(async (c, next) => {
+				if (c.req.query("visit") !== undefined) c.get("session").set("visited", true);
+				await next();
+			});
+			const panel = new Hono();
+			panel.use(sessionMiddleware(admin));
+			panel.get("/login", (c) => {
+				c.get("session").set("admin", true);
+				return c.text("admin");
+			});
+			if (how === "app.route") app.route("/admin", panel);
+			else app.all("/admin/*", mount(panel.fetch)); // hono/mount: a Context of its own
+
+			const server = await listen(createServer(getRequestListener(app.fetch)));
+			t.after(() => Promise.all([server.close(), site.close(), admin.close()]));
+			for (const [path, names] of [["/admin/login", ["admin_sid"]], ["/admin/login?visit", ["admin_sid", "sid"]]] as const) {
+				const reply = await fetch(`${server.url}${path}`);
+				assert.equal(await reply.text(), "admin");
+				const cookies = reply.headers.getSetCookie().map((line) => line.split(";")[0]!);
+				assert.deepEqual(cookies.map((cookie) => cookie.split("=")[0]).sort(), names, `${path}: ${cookies.join(" | ")}`);
+				const adminSid = cookies.find((cookie) => cookie.startsWith("admin_sid="))!;
+				assert.deepEqual((await admin.load(adminSid)).all(), { admin: true }, "the sub-app's session was committed");
+				const sid = cookies.find((cookie) => cookie.startsWith("sid="));
+				if (sid !== undefined) assert.deepEqual((await site.load(sid)).all(), { visited: true }, "the app's session was committed");
+			}
+		});
+	}
+}
+
+it("hono: a Response object returned for every request through two managers' middlewares carries no user's cookies to the next", async (t) => {
+	const site = createSessions();
+	const admin = createSessions({ cookie: { name: "admin_sid" } });
+	const app = new Hono();
+	app.use(sessionMiddleware(site));
+	app.use(async (c, next) => {
+		if (c.req.query("visit") !== undefined) c.get("session").set("visited", true);
+		await next();
+	});
+	const panel = new Hono();
+	panel.use(sessionMiddleware(admin));
+	const noContent = new Response(null, { status: 204 }); // one answer for every request, made once
+	panel.post("/login", (c) => {
+		const user = c.req.query("user");
+		if (user !== undefined) c.get("session").set("user", user);
+		return noContent;
+	});
+	app.route("/admin", panel);
+	const server = await listen(createServer(getRequestListener(app.fetch)));
+	t.after(() => Promise.all([server.close(), site.close(), admin.close()]));
+	const names = async (query: string) => {
+		const reply = await fetch(`${server.url}/admin/login?${query}`, { method: "POST" });
+		assert.equal(reply.status, 204);
+		return reply.headers.getSetCookie().map((line) => line.split("=")[0]).sort();
+	};
+	assert.deepEqual(await names("user=alice&visit"), ["admin_sid", "sid"]);
+	assert.deepEqual(await names("user=bob"), ["admin_sid"], "none of alice's cookies");
+	assert.deepEqual(await names(""), []);
+	assert.deepEqual(await names("visit"), ["sid"]);
+});
+
+it("hono: a Set-Cookie put on the Node response (c.env.outgoing) is kept beside the session cookie, and goes to no other request", async (t) => {
+	const sessions = createSessions();
+	const app = new Hono<{ Bindings: HttpBindings }>();
+	app.use(sessionMiddleware(sessions));
+	const noContent = new Response(null, { status: 204 }); // one answer for every request, made once
+	app.get("/login", (c) => {
+		// As a Node library given the raw response does.
+		c.env.outgoing.setHeader("Set-Cookie", ["consent=yes", "ab=b"]);
+		c.get("session").set("user", "alice");
+		return c.req.query("shared") === undefined ? c.text("in") : noContent;
+	});
+	app.get("/ping", () => noContent);
+	const server = await listen(createServer(getRequestListener(app.fetch)));
+	t.after(() => Promise.all([server.close(), sessions.close()]));
+	for (const method of ["GET", "HEAD"]) {
+		for (const path of ["/login", "/login?shared"]) {
+			const reply = await fetch(`${server.url}${path}`, { method });
+			const cookies = reply.headers.getSetCookie().map((line) => line.split(";")[0]!.split("=")[0]);
+			assert.deepEqual(cookies, ["consent", "ab", "sid"], `${method} ${path}`);
+		}
+	}
+	const ping = await fetch(`${server.url}/ping`);
+	assert.deepEqual(ping.headers.getSetCookie(), [], "the shared Response carries none of them to the next request");
+});
+
+it("hono: a Response object returned for every request, to requests whose commits wait for the store in parallel, carries each one its own cookie only", async (t) => {
+	const sessions = createSessions({ store: await storeOf("file", t) });
+	const app = new Hono();
+	app.use(sessionMiddleware(sessions));
+	const noContent = new Response(null, { status: 204 }); // one answer for every request, made once
+	app.post("/login", (c) => {
+		c.get("session").set("user", c.req.query("user") ?? "");
+		return noContent;
+	});
+	app.get("/me", (c) => c.text(String(c.get("session").get("user"))));
+	app.get("/ping", () => noContent);
+	const server = await listen(createServer(getRequestListener(app.fetch)));
+	t.after(() => Promise.all([server.close(), sessions.close()]));
+	for (let round = 0; round < 5; round++) {
+		const users = [`alice${round}`, `bob${round}`, `carol${round}`];
+		const replies = await Promise.all(users.map((user) => fetch(`${server.url}/login?user=${user}`, { method: "POST" })));
+		for (const [i, reply] of replies.entries()) {
+			const cookies = setCookiesOf(reply);
+			assert.equal(cookies.length, 1, `round ${round}, ${users[i]}: ${reply.headers.getSetCookie().join(" | ")}`);
+			const me = await fetch(`${server.url}/me`, { headers: { cookie: `sid=${cookies[0]!.value}` } });
+			assert.equal(await me.text(), users[i]);
+		}
+		assert.deepEqual((await fetch(`${server.url}/ping`)).headers.getSetCookie(), [], `round ${round}: nobody's cookie`);
+	}
+});
+
+it("hono: a Response object returned for every request is not given a cookie while an earlier request that returned it is still on its way out", async (t) => {
+	const sessions = createSessions();
+	const app = new Hono();
+	let logged!: () => void;
+	const logging = new Promise<void>((resolve) => (logged = resolve));
+	// e.g. an access log that awaits its write after next(): here, until the login has answered
+	app.use(async (c, next) => {
+		await next();
+		if (c.req.path === "/ping") await logging;
+	});
+	app.use(sessionMiddleware(sessions));
+	const noContent = new Response(null, { status: 204 }); // one answer for every request, made once
+	app.post("/login", (c) => {
+		c.get("session").set("user", "alice");
+		return noContent;
+	});
+	app.get("/ping", () => noContent);
+	const server = await listen(createServer(getRequestListener(app.fetch)));
+	t.after(() => Promise.all([server.close(), sessions.close()]));
+	const ping = fetch(`${server.url}/ping`);
+	await new Promise((resolve) => setTimeout(resolve, 50)); // /ping has returned noContent, and waits
+	const login = await fetch(`${server.url}/login`, { method: "POST" });
+	assert.equal(setCookiesOf(login).length, 1);
+	logged();
+	assert.deepEqual((await ping).headers.getSetCookie(), [], "the anonymous request does not get alice's cookie");
 });

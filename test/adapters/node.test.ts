@@ -133,6 +133,27 @@ for (const store of ["memory", "file"] as const) {
 		assert.equal(await second.text(), "2");
 	});
 
+	it(`node:http: withSessions inside a withSessions of the same manager keeps one session, with the changes made before, and sends one cookie (${store} store)`, async (t) => {
+		const sessions = await sessionsOn(t, store);
+		// A router's handler wrapped on its own, called by the app's wrapped handler.
+		const api = withSessions(sessions, (req, res) => {
+			const session = getSession(req);
+			res.setHeader("Content-Type", "application/json");
+			res.end(JSON.stringify({ n: session.increment("n"), lastPath: session.get("lastPath") }));
+		});
+		const server = await serve(t, withSessions(sessions, (req, res) => {
+			getSession(req).set("lastPath", req.url!); // the app records something first
+			return api(req, res);
+		}));
+		const first = await fetch(`${server.url}/a`);
+		assert.deepEqual(await first.json(), { n: 1, lastPath: "/a" }, "the inner handler sees what the outer one set");
+		const cookies = first.headers.getSetCookie();
+		assert.equal(cookies.length, 1, cookies.join(" | "));
+		const second = await fetch(`${server.url}/b`, { headers: { cookie: cookies[0]!.split(";")[0]! } });
+		assert.deepEqual(await second.json(), { n: 2, lastPath: "/b" }, "both changes were committed");
+		assert.deepEqual(second.headers.getSetCookie(), []);
+	});
+
 	it(`node:http: a handler that throws after changing the session keeps nothing, even when onError answers 4xx (${store} store)`, async (t) => {
 		const sessions = await sessionsOn(t, store);
 		const server = await serve(t, withSessions(sessions, (req, res) => {
@@ -241,6 +262,32 @@ for (const store of ["memory", "file"] as const) {
 		assert.equal((await fetch(server.url)).status, 200);
 	});
 }
+
+// With the file store, onError runs while the commit still holds the ended response back: its
+// status and headers are dropped, and its Set-Cookie too when it appends to the handler's list.
+it("node:http: an onError that appends a Set-Cookie after the handler's end, while the commit waits, adds nothing to the response", async (t) => {
+	const sessions = await sessionsOn(t, "file");
+	const server = await serve(t, withSessions(sessions, async (req, res) => {
+		getSession(req).set("userId", 7);
+		res.appendHeader("Set-Cookie", "theme=dark");
+		res.appendHeader("Set-Cookie", "lang=en"); // now a list, which appendHeader adds to in place
+		res.end("saved");
+		await null; // e.g. an audit log written after answering, which fails
+		throw new Error("after the response");
+	}, {
+		onError(_error, _req, res) {
+			if (res.headersSent) return void res.destroy();
+			res.statusCode = 500;
+			res.appendHeader("Set-Cookie", "notice=failed");
+			res.end("failed");
+		},
+	}));
+	const response = await fetch(server.url);
+	assert.equal(response.status, 200);
+	assert.equal(await response.text(), "saved");
+	const cookies = response.headers.getSetCookie().map((line) => line.split(";")[0]!.split("=")[0]);
+	assert.deepEqual(cookies, ["theme", "lang", sessions.cookieName], "the handler's cookies and the session's, not onError's");
+});
 
 for (const store of ["memory", "file"] as const) {
 	it(`node:http: a handler that fails after its first write has its response cut off, not finished with an error page (${store} store)`, async (t) => {

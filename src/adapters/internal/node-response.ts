@@ -173,7 +173,22 @@ interface SentHead {
  */
 function sentHead(res: ServerResponse, statusCode: number): SentHead {
 	const names = res.getHeaderNames();
-	return { statusCode, statusMessage: res.statusMessage, names, values: names.map((name) => res.getHeader(name)!) };
+	return { statusCode, statusMessage: res.statusMessage, names, values: names.map((name) => copyOf(res.getHeader(name)!)) };
+}
+
+/**
+ * A header's value as it is now: a list is copied, since node's `appendHeader` adds to the one
+ * `getHeader` gave (a `Set-Cookie` an error handler appends would otherwise be in the "sent" head).
+ */
+function copyOf(value: number | string | string[]): number | string | string[] {
+	return Array.isArray(value) ? value.slice() : value;
+}
+
+function sameValue(current: number | string | string[] | undefined, sent: number | string | string[]): boolean {
+	if (current === sent) return true;
+	if (!Array.isArray(current) || !Array.isArray(sent) || current.length !== sent.length) return false;
+	for (let i = 0; i < sent.length; i++) if (current[i] !== sent[i]) return false;
+	return true;
 }
 
 /** Puts back `sent`; every header, when the commit's own are still to be added (`all`), else all but those. */
@@ -183,7 +198,7 @@ function restoreHead(res: ServerResponse, sent: SentHead, all: boolean): void {
 	const { names, values } = sent;
 	for (let i = 0; i < names.length; i++) {
 		const name = names[i]!;
-		if ((all || !isCommitHeader(name)) && res.getHeader(name) !== values[i]) res.setHeader(name, values[i]!);
+		if ((all || !isCommitHeader(name)) && !sameValue(res.getHeader(name), values[i]!)) res.setHeader(name, values[i]!);
 	}
 	for (const name of res.getHeaderNames()) if ((all || !isCommitHeader(name)) && !names.includes(name)) res.removeHeader(name);
 }
