@@ -40,14 +40,38 @@ const TEMP_FILE = /^[0-9a-f]{64}\.json\.[0-9a-f]+\.tmp$/;
 // A temp file lives for the milliseconds of one write; one this old was left by a crash.
 const STALE_TEMP_MS = 10 * 60_000;
 
+// The write queues of every file store in this process, one per session file (`<dir>\0<key>`,
+// `dir` resolved): two stores on one dir (two createSessions, a store made per request, a
+// hot-reloaded module) must still take turns on a key, or a merge through one undoes a delete
+// through the other.
+const queues = new Map<string, Promise<unknown>>();
+
 function isMissing(error: unknown): boolean {
 	return (error as NodeJS.ErrnoException | null)?.code === "ENOENT";
+}
+
+function isMap(value: unknown): boolean {
+	return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** The record's shape, checked: well-formed JSON of another shape (edited by hand) would throw a TypeError in the core at every request. */
+function isRecord(value: unknown): value is StoredRecord {
+	const record = value as Partial<StoredRecord> | null;
+	return (
+		isMap(record) &&
+		isMap(record!.data) &&
+		isMap(record!.flash) &&
+		typeof record!.createdAt === "number" &&
+		typeof record!.idleExpiresAt === "number" &&
+		typeof record!.absoluteExpiresAt === "number" &&
+		(record!.subject === null || typeof record!.subject === "string")
+	);
 }
 
 function parse(text: string): FileContent | null {
 	try {
 		const content = JSON.parse(text) as Partial<FileContent> | null;
-		if (typeof content?.expiresAt !== "number" || typeof content.record !== "object" || content.record === null) return null;
+		if (typeof content?.expiresAt !== "number" || !isRecord(content.record)) return null;
 		return content as FileContent;
 	} catch {
 		// Unreachable through this store's own writes (they are atomic renames); a file truncated
@@ -72,9 +96,10 @@ function parse(text: string): FileContent | null {
  * older than ten minutes.
  *
  * `set`, `replace`, `merge`, `touch` and `delete` on one key run one after another within this
- * process, so parallel merges add up and a slow write never brings back a deleted session.
- * Across several processes sharing `dir` that does not hold: their read-modify-writes can
- * interleave and lose an update. Use the SQLite store (or a server store) for more than one process.
+ * process, through every file store on the same `dir` (the path as resolved), so parallel merges
+ * add up and a slow write never brings back a deleted session. Across several processes sharing
+ * `dir` that does not hold: their read-modify-writes can interleave, lose an update, and bring a
+ * deleted session back. Use the SQLite store (or a server store) for more than one process.
  *
  * `listBySubject`, `deleteBySubject`, `count` and `gc` read every session file: O(n) in the
  * number of sessions.
@@ -95,19 +120,21 @@ export function fileStore(options: FileStoreOptions): FileStore {
 	const clock = options.clock ?? Date.now;
 	if (typeof clock !== "function") throw new SessionConfigError("clock", "must be a function returning epoch milliseconds.");
 
-	const queues = new Map<string, Promise<unknown>>();
+	// The prefix of this dir's entries in `queues`.
+	const queued = `${dir}\0`;
 
-	/** Runs `task` after every earlier task on `key` in this process has settled. */
+	/** Runs `task` after every earlier task on `key` in this process, through any store on `dir`, has settled. */
 	function serialised<T>(key: string, task: () => Promise<T>): Promise<T> {
+		const id = queued + key;
 		// Tails never reject (see below), so `task` runs whatever the previous task's outcome.
-		const result = (queues.get(key) ?? Promise.resolve()).then(task);
+		const result = (queues.get(id) ?? Promise.resolve()).then(task);
 		const tail = result.then(
 			() => undefined,
 			() => undefined,
 		);
-		queues.set(key, tail);
+		queues.set(id, tail);
 		void tail.then(() => {
-			if (queues.get(key) === tail) queues.delete(key);
+			if (queues.get(id) === tail) queues.delete(id);
 		});
 		return result;
 	}
@@ -299,7 +326,9 @@ export function fileStore(options: FileStoreOptions): FileStore {
 		},
 		async close() {
 			stopGC();
-			await Promise.all(queues.values());
+			const pending: Array<Promise<unknown>> = [];
+			for (const [id, tail] of queues) if (id.startsWith(queued)) pending.push(tail);
+			await Promise.all(pending);
 		},
 	};
 	const stopGC = startGCTimer(gcInterval, () => store.gc());

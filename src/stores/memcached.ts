@@ -1,6 +1,7 @@
 import type { Client } from "memjs";
 import { SessionConfigError, SessionStoreError } from "../core/errors.js";
 import type { AsyncSessionStore, StoredRecord } from "../core/store.js";
+import { describe } from "./internal/describe.js";
 
 /** Where {@link memcachedStore} gets its connection: your own memjs client, or servers it connects to. */
 export type MemcachedConnection =
@@ -18,7 +19,8 @@ export interface MemcachedStoreOptions {
 	 */
 	prefix?: string;
 	/**
-	 * Seconds an operation may take before it rejects with `SessionStoreError`.
+	 * Seconds an operation may take before it rejects with `SessionStoreError`; above 0, at most
+	 * 2147483 (about 24.8 days, the longest timer Node keeps).
 	 * @default 5
 	 */
 	timeout?: number;
@@ -33,27 +35,35 @@ const MAX_KEY_BYTES = 250;
 const SESSION_KEY_LENGTH = 64;
 // memcached reads an expiry time above 30 days as an absolute unix time, not a duration.
 const MAX_RELATIVE_SECONDS = 30 * 24 * 60 * 60;
+// setTimeout (and memjs's socket timeouts) clamp a longer delay to 1 ms: every call would time out at once.
+const MAX_TIMEOUT_SECONDS = Math.floor(0x7fffffff / 1000);
+// memjs numbers requests with `seq &= 0xffffffff`, a signed 32-bit result: after 2^31 requests
+// on one client it turns negative, and every request then throws a RangeError (writeUInt32BE)
+// for the next 2^31. The store starts it again from 0 before that; a request numbered that low
+// was answered or timed out long ago, so no answer can be matched to the wrong request.
+const MAX_SEQ = 0x7fff0000;
 
 /**
- * The exptime memcached needs for `expiresAt` (epoch ms): seconds from now up to 30 days, an
- * absolute unix time beyond. Rounded up, so memcached never drops a record early; reads check
- * `expiresAt` exactly. 0 or less means the deadline has passed (and 0 would mean "never").
+ * The exptime memcached needs for `expiresAt` (epoch ms), which must be in the future: seconds
+ * from now up to 30 days, an absolute unix time beyond. memcached's clock ticks once a second and
+ * lags by up to a second, so an item given n seconds can go in n - 1: the deadline rounded up
+ * plus one second is the least that never drops a record early. Reads check `expiresAt` exactly.
  */
 function memcachedExptime(expiresAt: number, now: number): number {
-	const seconds = Math.ceil((expiresAt - now) / 1000);
-	return seconds > MAX_RELATIVE_SECONDS ? Math.ceil(expiresAt / 1000) : seconds;
+	const seconds = Math.ceil((expiresAt - now) / 1000) + 1;
+	return seconds > MAX_RELATIVE_SECONDS ? Math.ceil(expiresAt / 1000) + 1 : seconds;
 }
 
 function validatePrefix(prefix: unknown): string {
 	if (typeof prefix !== "string" || !/^[\x21-\x7e]+$/.test(prefix) || prefix.length > MAX_KEY_BYTES - SESSION_KEY_LENGTH) {
-		throw new SessionConfigError("prefix", `must be 1 to ${MAX_KEY_BYTES - SESSION_KEY_LENGTH} printable ASCII characters without spaces, got ${JSON.stringify(prefix)}.`);
+		throw new SessionConfigError("prefix", `must be 1 to ${MAX_KEY_BYTES - SESSION_KEY_LENGTH} printable ASCII characters without spaces, got ${describe(prefix)}.`);
 	}
 	return prefix;
 }
 
 function validateTimeout(timeout: unknown): number {
-	if (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout <= 0) {
-		throw new SessionConfigError("timeout", `must be a positive number of seconds, got ${String(timeout)}.`);
+	if (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout <= 0 || timeout > MAX_TIMEOUT_SECONDS) {
+		throw new SessionConfigError("timeout", `must be a number of seconds above 0 and at most ${MAX_TIMEOUT_SECONDS}, got ${describe(timeout)}.`);
 	}
 	return timeout;
 }
@@ -132,9 +142,12 @@ async function connect(servers: string, timeout: number): Promise<Client> {
  * - a value is at most 1 MB unless memcached runs with a larger `-I`.
  *
  * The store never closes a client you pass in. With `{ servers }` it loads memjs itself, and a
- * missing memjs package makes every operation reject with `SessionConfigError`.
+ * missing memjs package makes every operation reject with `SessionConfigError`. After `close()`
+ * every operation rejects with `SessionStoreError` (it never reconnects).
  *
- * Throws `SessionConfigError` for a bad `prefix`, `timeout` or entry of `servers`.
+ * Throws `SessionConfigError` for a bad `prefix`, `timeout` or entry of `servers`, and for a
+ * client with memjs's `failover` on: it sends a key to another server while its own does not
+ * answer, so a session deleted meanwhile comes back with the server.
  *
  * @example
  * import memjs from "memjs";
@@ -142,14 +155,25 @@ async function connect(servers: string, timeout: number): Promise<Client> {
  * const sessions = createSessions({ store: memcachedStore({ client }) });
  */
 export function memcachedStore(connection: MemcachedConnection, options: MemcachedStoreOptions = {}): AsyncSessionStore {
-	const prefix = validatePrefix(options.prefix ?? "sess:");
-	const timeoutSeconds = validateTimeout(options.timeout ?? 5);
+	const prefix = validatePrefix(options?.prefix ?? "sess:");
+	const timeoutSeconds = validateTimeout(options?.timeout ?? 5);
 
 	let ready: Promise<Client>;
 	let owned = false;
-	if ("client" in connection && connection.client) {
+	let closed = false;
+	if (typeof connection !== "object" || connection === null) {
+		throw new SessionConfigError("connection", "must be { client } (a memjs Client) or { servers }.");
+	} else if ("client" in connection && connection.client) {
 		if (typeof (connection.client as Partial<Client>).replace !== "function") {
 			throw new SessionConfigError("client", "must be a memjs Client.");
+		}
+		// With failover, memjs sends a key to the next server while its own does not answer, and
+		// back once it does: a session deleted in between is there again, with its old data.
+		if ((connection.client as { options?: { failover?: unknown } }).options?.failover) {
+			throw new SessionConfigError(
+				"client",
+				"has memjs's failover on: a session deleted while its server did not answer would come back when it answers again. Create the client without failover.",
+			);
 		}
 		ready = Promise.resolve(connection.client);
 	} else if ("servers" in connection && (typeof connection.servers === "string" || Array.isArray(connection.servers))) {
@@ -168,12 +192,14 @@ export function memcachedStore(connection: MemcachedConnection, options: Memcach
 	}
 
 	async function run<T>(operation: string, work: (client: Client) => Promise<T>): Promise<T> {
+		// memjs would open a new connection, which nothing closes (it keeps the process alive).
+		if (closed) throw new SessionStoreError("memcached", `${operation} called after close().`);
 		let timer: ReturnType<typeof setTimeout> | undefined;
 		const timedOut = new Promise<never>((_, reject) => {
 			timer = setTimeout(() => reject(new SessionStoreError("memcached", `${operation} got no answer within ${timeoutSeconds} s. Is memcached reachable?`)), timeoutSeconds * 1000);
 		});
 		try {
-			return await Promise.race([ready.then(work), timedOut]);
+			return await Promise.race([ready.then((client) => work(wrapSeq(client))), timedOut]);
 		} catch (error) {
 			if (error instanceof SessionStoreError || error instanceof SessionConfigError) throw error;
 			let detail = error instanceof Error ? error.message : String(error);
@@ -185,10 +211,18 @@ export function memcachedStore(connection: MemcachedConnection, options: Memcach
 		}
 	}
 
+	/** The client, its request numbering started again before memjs overflows it (see MAX_SEQ). */
+	function wrapSeq(client: Client): Client {
+		if (!(client.seq >= 0 && client.seq < MAX_SEQ)) (client as { seq: number }).seq = 0;
+		return client;
+	}
+
 	/** Writes with memcached's `set` or `replace` (only if the key exists); false if nothing was written. */
 	async function write(client: Client, command: "set" | "replace", key: string, value: string, expiresAt: number): Promise<boolean> {
-		const expires = memcachedExptime(expiresAt, Date.now());
-		if (expires <= 0) return client.delete(key);
+		const now = Date.now();
+		// The deadline has passed: 0 would mean "never expires".
+		if (expiresAt <= now) return client.delete(key);
+		const expires = memcachedExptime(expiresAt, now);
 		return command === "set" ? client.set(key, value, { expires }) : client.replace(key, value, { expires });
 	}
 
@@ -215,8 +249,8 @@ export function memcachedStore(connection: MemcachedConnection, options: Memcach
 		// memcached's replace writes only over an existing key, so a session destroyed or renewed
 		// by a parallel request stays gone. What remains: it cannot compare contents, so it
 		// overwrites changes a parallel request made since this one loaded (no merge), and it can
-		// extend a record in the under-a-second between its deadline and memcached dropping it
-		// (expiry is rounded up to whole seconds).
+		// extend a record in the up to two seconds between its deadline and memcached dropping it
+		// (see memcachedExptime).
 		replace(key, record, expiresAt) {
 			const stored = keyOf(key);
 			if (stored === null) return Promise.resolve(false);
@@ -245,6 +279,8 @@ export function memcachedStore(connection: MemcachedConnection, options: Memcach
 		},
 
 		async close() {
+			if (closed) return;
+			closed = true;
 			if (!owned) return;
 			try {
 				(await ready).close();

@@ -1,3 +1,4 @@
+import { open as openFile } from "node:fs/promises";
 import type BetterSqlite3 from "better-sqlite3";
 import { SessionConfigError, SessionError, SessionStoreError } from "../core/errors.js";
 import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } from "../core/store.js";
@@ -32,7 +33,7 @@ export type SQLiteStoreOptions = SQLiteStoreBaseOptions &
 				path?: undefined;
 		  }
 		| {
-				/** A database file for the store to open (in WAL mode) and to close in `close()`. */
+				/** A database file for the store to open (in WAL mode) and to close in `close()`; created with mode 0600 if missing. */
 				path: string;
 				database?: undefined;
 		  }
@@ -197,6 +198,18 @@ async function openDatabase(path: string): Promise<SQLiteDatabase> {
 			{ cause: error },
 		);
 	}
+	// SQLite creates a missing file 0644 (less the umask): every local user could read the
+	// sessions, and the -wal and -shm files, which SQLite gives the database file's mode. Create
+	// it owner-only first. An existing file keeps its mode. better-sqlite3 trims the name; a
+	// "file:" URI (only with SQLITE_USE_URI=1) or ":memory:" is left to SQLite.
+	const filename = path.trim();
+	if (filename !== ":memory:" && !filename.startsWith("file:")) {
+		try {
+			await (await openFile(filename, "wx", 0o600)).close();
+		} catch {
+			// It exists (the common case), or cannot be created: better-sqlite3 then says why below.
+		}
+	}
 	let db: SQLiteDatabase;
 	try {
 		db = new Database(path);
@@ -224,8 +237,10 @@ function messageOf(error: unknown): string {
  *
  * Pass `{ database }` to use a connection the app already has (the store never closes it;
  * turn on WAL yourself), or `{ path }` to have the store open the file in WAL mode and close it
- * in `close()`. With `path`, better-sqlite3 is loaded on first use, and a missing package makes
- * that first call reject with `SessionConfigError`; importing this module loads no driver.
+ * in `close()`; a file it creates is readable by its owner only (mode 0600, and so are the
+ * `-wal` and `-shm` files). With `path`, better-sqlite3 is loaded on first use, and a missing
+ * package makes that first call reject with `SessionConfigError`; importing this module loads no
+ * driver.
  *
  * The table and its indexes are created on first use (see {@link sqliteSchema}). A row past its
  * `expires_at` is never returned, even before gc deletes it: gc runs every `gcInterval` seconds

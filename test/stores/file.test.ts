@@ -139,6 +139,29 @@ describe("file store", () => {
 		assert.deepEqual(await tree(dir), [key.slice(0, 2)]);
 	});
 
+	it("treats a session file of well-formed JSON but another shape (edited by hand) as no session, and gc removes it", async () => {
+		const dir = freshDir();
+		const store = fileStore({ dir, gcInterval: 0 });
+		const far = Date.now() + HOUR;
+		const bodies = [
+			{ expiresAt: far, record: {} },
+			{ expiresAt: far, record: [] },
+			{ expiresAt: far, record: { ...makeRecord(), data: null } },
+			{ expiresAt: far, record: { ...makeRecord(), flash: [] } },
+			{ expiresAt: far, record: { ...makeRecord(), createdAt: "yesterday" } },
+			{ expiresAt: far, record: { ...makeRecord(), subject: 7 } },
+		];
+		for (const body of bodies) {
+			const key = randomKey();
+			await store.set(key, makeRecord(), far);
+			await writeFile(join(dir, key.slice(0, 2), `${key}.json`), JSON.stringify(body));
+			assert.equal(await store.get(key), null, JSON.stringify(body));
+			assert.equal(await store.merge(key, noChanges({ set: { a: "1" } }), far), false);
+		}
+		assert.equal(await store.gc(), bodies.length);
+		assert.equal((await tree(dir)).filter((name) => name.endsWith(".json")).length, 0);
+	});
+
 	it("keeps sessions across a restart (a new store on the same dir)", async () => {
 		const dir = freshDir();
 		const first = fileStore({ dir, gcInterval: 0 });
@@ -169,6 +192,29 @@ describe("file store", () => {
 		assert.equal(await late, false);
 		assert.equal(await store.get(key), null);
 		await store.close();
+	});
+
+	it("serialises writes to one key across two stores on the same dir, in this process", async () => {
+		const dir = freshDir();
+		// Two createSessions on one dir, or a hot-reloaded module: the second store names the dir its own way.
+		const a = fileStore({ dir, gcInterval: 0 });
+		const b = fileStore({ dir: `${dir}/./`, gcInterval: 0 });
+		const key = randomKey();
+		await a.set(key, makeRecord({ data: {} }), Date.now() + HOUR);
+		await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? a : b).merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR)));
+		assert.equal((await a.get(key))?.data.n, "20", "every increment through either store is kept");
+
+		let broughtBack = 0;
+		for (let i = 0; i < 20; i++) {
+			const destroyed = randomKey();
+			await a.set(destroyed, makeRecord({ data: {} }), Date.now() + HOUR);
+			const slow = b.merge(destroyed, noChanges({ set: { late: "1" } }), Date.now() + HOUR);
+			await a.delete(destroyed);
+			await slow;
+			if (await b.get(destroyed)) broughtBack++;
+		}
+		assert.equal(broughtBack, 0, "a merge through one store never brings back a session deleted through the other");
+		await Promise.all([a.close(), b.close()]);
 	});
 
 	it("writes nothing until the first session, and reads an empty or missing dir as no sessions", async () => {

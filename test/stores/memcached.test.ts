@@ -6,7 +6,7 @@ import { SessionConfigError, SessionStoreError, defaultCodec } from "sessionkit"
 import type { SessionStore } from "sessionkit";
 import { memcachedStore } from "sessionkit/stores/memcached";
 import { eventually, freePort, hasCommand, startChildServer } from "../helpers/child-server.js";
-import { randomKey, runId } from "../helpers/keys.js";
+import { randomKey, runId, sleep } from "../helpers/keys.js";
 import { makeRecord, storeConformance } from "sessionkit/testing";
 import { requireService, serviceURL } from "../services.js";
 
@@ -125,6 +125,27 @@ describe("memcached store", () => {
 		}
 	});
 
+	it("names a bad option's value the way the other stores do, and refuses no connection at all", () => {
+		const fake = { replace() {} } as unknown as memjs.Client;
+		const cases: Array<[() => unknown, string, RegExp]> = [
+			[() => memcachedStore({ client: fake }, { timeout: "5" as never }), "timeout", /, got "5"\.$/],
+			[() => memcachedStore({ client: fake }, { prefix: 5n as never }), "prefix", /, got bigint\.$/],
+			// setTimeout would clamp it to 1 ms, and every operation would time out at once.
+			[() => memcachedStore({ client: fake }, { timeout: 3_000_000 }), "timeout", /at most 2147483, got 3000000\.$/],
+			[() => memcachedStore(undefined as never), "connection", /must be \{ client \}/],
+			[() => memcachedStore(null as never), "connection", /must be \{ client \}/],
+		];
+		for (const [make, option, message] of cases) {
+			assert.throws(make, (error: unknown) => error instanceof SessionConfigError && error.option === option && message.test(error.message), String(message));
+		}
+	});
+
+	it("refuses a client with memjs's failover on, which brings back sessions deleted while their server did not answer", () => {
+		const failover = memjs.Client.create("127.0.0.1:1,127.0.0.1:2", { failover: true, logger: silent });
+		assert.throws(() => memcachedStore({ client: failover }), (error: unknown) => error instanceof SessionConfigError && error.option === "client" && /failover/.test(error.message));
+		memcachedStore({ client: memjs.Client.create("127.0.0.1:1", { logger: silent }) });
+	});
+
 	it("has no merge, subject index or count, so the core falls back to replace", () => {
 		const store = memcachedStore({ client: { replace() {} } as unknown as memjs.Client });
 		assert.equal(store.merge, undefined);
@@ -212,6 +233,58 @@ describe("memcached store", () => {
 			}
 		});
 
+		it("never drops a record before its deadline, though memcached's clock ticks once a second and lags", async () => {
+			// Deadlines spread over a second, so some fall just after one of memcached's ticks.
+			const early: number[] = [];
+			await Promise.all(
+				Array.from({ length: 12 }, async (_, i) => {
+					await sleep(i * 83);
+					const key = randomKey();
+					written.add(key);
+					const expiresAt = Date.now() + 1500 + ((i * 97) % 1000);
+					await store.set(key, makeRecord(), expiresAt);
+					while ((await memcached.get(prefix + key)).value !== null) await sleep(10);
+					if (Date.now() < expiresAt) early.push(expiresAt - Date.now());
+				}),
+			);
+			assert.deepEqual(early, [], "ms before their deadline that memcached dropped records");
+		});
+
+		it("keeps working past memjs's 2^31st request on one client", async () => {
+			const key = randomKey();
+			written.add(key);
+			await store.set(key, makeRecord(), Date.now() + HOUR);
+			// memjs's request number as it is after about 2^31 requests (five days at 5,000 a second).
+			(memcached as { seq: number }).seq = 0x7fffffff - 1;
+			for (let i = 0; i < 4; i++) assert.ok(await store.get(key), `request ${i} past the wrap`);
+			assert.ok(memcached.seq > 0 && memcached.seq < 100, `seq ${memcached.seq}`);
+		});
+
+		it("after close() rejects every operation and never reconnects, and a second close() is a no-op", async () => {
+			const sockets = () => process.getActiveResourcesInfo().filter((name) => name === "TCPSocketWrap").length;
+			const before = sockets();
+			const owned = memcachedStore({ servers }, { prefix });
+			const key = randomKey();
+			written.add(key);
+			await owned.set(key, makeRecord(), Date.now() + HOUR);
+			await owned.close!();
+			try {
+				await owned.close!();
+				for (const operation of [() => owned.get(key), () => owned.set(key, makeRecord(), Date.now() + HOUR), () => owned.replace(key, makeRecord(), Date.now() + HOUR), () => owned.touch(key, Date.now() + HOUR, Date.now() + HOUR), () => owned.delete(key)]) {
+					await assert.rejects(operation(), (error: unknown) => error instanceof SessionStoreError && /called after close\(\)/.test(error.message));
+				}
+				const gone = await eventually(async () => {
+					if (sockets() > before) throw new Error(`${sockets() - before} socket(s) still open`);
+					return true;
+				}, 2000);
+				assert.ok(gone, "no connection is left to keep the process alive");
+				assert.ok(await store.get(key), "the record is still there for other clients");
+			} finally {
+				// Should this test fail, a connection reopened after close() must not hang the run.
+				await owned.close!();
+			}
+		});
+
 		it("with { servers } connects by itself, and close() closes only that connection", async () => {
 			const owned = memcachedStore({ servers }, { prefix });
 			const key = randomKey();
@@ -221,7 +294,8 @@ describe("memcached store", () => {
 			await owned.close!();
 			const borrowed = memcachedStore({ client: memcached }, { prefix });
 			await borrowed.close!();
-			assert.ok(await borrowed.get(key), "a client passed in stays open");
+			assert.ok((await memcached.get(prefix + key)).value, "a client passed in stays open");
+			await assert.rejects(borrowed.get(key), SessionStoreError, "the store itself is closed");
 		});
 	});
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { chmod, mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -146,6 +146,24 @@ describe("sqlite store", () => {
 		await borrowed.get(randomKey());
 		await borrowed.close();
 		assert.equal(db.open, true, "the app's database is still open");
+	});
+
+	it("creates a missing database file readable by its owner only, with its -wal and -shm files, and leaves an existing file's mode alone", async () => {
+		const path = join(temp.dir, `private-${runId()}.db`);
+		const own = sqliteStore({ path, gcInterval: 0 });
+		await own.set(randomKey(), makeRecord(), Date.now() + HOUR);
+		for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+			assert.equal((await stat(file)).mode & 0o077, 0, `${file} is mode ${((await stat(file)).mode & 0o777).toString(8)}`);
+		}
+		await own.close();
+
+		const shared = join(temp.dir, `shared-${runId()}.db`);
+		new Database(shared).close();
+		await chmod(shared, 0o640);
+		const other = sqliteStore({ path: shared, gcInterval: 0 });
+		await other.get(randomKey());
+		assert.equal((await stat(shared)).mode & 0o777, 0o640);
+		await other.close();
 	});
 
 	it("returns numbers even when the app turned on safe integers", async () => {
