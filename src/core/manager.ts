@@ -1,5 +1,5 @@
 import { readSessionCookie, serializeExpiredCookie, serializeSessionCookie } from "./cookie.js";
-import { SessionError, SessionStoreError, SessionTooLargeError } from "./errors.js";
+import { SessionError, SessionStoreError, SessionTooLargeError, SessionUsageError } from "./errors.js";
 import type { DestroyedSession, SessionEvent } from "./events.js";
 import type { ResolvedOptions, SessionOptions } from "./options.js";
 import { resolveOptions } from "./options.js";
@@ -40,6 +40,19 @@ export const SESSION_RESPONSE_HEADERS: Readonly<Record<string, string>> = Object
 	Vary: "Cookie",
 });
 
+/**
+ * True for the record of a session that no request stored (new, or started afresh after
+ * `destroy()`), that `renew()` did not ask for, and that holds nothing: no data, no flash
+ * message, no subject. Its changes cancelled out (a value set then deleted, a flash shown at
+ * once with `now: true`), so it is not stored: "a new session that is never changed writes nothing".
+ */
+function isEmptyRecord(state: SessionState, record: StoredRecord): boolean {
+	if (state.loaded || state.renewed || record.subject !== null) return false;
+	for (const _ in record.data) return false;
+	for (const _ in record.flash) return false;
+	return true;
+}
+
 /** Made once per app by `createSessions`; adapters call `load` and `commit` per request. */
 export interface SessionManager<Data extends object = Record<string, unknown>> {
 	/** The cookie name, as configured. */
@@ -47,9 +60,10 @@ export interface SessionManager<Data extends object = Record<string, unknown>> {
 	/** The validated options with defaults filled in. */
 	readonly options: Readonly<ResolvedOptions>;
 	/**
-	 * The session for a request, from its `Cookie` header. One store round trip at most; none
-	 * without a cookie. With a synchronous store (memory) the session is returned at once and
-	 * loaded when the handler first uses it; otherwise a promise of the loaded session.
+	 * The session for a request, from its `Cookie` header. One store round trip (and a delete when
+	 * the record has expired); none without a cookie. With a synchronous store (memory) the
+	 * session is returned at once and loaded when the handler first uses it; otherwise a promise
+	 * of the loaded session.
 	 *
 	 * `onUse` (for adapters) runs once the session is loaded: right away for a store that answers
 	 * asynchronously, on the handler's first use for a lazy session, never for a request that does
@@ -60,11 +74,13 @@ export interface SessionManager<Data extends object = Record<string, unknown>> {
 	load(cookieHeader: string | null | undefined, onUse?: (session: Session<Data>) => void): Session<Data> | Promise<Session<Data>>;
 	/**
 	 * Writes what the request changed (or nothing) and says which `Set-Cookie` to send. Call it
-	 * after the handler, before headers are sent. `secure`: the request came over HTTPS; it is
-	 * read only when a cookie is sent with `secure: "auto"`, so it may be a getter.
-	 * Rejects with `SessionStoreError` or `SessionTooLargeError`; the response must then fail.
+	 * once (a second call throws `SessionUsageError`), after the handler, before headers are sent.
+	 * `secure`: the request came over HTTPS; it is read only when a cookie is sent with
+	 * `secure: "auto"`, so it may be a getter.
+	 * Fails with `SessionStoreError` or `SessionTooLargeError`; the response must then fail.
 	 * Like `load`, it completes synchronously when there is nothing to write or the store answers
-	 * at once (memory), and returns a promise otherwise: `await` it either way.
+	 * at once (memory), and returns a promise otherwise: `await` it either way, in a `try`, since
+	 * a synchronous commit throws where an asynchronous one rejects.
 	 */
 	commit(session: Session<Data>, request: { secure: boolean }): CommitResult | Promise<CommitResult>;
 	/**
@@ -297,7 +313,10 @@ class Manager<Data extends object> implements SessionManager<Data> {
 	}
 
 	commit(session: Session<Data>, request: { secure: boolean }): CommitResult | Promise<CommitResult> {
-		session[CLOSE]();
+		if (session[CLOSE]()) {
+			// A second commit would apply the request's changes again: an increment would count twice.
+			throw new SessionUsageError("sessions.commit(session) was called twice for one session: a session is committed once, at the end of its request.");
+		}
 		// Never read nor changed in this request: nothing to write, nothing to refresh.
 		if (!session[USED]) return NO_CHANGE;
 		const state = session[STATE];
@@ -356,36 +375,41 @@ class Manager<Data extends object> implements SessionManager<Data> {
 			this.#checkSize(state);
 			if (!state.stored) {
 				const record = recordOf(state, idleExpiresAt);
-				const token = generateToken();
-				const key = (yield hashToken(token)) as string;
-				try {
-					yield store.set(key, record, idleExpiresAt);
-				} catch (error) {
-					throw this.#storeError("set", error);
+				// A new session left empty (a value set then deleted, a flash shown at once) is not
+				// stored: no record, no cookie.
+				if (!isEmptyRecord(state, record)) {
+					const token = generateToken();
+					const key = (yield hashToken(token)) as string;
+					try {
+						yield store.set(key, record, idleExpiresAt);
+					} catch (error) {
+						throw this.#storeError("set", error);
+					}
+					const previousId = state.retired.find((retired) => retired.reason === "renewed")?.key ?? null;
+					if (previousId !== null && !((yield* this.#stillLive(store, previousId)) as boolean)) {
+						// A parallel request ended the session this one renews (a logout, destroyBySubject):
+						// its copy under the new key must not outlive it, nor its cookie reach the browser.
+						yield* this.#deleteOrFail(store, key);
+						state.retired.length = 0;
+						this.#emit({ type: "session-lost", id: previousId, reason: "destroyed-concurrently" });
+						return NO_CHANGE;
+					}
+					state.token = token;
+					state.key = key;
+					state.stored = true;
+					state.idleExpiresAt = idleExpiresAt;
+					this.#emit(state.renewed ? { type: "session-renewed", id: key, previousId } : { type: "session-created", id: key });
+					setCookie = this.#cookieFor(state, token, request, now, idleExpiresAt, true);
 				}
-				const previousId = state.retired.find((retired) => retired.reason === "renewed")?.key ?? null;
-				if (previousId !== null && !((yield* this.#stillLive(store, previousId)) as boolean)) {
-					// A parallel request ended the session this one renews (a logout, destroyBySubject):
-					// its copy under the new key must not outlive it, nor its cookie reach the browser.
-					yield* this.#deleteOrFail(store, key);
-					state.retired.length = 0;
-					this.#emit({ type: "session-lost", id: previousId, reason: "destroyed-concurrently" });
-					return NO_CHANGE;
-				}
-				state.token = token;
-				state.key = key;
-				state.stored = true;
-				state.idleExpiresAt = idleExpiresAt;
-				this.#emit(state.renewed ? { type: "session-renewed", id: key, previousId } : { type: "session-created", id: key });
-				setCookie = this.#cookieFor(state, token, request, now, idleExpiresAt, true);
 			} else {
 				setCookie = yield* this.#updateStored(store, state, request, now, idleExpiresAt);
 			}
 		} else if (state.stored && this.#touchDue(state, now)) {
-			if (this.#persists(state) && store.merge) {
-				// The touch sends the cookie again (a fresh Max-Age): only if the session is still
-				// there, which an empty merge tells and `touch` does not. A parallel renew or logout
-				// may have ended it, and its old token must not replace the browser's newer cookie.
+			// A persistent cookie goes out again with the touch (a fresh Max-Age): only if the session
+			// is still there, which an empty merge tells and `touch` does not. A parallel renew or
+			// logout may have ended it, and its old token must not replace the browser's newer cookie.
+			const persists = this.#persists(state);
+			if (persists && store.merge) {
 				setCookie = yield* this.#updateStored(store, state, request, now, idleExpiresAt);
 			} else {
 				// idleExpiresAt is already capped at the absolute deadline: it is also the backend's expiry.
@@ -395,7 +419,11 @@ class Manager<Data extends object> implements SessionManager<Data> {
 					throw this.#storeError("touch", error);
 				}
 				state.idleExpiresAt = idleExpiresAt;
-				setCookie = this.#cookieFor(state, state.token!, request, now, idleExpiresAt, false);
+				if (persists) {
+					// Without a merge, a read after the touch tells whether the session is still there.
+					if ((yield* this.#stillLive(store, state.key!)) as boolean) setCookie = this.#cookieFor(state, state.token!, request, now, idleExpiresAt, false);
+					else this.#emit({ type: "session-lost", id: state.key!, reason: "destroyed-concurrently" });
+				}
 			}
 		}
 
@@ -451,6 +479,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 			const idleExpiresAt = Math.min(now + this.options.idleTimeoutMs, state.absoluteExpiresAt);
 			this.#checkSize(state);
 			const record = recordOf(state, idleExpiresAt);
+			if (!state.stored && isEmptyRecord(state, record)) return this.#sealedEnd(state, request);
 			let value: string;
 			try {
 				value = (yield sealed.seal(record)) as string;
@@ -465,6 +494,11 @@ class Manager<Data extends object> implements SessionManager<Data> {
 			if (isNew) this.#emit(state.renewed ? { type: "session-renewed", id: null, previousId: null } : { type: "session-created", id: null });
 			return { setCookie: this.#cookieFor(state, value, request, now, idleExpiresAt, true) };
 		}
+		return this.#sealedEnd(state, request);
+	}
+
+	/** A sealed-cookie commit that seals nothing: the expired cookie of a destroyed session, or no cookie. */
+	#sealedEnd(state: SessionState, request: { secure: boolean }): CommitResult {
 		if (state.destroyed && !state.stored) {
 			this.#emit({ type: "session-destroyed", id: null });
 			return { setCookie: serializeExpiredCookie(this.options.cookie, this.#secure(request)) };
@@ -547,14 +581,22 @@ class Manager<Data extends object> implements SessionManager<Data> {
 	async destroyBySubject(subject: string): Promise<number> {
 		const store = this.#requireStore("destroyBySubject", "deleteBySubject");
 		let ids: string[] = [];
+		if (this.#destroyListeners.size > 0 && store.listBySubject) {
+			try {
+				ids = (await store.listBySubject(subject)).map((s) => s.key);
+			} catch (error) {
+				throw this.#storeError("listBySubject", error);
+			}
+		}
+		let deleted: number;
 		try {
-			if (this.#destroyListeners.size > 0 && store.listBySubject) ids = (await store.listBySubject(subject)).map((s) => s.key);
-			const deleted = await store.deleteBySubject!(subject);
-			for (const id of ids) await this.#notifyDestroyed({ id, subject, reason: "by-subject" });
-			return deleted;
+			deleted = await store.deleteBySubject!(subject);
 		} catch (error) {
 			throw this.#storeError("deleteBySubject", error);
 		}
+		// Outside the store's try: a failing onDestroy callback is the app's error, not the store's.
+		for (const id of ids) await this.#notifyDestroyed({ id, subject, reason: "by-subject" });
+		return deleted;
 	}
 
 	async destroyById(id: string): Promise<void> {

@@ -25,13 +25,13 @@ export interface CookieOptions {
 	partitioned?: boolean;
 }
 
-/** Options of `createSessions`. Durations are seconds; instants are epoch milliseconds. */
+/** Options of `createSessions`. Durations are seconds (at most 100 years); instants are epoch milliseconds. */
 export interface SessionOptions {
 	/** Where sessions live. @default memoryStore() (refused when NODE_ENV is "production") */
 	store?: AnyStore;
 	/** Seconds of inactivity after which a session expires. @default 1800 (30 minutes) */
 	idleTimeout?: number;
-	/** Seconds after creation after which a session expires however much it is used. @default 86400 (24 hours) */
+	/** Seconds after creation after which a session expires however much it is used; at least `idleTimeout`. @default 86400 (24 hours), or idleTimeout if longer */
 	absoluteTimeout?: number;
 	/** Seconds between two writes that only extend the idle deadline. @default idleTimeout / 10 */
 	touchAfter?: number;
@@ -68,11 +68,18 @@ const COOKIE_PATH = /^\/[\x21-\x3a\x3c-\x7e]*$/;
 const SEALED_NAME_LIMIT = 64;
 const DOMAIN = /^\.?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 
+/**
+ * The longest duration: 100 years. Past it, deadlines leave what stores can hold (PostgreSQL's
+ * bigint, Redis's expiry times, MongoDB's dates), and every write would fail at run time.
+ */
+const MAX_SECONDS = 100 * 365.25 * 24 * 3600;
+
 function seconds(option: string, value: unknown, fallback: number, { allowZero = false } = {}): number {
 	if (value === undefined) return fallback;
 	if (typeof value !== "number" || !Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) {
 		throw new SessionConfigError(option, `must be a ${allowZero ? "non-negative" : "positive"} number of seconds, got ${describe(value)}.`);
 	}
+	if (value > MAX_SECONDS) throw new SessionConfigError(option, `must be at most ${MAX_SECONDS} seconds (100 years), got ${describe(value)}.`);
 	return value;
 }
 

@@ -119,9 +119,11 @@ const MAX_KEY_LENGTH = 256;
  */
 export const REMEMBER_ME_KEY = "__sessionkit_rememberMe";
 
+/** The stored choice; `null` (the app's `cookie.persist`) without one, or for a value sessionkit never writes. */
 function rememberMeOf(data: Readonly<Record<string, string>>): boolean | null {
 	if (!Object.hasOwn(data, REMEMBER_ME_KEY)) return null;
-	return data[REMEMBER_ME_KEY] === "true";
+	const value = data[REMEMBER_ME_KEY];
+	return value === "true" ? true : value === "false" ? false : null;
 }
 
 // Most requests record no change and most sessions hold no flash: until the first write, a
@@ -299,9 +301,11 @@ export class Session<Data extends object = Record<string, unknown>> {
 		return this.#used;
 	}
 
-	/** @internal Called by the manager as the commit starts. */
-	[CLOSE](): void {
+	/** @internal Called by the manager as the commit starts; true if it had started already. */
+	[CLOSE](): boolean {
+		const closed = this.#closed;
 		this.#closed = true;
+		return closed;
 	}
 
 	/** @internal Back to the session as loaded: every change so far is dropped. */
@@ -415,10 +419,11 @@ export class Session<Data extends object = Record<string, unknown>> {
 
 	/**
 	 * Whether the session cookie outlives the browser session ("remember me" at login): a
-	 * persistent cookie carries `Max-Age` (the idle timeout, refreshed as the session is used),
-	 * a session cookie ends when the browser closes. The app's `cookie.persist` until assigned;
-	 * the choice is stored with the session, survives `renew()` and `clear()`, and `destroy()`
-	 * forgets it. Assigning a new value sends the cookie again with the new lifetime.
+	 * persistent cookie carries `Max-Age` (the time left until the session expires, refreshed as
+	 * the session is used), a session cookie ends when the browser closes. The app's
+	 * `cookie.persist` until assigned; the choice is stored with the session, survives `renew()`
+	 * and `clear()`, and `destroy()` forgets it. Assigning a new value sends the cookie again with
+	 * the new lifetime.
 	 */
 	get rememberMe(): boolean {
 		return this[STATE].rememberMe ?? this.#persistByDefault;

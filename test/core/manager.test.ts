@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { createSessions, SessionStoreError, SessionUsageError } from "sessionkit";
-import type { SessionEvent, SessionStore } from "sessionkit";
+import type { Session, SessionEvent, SessionStore } from "sessionkit";
+import { cookieStore } from "sessionkit/stores/cookie";
 import { memoryStore } from "sessionkit/stores/memory";
 import { testClock } from "../helpers/clock.js";
 import { countingStore } from "../helpers/counting-store.js";
@@ -53,6 +54,49 @@ describe("one request", () => {
 		assert.equal(setCookie, null);
 		clock.advance(200);
 		assert.equal((await request(sessions, cookie)).session.get("a"), 1, "an unused request did not count as activity, but did not end the session");
+	});
+
+	it("refuses a second commit of one session, which would apply its changes again", async () => {
+		const { sessions } = setup();
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("n", 1))).setCookie);
+		const session = await sessions.load(cookie);
+		session.increment("n");
+		await sessions.commit(session, { secure: false });
+		assert.throws(() => sessions.commit(session, { secure: false }), SessionUsageError);
+		assert.equal((await request(sessions, cookie)).session.get("n"), 2, "one increment, counted once");
+	});
+
+	it("with a new session whose changes cancel out writes nothing and sets no cookie, with either kind of store", async () => {
+		const handlers: Array<(s: Session) => void> = [
+			(s) => {
+				s.set("a", 1);
+				s.delete("a");
+			},
+			(s) => {
+				// A failed login's error, shown at once and read.
+				s.flash("error", "Wrong password", { now: true });
+				assert.equal(s.flash("error"), "Wrong password");
+			},
+			(s) => {
+				s.increment("n");
+				s.clear();
+			},
+		];
+		const memory = memoryStore({ sweepInterval: 0 });
+		for (const store of [memory, cookieStore({ secrets: ["0123456789abcdef0123456789abcdef"] })]) {
+			const events: SessionEvent[] = [];
+			const sessions = createSessions({ store, onEvent: (e) => events.push(e) });
+			for (const handler of handlers) assert.equal((await request(sessions, undefined, handler)).setCookie, null, `${store.name}: ${String(handler)}`);
+			assert.deepEqual(events, [], `${store.name}: no session was created`);
+			const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);
+			const logout = await request(sessions, cookie, (s) => {
+				s.destroy();
+				s.set("b", 2);
+				s.delete("b");
+			});
+			assert.match(logout.setCookie!, /Max-Age=0/, `${store.name}: a destroy() whose fresh session is left empty only expires the cookie`);
+		}
+		assert.equal(memory.size, 0);
 	});
 
 	it("refuses, with SessionUsageError, every change made after the commit started, and still reads", async () => {
@@ -376,6 +420,45 @@ describe("cookies", () => {
 		assert.equal((await request(sessions, cookieOf(login.setCookie))).session.get("a"), 1);
 	});
 
+	it("of a remembered session are not sent again by a touch after a parallel renew, with a store without merge", async () => {
+		const clock = testClock();
+		const { merge: _merge, ...withoutMerge } = memoryStore({ sweepInterval: 0, clock });
+		const events: SessionEvent[] = [];
+		const sessions = createSessions({ store: { ...withoutMerge, name: "no-merge" }, clock, idleTimeout: 600, touchAfter: 60, onEvent: (e) => events.push(e) });
+		const cookie = cookieOf(
+			(
+				await request(sessions, undefined, (s) => {
+					s.set("a", 1);
+					s.rememberMe = true;
+				})
+			).setCookie,
+		);
+		clock.advance(120); // a touch is due
+		const slow = await sessions.load(cookie);
+		slow.get("a");
+		const login = await request(sessions, cookie, (s) => s.renew());
+		const late = await sessions.commit(slow, { secure: false });
+		assert.equal(late.setCookie, null, "the old token would replace the renewed cookie and log the user out");
+		assert.equal(events.at(-1)?.type, "session-lost");
+		clock.advance(120);
+		const touched = await request(sessions, cookieOf(login.setCookie), (s) => assert.equal(s.get("a"), 1));
+		assert.match(touched.setCookie!, /Max-Age=600/, "the touch of a live session still sends it again");
+	});
+
+	it("of a record whose rememberMe key holds a value sessionkit never writes follow the app's cookie.persist", async () => {
+		const store = memoryStore({ sweepInterval: 0 });
+		const sessions = createSessions({ store, idleTimeout: 600, cookie: { persist: true } });
+		const made = await request(sessions, undefined, (s) => s.set("a", 1));
+		const record = store.get(made.session.id!)!;
+		store.set(made.session.id!, { ...record, data: { ...record.data, __sessionkit_rememberMe: "1" } }, record.idleExpiresAt);
+		const { setCookie } = await request(sessions, cookieOf(made.setCookie), (s) => {
+			assert.equal(s.rememberMe, true, "no choice of its own: the app's persist");
+			assert.deepEqual(s.all(), { a: 1 });
+			s.increment("a");
+		});
+		assert.match(setCookie!, /Max-Age=600/);
+	});
+
 	it("of a session that chose rememberMe carry a Max-Age, refreshed on writes and touches, in an app without persist", async () => {
 		const { sessions, clock, calls, reset } = setup({ idleTimeout: 600, touchAfter: 60 });
 		const anonymous = await request(sessions, undefined, (s) => s.set("cart", 1));
@@ -568,6 +651,20 @@ describe("manager operations", () => {
 		assert.equal(await sessions.gc(), 1);
 		assert.equal(await sessions.count(), 0);
 		unsubscribe();
+	});
+
+	it("destroyBySubject passes on an onDestroy callback's own error, never as a store failure", async () => {
+		const { sessions, events } = setup();
+		await request(sessions, undefined, (s) => {
+			s.subject = "u3";
+			s.set("x", 1);
+		});
+		sessions.onDestroy(() => {
+			throw new Error("bug in the app's callback");
+		});
+		await assert.rejects(sessions.destroyBySubject("u3"), (error: unknown) => !(error instanceof SessionStoreError) && (error as Error).message === "bug in the app's callback");
+		assert.ok(!events.some((e) => e.type === "store-error"), "the store did not fail");
+		assert.equal(await sessions.count(), 0, "the sessions were ended all the same");
 	});
 
 	it("listBySubject shows public ids and times, never tokens", async () => {

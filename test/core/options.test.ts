@@ -38,6 +38,10 @@ describe("createSessions options", () => {
 		refuses({ idleTimeout: 3600, absoluteTimeout: 60 }, "absoluteTimeout", /shorter than idleTimeout/);
 		refuses({ touchAfter: -5 }, "touchAfter");
 		refuses({ idleTimeout: 60, touchAfter: 60 }, "touchAfter");
+		// Deadlines past what stores hold: every write would fail at run time (PostgreSQL's bigint, Redis's expiry).
+		refuses({ idleTimeout: 1e17 }, "idleTimeout", /at most 3155760000 seconds \(100 years\)/);
+		refuses({ absoluteTimeout: 1e12 }, "absoluteTimeout", /100 years/);
+		assert.equal(createSessions({ idleTimeout: 3_155_760_000 }).options.absoluteTimeoutMs, 3_155_760_000_000, "100 years is the limit");
 		refuses({ maxSize: 10 }, "maxSize");
 		refuses({ maxSize: 1.5 }, "maxSize");
 	});
