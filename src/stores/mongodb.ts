@@ -9,7 +9,11 @@ import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } f
 export interface MongoDBSessionDocument {
 	/** The store key: SHA-256 of the token, 64 hex characters. */
 	_id: string;
-	data: Record<string, string>;
+	/**
+	 * Codec strings; a value that `merge` incremented is a double, which the store reads back as
+	 * JavaScript prints it (`String(n)`).
+	 */
+	data: Record<string, string | number>;
 	flash: Record<string, string>;
 	/** Absent when the session has no subject, which keeps the sparse subject index small. */
 	subject?: string;
@@ -46,7 +50,7 @@ export interface MongoDBStoreOptions {
 	createIndexes?: boolean;
 	/**
 	 * Seconds one operation may take on the server (`maxTimeMS`) and, with `url`, to find a
-	 * server (`serverSelectionTimeoutMS`).
+	 * server (`serverSelectionTimeoutMS`). Above 0, at most 2147483.
 	 * @default 5
 	 */
 	timeout?: number;
@@ -70,6 +74,9 @@ export interface MongoDBStore extends AsyncSessionStore {
 type SessionCollection = Collection<MongoDBSessionDocument>;
 
 const NAME = "mongodb";
+// The driver's timers (serverSelectionTimeoutMS with url) clamp a longer delay to 1 ms: a
+// server selection would fail at once.
+const MAX_TIMEOUT_SECONDS = Math.floor(0x7fffffff / 1000);
 // Characters MongoDB refuses in database names (and "." which would end one).
 const DATABASE_NAME = /^[^/\\. "$*<>:|?\0]{1,63}$/;
 const COLLECTION_NAME = /^(?!system\.)[^$\0]{1,120}$/;
@@ -99,8 +106,9 @@ function encodeFields(map: Record<string, string>): Record<string, string> {
 	return Object.fromEntries(Object.entries(map).map(([key, value]) => [encodeFieldName(key), value]));
 }
 
-function decodeFields(map: Record<string, string> | undefined): Record<string, string> {
-	return Object.fromEntries(Object.entries(map ?? {}).map(([field, value]) => [decodeFieldName(field), value]));
+/** The fields with their names decoded; a number (an incremented value) as JavaScript prints it. */
+function decodeFields(map: Record<string, string | number> | undefined): Record<string, string> {
+	return Object.fromEntries(Object.entries(map ?? {}).map(([field, value]) => [decodeFieldName(field), typeof value === "number" ? String(value) : value]));
 }
 
 function toDocument(record: StoredRecord, expiresAt: number): Omit<MongoDBSessionDocument, "_id"> {
@@ -155,15 +163,24 @@ function mergePipeline(changes: RecordChanges, expiresAt: number): Document[] {
 }
 
 /**
- * The stored JSON-number text at `path` plus `by`, written back as text. The sum is taken in
- * Decimal128, not double: older servers turn a double into text with `%g`, six significant
- * digits (`1234567` would come back as `"1.23457e+06"`), while decimal text is exact on every
- * version and always a valid JSON number. A missing or non-numeric value counts as 0.
+ * The number at `path` plus `by`, as a double: the contract adds as JavaScript does
+ * (`applyChanges`: `"0.2"` plus 0.1 is `0.30000000000000004`, `"9007199254740993"` plus 1 is
+ * `9007199254740992`), which Decimal128's exact sums do not. The sum stays a double in the
+ * document, and the store reads it back with `String(n)`, the text `applyChanges` writes: the
+ * server's own double-to-string (`$toString`) keeps only six significant digits (`%g`). A
+ * missing value, one that is not a number, or one that reads as ±Infinity or NaN (`"1e400"`)
+ * counts as 0.
  */
 function incremented(path: string, by: number): Document {
 	return {
-		$toString: {
-			$add: [{ $convert: { input: `$${path}`, to: "decimal", onError: 0, onNull: 0 } }, { $toDecimal: { $literal: String(by) } }],
+		$let: {
+			vars: { n: { $convert: { input: `$${path}`, to: "double", onError: 0, onNull: 0 } } },
+			in: {
+				$add: [
+					{ $cond: [{ $and: [{ $gt: ["$$n", Number.NEGATIVE_INFINITY] }, { $lt: ["$$n", Number.POSITIVE_INFINITY] }] }, "$$n", 0] },
+					{ $toDouble: { $literal: by } },
+				],
+			},
 		},
 	};
 }
@@ -225,7 +242,9 @@ export function mongodbStore(source: MongoDBSource, options: MongoDBStoreOptions
 	if (typeof options !== "object" || options === null) fail("options", "must be an object: { createIndexes?, timeout? }.");
 	checkKeys(options, OPTION_KEYS);
 	const timeout = options.timeout ?? 5;
-	if (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout <= 0) fail("timeout", `must be a positive number of seconds, got ${String(timeout)}.`);
+	if (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout <= 0 || timeout > MAX_TIMEOUT_SECONDS) {
+		fail("timeout", `must be a positive number of seconds, at most ${MAX_TIMEOUT_SECONDS}, got ${String(timeout)}.`);
+	}
 	const createIndexes = options.createIndexes ?? true;
 	if (typeof createIndexes !== "boolean") fail("createIndexes", `must be true or false, got ${String(createIndexes)}.`);
 	const maxTimeMS = Math.ceil(timeout * 1000);
@@ -233,6 +252,7 @@ export function mongodbStore(source: MongoDBSource, options: MongoDBStoreOptions
 	let client: MongoClient | null = null;
 	let opened: Promise<SessionCollection> | undefined;
 	let indexed: Promise<void> | undefined;
+	let closed = false;
 
 	async function open(): Promise<SessionCollection> {
 		if ("collection" in source) return source.collection;
@@ -278,8 +298,14 @@ export function mongodbStore(source: MongoDBSource, options: MongoDBStoreOptions
 	}
 
 	async function run<T>(operation: string, action: (collection: SessionCollection) => Promise<T>): Promise<T> {
+		// With url, a call after close() would open a new client that nothing ever closes. A call
+		// that was opening the collection while close() ran says so too, not "not connected".
+		const afterClose = (): SessionStoreError => new SessionStoreError(NAME, `${operation} called after close().`);
+		if (closed) throw afterClose();
 		try {
-			return await action(await collection());
+			const target = await collection();
+			if (closed) throw afterClose();
+			return await action(target);
 		} catch (error) {
 			if (error instanceof SessionError) throw error;
 			const detail = error instanceof Error ? error.message : String(error);
@@ -350,6 +376,7 @@ export function mongodbStore(source: MongoDBSource, options: MongoDBStoreOptions
 		},
 
 		async close() {
+			closed = true;
 			if (opened) await Promise.allSettled([opened]);
 			const created = client;
 			client = null;

@@ -250,7 +250,7 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 		kind === "pool" ? () => Promise.resolve(connection.pool!) : onceUntilSuccess(() => (owned = createPool(connection.url!, timeout)));
 	const ensureTable = onceUntilSuccess(async () => {
 		const pool = await connect();
-		await pool.query({ sql: sql.create, timeout: timeoutMs });
+		await queryOn(await pool.getConnection(), sql.create, undefined);
 	});
 
 	function explain(error: unknown): string {
@@ -288,15 +288,27 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 		return connection;
 	}
 
+	/**
+	 * Runs one statement on `connection`, then puts the connection back in the pool; on any error
+	 * (mysql2's own timeout included) closes it instead. A statement that timed out is still
+	 * running on the server, and mysql2 would queue every later call on that connection behind
+	 * it: put back, it would make unrelated calls time out too, for as long as the statement
+	 * waits (a row lock: up to innodb_lock_wait_timeout, 50 s by default).
+	 */
+	async function queryOn<T extends RowDataPacket[] | ResultSetHeader>(connection: PoolConnection, text: string, values: unknown[] | undefined): Promise<T> {
+		let result: T;
+		try {
+			[result] = await connection.query<T>({ sql: text, values, timeout: timeoutMs });
+		} catch (error) {
+			connection.destroy();
+			throw error;
+		}
+		connection.release();
+		return result;
+	}
+
 	function statement<T extends RowDataPacket[] | ResultSetHeader>(operation: string, text: string, values: unknown[]): Promise<T> {
-		return run(operation, async (pool, signal) => {
-			const connection = await connectionInTime(pool, signal);
-			try {
-				return (await connection.query<T>({ sql: text, values, timeout: timeoutMs }))[0];
-			} finally {
-				connection.release();
-			}
-		});
+		return run(operation, async (pool, signal) => queryOn<T>(await connectionInTime(pool, signal), text, values));
 	}
 
 	function rows<R extends RowDataPacket>(operation: string, text: string, values: unknown[]): Promise<R[]> {

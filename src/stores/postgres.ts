@@ -69,13 +69,21 @@ export interface PostgresStore extends Omit<AsyncSessionStore, Capabilities>, Re
 
 const STORE = "postgres";
 const GC_BATCH = 1000;
-// What the contract calls a JSON number; anything else counts as 0 when incremented.
-const JSON_NUMBER = "^-?(0|[1-9][0-9]*)([.][0-9]+)?([eE][+-]?[0-9]+)?$";
+// What the contract calls a JSON number; anything else counts as 0 when incremented. The
+// exponent (leading zeros aside) has at most 4 digits and the text at most MAX_NUMBER_TEXT
+// characters, so its numeric cast never overflows numeric's range ("1e200000" would fail the
+// merge); past either bound a number is 0 or Infinity to JavaScript (but for freaks such as a
+// 6000-digit fraction), and counts as 0 as it does there.
+const JSON_NUMBER = "^-?(0|[1-9][0-9]*)([.][0-9]+)?([eE][+-]?0*[0-9]{1,4})?$";
+const MAX_NUMBER_TEXT = 6000;
 // Increments add float8s, as JavaScript adds numbers (so 0.2 + 0.1 gives what applyChanges
 // gives, not numeric's exact 0.3), and float8's text is the shortest that reads back the same
 // (PostgreSQL 12+ with extra_float_digits at its default). A number from here on (halfway
 // past the largest double) is Infinity to JavaScript, so it counts as 0 instead of failing the cast.
 const FLOAT8_OVERFLOW = "1.79769313486231580793728971405e308";
+// Below this (just above half the smallest double) a number is 0 to JavaScript, and float8's
+// cast refuses it ("1e-400" is out of range) instead of rounding to 0: it counts as 0 too.
+const FLOAT8_UNDERFLOW = "2.4703282292062328e-324";
 
 function quoted(table: TableName): string {
 	return table.schema === null ? `"${table.name}"` : `"${table.schema}"."${table.name}"`;
@@ -235,7 +243,9 @@ function mergeStatement(t: string, shape: number): string {
 		if (shape & INCREMENT) {
 			base = `(SELECT b.base || COALESCE((
 				SELECT jsonb_object_agg(i.key, to_jsonb((
-					CASE WHEN (b.base ->> i.key) ~ '${JSON_NUMBER}' AND abs((b.base ->> i.key)::numeric) < ${FLOAT8_OVERFLOW} THEN (b.base ->> i.key)::float8 ELSE 0 END + i.value::float8
+					CASE WHEN (b.base ->> i.key) ~ '${JSON_NUMBER}' AND length(b.base ->> i.key) <= ${MAX_NUMBER_TEXT} THEN
+						CASE WHEN abs((b.base ->> i.key)::numeric) >= ${FLOAT8_UNDERFLOW} AND abs((b.base ->> i.key)::numeric) < ${FLOAT8_OVERFLOW} THEN (b.base ->> i.key)::float8 ELSE 0 END
+					ELSE 0 END + i.value::float8
 				)::text))
 				FROM jsonb_each_text(${next()}::jsonb) AS i (key, value)
 			), '{}'::jsonb) FROM (SELECT ${base} AS base) AS b)`;
@@ -251,6 +261,12 @@ function mergeStatement(t: string, shape: number): string {
 	if (shape & SUBJECT) columns.push(`subject = ${next()}::text`);
 	columns.push(`idle_expires_at = ${next()}`, `expires_at = ${next()}`);
 	return `UPDATE ${t} AS s SET ${columns.join(", ")} WHERE s.key = $1 AND s.expires_at > $2`;
+}
+
+/** SQLSTATE 40001 (serialization_failure) or 40P01 (deadlock_detected): the statement was rolled back. */
+function isSerializationFailure(error: unknown): boolean {
+	const code = (error as { code?: unknown } | null)?.code;
+	return code === "40001" || code === "40P01";
 }
 
 type Statements = ReturnType<typeof statements>;
@@ -400,7 +416,7 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 				const pool = await connect();
 				if (createTable) await ensureTable();
 				const client = await pool.connect();
-				return sendInTime<R>(operation, client, withQueryTimeout(text, values, name), performance.now() - started, signal);
+				return sendInTime<R>(operation, client, withQueryTimeout(text, values, name), started, signal);
 			},
 			explain,
 		);
@@ -414,9 +430,10 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 		operation: string,
 		client: PoolClient,
 		config: QueryConfig,
-		waitedMs: number,
+		started: number,
 		signal: AbortSignal,
 	): Promise<QueryResult<R>> {
+		const waitedMs = performance.now() - started;
 		// On the store's own pool, a call that waited longer than the allowance first lowers the
 		// connection's limit to what is left. The app's pool has the statement_timeout the app
 		// gave it, which the store could not put back.
@@ -436,13 +453,34 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 			client.off("error", ignore);
 			client.release(error);
 		};
+		const lower = (ms: number): Promise<unknown> => client.query(withQueryTimeout(`SET statement_timeout = ${ms}`, undefined));
+		let lowered = limitMs !== undefined;
 		try {
 			// One more round trip, paid only by a call that waited (a full pool, a new connection).
-			if (limitMs !== undefined) await client.query(withQueryTimeout(`SET statement_timeout = ${limitMs}`, undefined));
-			const result = await client.query<R>(config);
-			if (limitMs === undefined) release();
+			if (limitMs !== undefined) await lower(limitMs);
+			let result: QueryResult<R>;
+			for (;;) {
+				try {
+					result = await client.query<R>(config);
+					break;
+				} catch (error) {
+					// Under REPEATABLE READ or SERIALIZABLE (a pool whose default_transaction_isolation
+					// is one), a statement that meets a parallel update of its row fails, applying
+					// nothing: parallel merges of one session failed as often as not. Each statement is
+					// its own transaction, so it is sent again while the call has time; on the store's
+					// own pool, with the limit lowered to what is left, as above.
+					if (!isSerializationFailure(error) || signal.aborted) throw error;
+					if (kind === "url") {
+						const leftMs = Math.floor(statementTimeoutMs - (performance.now() - started));
+						if (leftMs < 1) throw error;
+						await lower(leftMs);
+						lowered = true;
+					}
+				}
+			}
+			if (!lowered) release();
 			// Back to the pool's limit before the connection serves another call; this one need not wait.
-			else client.query(withQueryTimeout(`SET statement_timeout = ${statementTimeoutMs}`, undefined)).then(() => release(), release);
+			else lower(statementTimeoutMs).then(() => release(), release);
 			return result;
 		} catch (error) {
 			// An error discards the connection, as pool.query does (and with it a lowered limit).

@@ -23,8 +23,8 @@ export interface RedisStoreOptions {
 	 */
 	prefix?: string;
 	/**
-	 * Seconds an operation may take before it rejects with `SessionStoreError`. The command itself
-	 * is not cancelled; the request just stops waiting for it.
+	 * Seconds an operation may take before it rejects with `SessionStoreError`, above 0 and at
+	 * most 2147483. The command itself is not cancelled; the request just stops waiting for it.
 	 * @default 5
 	 */
 	timeout?: number;
@@ -39,7 +39,8 @@ export interface RedisStoreOptions {
 // failure between them leaves an extra index member, never a session its subject cannot find
 // (which would escape "log out everywhere"). On a standalone server one script writes both, in
 // the same order, in one round trip. Members are checked against the live session on every
-// read, and dead ones pruned.
+// read; a dead one is pruned by a script that checks again (standalone), or on a Cluster once
+// its score passes, as one that looks dead there may be a write still in flight.
 //
 // A hash rather than one JSON string: merge becomes HSET/HDEL on "d:<name>" and "f:<name>"
 // fields inside a Lua script, with no JSON parsing in Lua (cjson would turn {} into [] and
@@ -181,14 +182,37 @@ redis.call('PEXPIREAT', key, ARGV[3])
 return 1
 `;
 
-/** ARGV: now, subject. Resolves 1 if it deleted a live session of that subject. */
+/**
+ * KEYS: the session, then (standalone only) the subject's index. ARGV: now, subject, session id.
+ * Deletes the session if it still has that subject: resolves 1 if it was live, 2 if it was dead
+ * already, 0 if it deleted nothing. With the index, it also drops the member there whenever the
+ * session is not (or no longer) one of the subject's, checked in the same script.
+ */
 const DELETE_IF_SUBJECT = `
 local key, now = KEYS[1], tonumber(ARGV[1])
-if redis.call('HGET', key, 's') ~= ARGV[2] then return 0 end
+if redis.call('HGET', key, 's') ~= ARGV[2] then
+	if KEYS[2] then redis.call('ZREM', KEYS[2], ARGV[3]) end
+	return 0
+end
 local live = alive(key, now)
 redis.call('DEL', key)
+if KEYS[2] then redis.call('ZREM', KEYS[2], ARGV[3]) end
 if live then return 1 end
-return 0
+return 2
+`;
+
+/**
+ * Standalone Redis only. KEYS: the subject's index, then sessions. ARGV: now, the subject, then
+ * the id of each session. Drops the member of each session that is gone, dead, or another
+ * subject's, checked in the same script: a member is never dropped on what an earlier read saw
+ * (a session can move back to the subject in between, and its member would be lost for good).
+ */
+const PRUNE = `
+local index, now, subject = KEYS[1], tonumber(ARGV[1]), ARGV[2]
+for n = 2, #KEYS do
+	if redis.call('HGET', KEYS[n], 's') ~= subject or not alive(KEYS[n], now) then redis.call('ZREM', index, ARGV[n + 1]) end
+end
+return 1
 `;
 
 /** KEYS: the subject index. ARGV: now, score (latest instant the session can live), session key. */
@@ -237,6 +261,7 @@ const scripts = {
 	indexedMerge: script(INDEXED_MERGE),
 	touch: script(TOUCH),
 	deleteIfSubject: script(DELETE_IF_SUBJECT),
+	prune: script(PRUNE),
 	index: script(INDEX),
 	load: script(LOAD, ""),
 };
@@ -254,9 +279,12 @@ function validatePrefix(prefix: unknown): string {
 	return prefix;
 }
 
+// setTimeout clamps a longer delay to 1 ms, which would fail every operation at once.
+const MAX_TIMEOUT_SECONDS = Math.floor(0x7fffffff / 1000);
+
 function validateTimeout(timeout: unknown): number {
-	if (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout <= 0) {
-		throw new SessionConfigError("timeout", `must be a positive number of seconds, got ${String(timeout)}.`);
+	if (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout <= 0 || timeout > MAX_TIMEOUT_SECONDS) {
+		throw new SessionConfigError("timeout", `must be a positive number of seconds, at most ${MAX_TIMEOUT_SECONDS}, got ${String(timeout)}.`);
 	}
 	return timeout;
 }
@@ -598,13 +626,16 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 				const rows = await Promise.all(keys.map((key) => client.hmget(sessionKey(key), "s", "c", "i", "a", "e")));
 				const now = Date.now();
 				const live: SubjectSession[] = [];
-				const dead: string[] = [];
+				const stale: string[] = [];
 				rows.forEach(([s, c, i, a, e], n) => {
-					// A member whose session ended or moved to another subject is stale: prune it.
-					if (s !== subject || !(Number(e) > now)) dead.push(keys[n]!);
+					if (s !== subject || !(Number(e) > now)) stale.push(keys[n]!);
 					else live.push({ key: keys[n]!, createdAt: Number(c), idleExpiresAt: Number(i), absoluteExpiresAt: Number(a) });
 				});
-				if (dead.length > 0) await client.zrem(indexKey(subject), ...dead);
+				// A member whose session ended or moved to another subject is pruned, by a script that
+				// checks again. Not on a Cluster: there the member of a login or a subject change is
+				// written before the session, so one that looks stale may be about to become live,
+				// and no script can check both. It goes when its score (the absolute deadline) passes.
+				if (stale.length > 0 && !cluster) await evaluate(client, scripts.prune, [indexKey(subject), ...stale.map(sessionKey)], [now, subject, ...stale]);
 				return live;
 			});
 		},
@@ -613,11 +644,19 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 			return run("deleteBySubject", async (client) => {
 				const keys = await members(client, subject);
 				const now = Date.now();
-				// One script per session: it deletes only if the session still has this subject.
-				const results = await Promise.all(keys.map((key) => evaluate(client, scripts.deleteIfSubject, sessionKey(key), [now, subject])));
-				// Only the members read above: a login that added one meanwhile keeps its entry.
-				if (keys.length > 0) await client.zrem(indexKey(subject), ...keys);
-				return results.filter((deleted) => deleted === 1).length;
+				const index = indexKey(subject);
+				// One script per session: it deletes only if the session still has this subject, and
+				// on a standalone server drops the member in the same script.
+				const results = await Promise.all(
+					keys.map((key) => evaluate(client, scripts.deleteIfSubject, cluster ? sessionKey(key) : [sessionKey(key), index], [now, subject, key])),
+				);
+				// On a Cluster, only the members of sessions deleted here: any other may be a login
+				// or a subject change whose session is not written yet (see listBySubject).
+				if (cluster) {
+					const deleted = keys.filter((_, n) => results[n] !== 0);
+					if (deleted.length > 0) await client.zrem(index, ...deleted);
+				}
+				return results.filter((result) => result === 1).length;
 			});
 		},
 

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { createServer, type Socket } from "node:net";
 import { BSON, MongoClient } from "mongodb";
-import type { Collection } from "mongodb";
-import { defaultCodec, SessionConfigError, SessionStoreError } from "sessionkit";
+import type { Collection, Document } from "mongodb";
+import { applyChanges, defaultCodec, SessionConfigError, SessionStoreError } from "sessionkit";
 import { decodeFieldName, encodeFieldName, mongodbStore } from "sessionkit/stores/mongodb";
 import type { MongoDBSessionDocument, MongoDBStore } from "sessionkit/stores/mongodb";
 import { randomKey, runId } from "../helpers/keys.js";
@@ -126,6 +127,17 @@ describe("mongodb store against a real server", { skip }, () => {
 		assert.equal(defaultCodec.decode(data.neg!), 0);
 	});
 
+	it("increments as JavaScript adds numbers, keeping the sum a double that reads back as String(n)", async () => {
+		const key = randomKey();
+		const record = makeRecord({ data: { tenth: "0.2", big: "9007199254740993", huge: "1e400", tiny: "1e-400", million: "1234567" } });
+		await store.set(key, record, Date.now() + HOUR);
+		const changes = noChanges({ increment: { tenth: 0.1, big: 1, huge: 1, tiny: 1, million: 1, fresh: 0.25 } });
+		await store.merge(key, changes, Date.now() + HOUR);
+		assert.deepEqual((await store.get(key))?.data, applyChanges(record, changes).data);
+		const raw = await collection.findOne({ _id: key });
+		assert.equal(raw?.data.tenth, 0.2 + 0.1, "stored as a double");
+	});
+
 	it("set then increment of one key in one merge applies both, in order", async () => {
 		const key = randomKey();
 		await store.set(key, makeRecord({ data: { n: "100" } }), Date.now() + HOUR);
@@ -164,7 +176,88 @@ describe("mongodb store against a real server", { skip }, () => {
 	});
 });
 
+/**
+ * A stand-in for a driver Collection: answers findOne with `document` and records the update of
+ * every updateOne. Enough for what the store does with a result, without a server.
+ */
+function fakeCollection(document: Document | null): { collection: Collection<MongoDBSessionDocument>; updates: Document[] } {
+	const updates: Document[] = [];
+	const fake = {
+		findOne: async () => document,
+		find: () => ({ toArray: async () => [] }),
+		replaceOne: async () => ({ matchedCount: 1 }),
+		updateOne: async (_filter: Document, update: Document) => {
+			updates.push(update);
+			return { matchedCount: 1 };
+		},
+		deleteOne: async () => ({ deletedCount: 1 }),
+		deleteMany: async () => ({ deletedCount: 0 }),
+		countDocuments: async () => 0,
+		createIndexes: async () => [],
+	};
+	return { collection: fake as unknown as Collection<MongoDBSessionDocument>, updates };
+}
+
 describe("mongodb store without a server", () => {
+	it("reads an incremented value (a double) back as JavaScript prints the number, the text applyChanges writes", async () => {
+		const sums = [0.2 + 0.1, 2 ** 53, 1e21, 1234567, -7.5, 1e-7, 0];
+		const { collection } = fakeCollection({
+			_id: "k",
+			data: Object.fromEntries(sums.map((n, i) => [`n${i}`, n])),
+			flash: {},
+			createdAt: 1,
+			idleExpiresAt: 2,
+			absoluteExpiresAt: 3,
+			expiresAt: new Date(2),
+		});
+		const loaded = await mongodbStore({ collection }, { createIndexes: false }).get(randomKey());
+		assert.deepEqual(loaded?.data, Object.fromEntries(sums.map((n, i) => [`n${i}`, String(n)])));
+	});
+
+	it("increments in double arithmetic, as the contract adds (0.2 + 0.1 is 0.30000000000000004), never Decimal128 or the server's %g text", async () => {
+		const { collection, updates } = fakeCollection(null);
+		await mongodbStore({ collection }, { createIndexes: false }).merge(randomKey(), noChanges({ increment: { n: 0.1 } }), Date.now() + HOUR);
+		const pipeline = JSON.stringify(updates[0]);
+		// Decimal128 adds exactly ("0.2" plus 0.1 is "0.3", "9007199254740993" plus 1 is
+		// "9007199254740994", "1e400" is in its range), and $toString of a double keeps six digits.
+		assert.doesNotMatch(pipeline, /decimal|\$toDecimal|\$toString/i, pipeline);
+		assert.match(pipeline, /"to":"double"/);
+		assert.match(pipeline, /"\$toDouble":\{"\$literal":0.1\}/);
+	});
+
+	it("refuses calls after close(): with url, one would open a new client that nothing closes", async () => {
+		// A server that accepts connections and never answers: every connection the driver opens shows.
+		const sockets = new Set<Socket>();
+		const silent = createServer((socket) => sockets.add(socket));
+		await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+		const { port } = silent.address() as { port: number };
+		try {
+			const store = mongodbStore({ url: `mongodb://127.0.0.1:${port}/sessionkit` }, { timeout: 0.3 });
+			await assert.rejects(store.get(randomKey()), SessionStoreError);
+			assert.ok(sockets.size > 0, "the driver connected");
+			await store.close();
+			const before = sockets.size;
+			const started = Date.now();
+			await assert.rejects(store.get(randomKey()), (error: unknown) => {
+				assert.ok(error instanceof SessionStoreError);
+				assert.match(error.message, /^sessionkit\/mongodb: get called after close\(\)\.$/);
+				return true;
+			});
+			assert.ok(Date.now() - started < 100, "at once, without a server selection");
+			await assert.rejects(store.set(randomKey(), makeRecord(), Date.now() + HOUR), /called after close/);
+			await new Promise((resolve) => setTimeout(resolve, 200));
+			assert.equal(sockets.size, before, "no new connection after close()");
+
+			const { collection } = fakeCollection(null);
+			const borrowed = mongodbStore({ collection }, { createIndexes: false });
+			await borrowed.close();
+			await assert.rejects(borrowed.get(randomKey()), /called after close/);
+		} finally {
+			for (const socket of sockets) socket.destroy();
+			await new Promise((resolve) => silent.close(resolve));
+		}
+	});
+
 	it("round-trips awkward keys through encodeFieldName and decodeFieldName", () => {
 		const keys = [...awkwardKeys, "userId", "__x__", "a__b", "ünïcödé", "🍪", "%41", "%%", "a%", "100%.$", "\uD83C\uDF6A.\uD83C"];
 		for (const key of keys) {
@@ -210,6 +303,9 @@ describe("mongodb store without a server", () => {
 			[{ collection }, { timeout: 0 }, "timeout"],
 			[{ collection }, { timeout: -1 }, "timeout"],
 			[{ collection }, { timeout: "5" }, "timeout"],
+			// Past 2147483 s the driver's timers fire after 1 ms: every server selection failed at once.
+			[{ collection }, { timeout: 2_147_484 }, "timeout"],
+			[{ url: "mongodb://127.0.0.1" }, { timeout: 3_000_000 }, "timeout"],
 			[{ collection }, { createIndexes: "yes" }, "createIndexes"],
 			[{ collection }, { createIndex: false }, "createIndex"],
 			[{ collection }, null, "options"],
@@ -222,6 +318,7 @@ describe("mongodb store without a server", () => {
 			});
 		}
 		assert.doesNotThrow(() => mongodbStore({ collection }, { timeout: 0.5, createIndexes: false }));
+		assert.doesNotThrow(() => mongodbStore({ collection }, { timeout: 2_147_483 }));
 		assert.doesNotThrow(() => mongodbStore({ url: "mongodb+srv://cluster.example.net/app", database: "app", collectionName: "web_sessions" }));
 	});
 

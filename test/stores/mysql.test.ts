@@ -345,6 +345,35 @@ describe("mysql store", { skip }, () => {
 			await pool.end();
 		});
 
+		it("a statement that timed out does not hold up later calls: its connection is closed, never put back while the statement runs", async () => {
+			const pool = newPool({ connectionLimit: 2 });
+			const table = newTable();
+			const store = mysqlStore({ pool }, { table, timeout: 1, gcInterval: 0 });
+			const [locked, free] = [randomKey(), randomKey()];
+			await store.set(locked, makeRecord(), Date.now() + HOUR);
+			await store.set(free, makeRecord(), Date.now() + HOUR);
+			const locker = await admin.getConnection();
+			try {
+				await locker.query("START TRANSACTION");
+				await locker.query(`SELECT 1 FROM \`${table}\` WHERE \`key\` = ? FOR UPDATE`, [locked]);
+				// One touch per pool connection, each waiting for the row lock (50 s on this pool) past its timeout.
+				const touches = await Promise.allSettled([0, 1].map(() => store.touch(locked, Date.now() + 2 * HOUR, Date.now() + 2 * HOUR)));
+				assert.deepEqual(touches.map((outcome) => outcome.status), ["rejected", "rejected"]);
+				await sleep(100);
+				// The lock is still held, and both statements still wait for it on the server.
+				for (let i = 0; i < 3; i++) {
+					const started = Date.now();
+					assert.ok(await store.get(free), "a row no one locked is read");
+					assert.ok(Date.now() - started < 500, `get waited ${Date.now() - started} ms behind a statement that had timed out`);
+				}
+			} finally {
+				await locker.query("ROLLBACK");
+				locker.release();
+			}
+			await store.close();
+			await pool.end();
+		});
+
 		it("recovers by itself after the server kills every one of its connections", async () => {
 			const pool = newPool({ connectionLimit: 4 });
 			const threads = new Set<number>();

@@ -281,6 +281,44 @@ describe("postgres store", { skip }, () => {
 		await store.close();
 	});
 
+	it("merge increments a JSON number beyond a double's range (too small or too large) as JavaScript does, instead of failing", async () => {
+		const store = postgresStore({ pool: admin }, { table: newTable(), gcInterval: 0 });
+		// float8's cast refuses an underflow ("1e-400" is out of range), numeric's a huge exponent:
+		// either failed every later merge of the session. To JavaScript they are 0 and Infinity.
+		const data = { tiny: "1e-400", tinier: "1e-20000", vast: "1e200000", denormal: "5e-324", padded: "1e00005", wide: `0.${"0".repeat(5000)}5` };
+		const record = makeRecord({ data });
+		for (const name of Object.keys(data)) {
+			const key = randomKey();
+			await store.set(key, record, Date.now() + HOUR);
+			const changes = noChanges({ increment: { [name]: 1 } });
+			assert.equal(await store.merge(key, changes, Date.now() + HOUR), true, name);
+			assert.equal(Number((await store.get(key))?.data[name]), Number(applyChanges(record, changes).data[name]), name);
+		}
+		await store.close();
+	});
+
+	it("keeps every parallel merge on connections whose default isolation is REPEATABLE READ or SERIALIZABLE", async () => {
+		// There a statement that meets a parallel update of its row fails with a serialization
+		// failure (40001), applying nothing: 20 parallel increments of one session lost about half.
+		const pool = newPool({ max: 10, options: "-c default_transaction_isolation=repeatable\\ read" });
+		const url = `${serviceURL.postgres}${serviceURL.postgres.includes("?") ? "&" : "?"}options=${encodeURIComponent("-c default_transaction_isolation=serializable")}`;
+		const stores = [postgresStore({ pool }, { table: newTable(), gcInterval: 0 }), postgresStore({ url }, { table: newTable(), gcInterval: 0 })];
+		for (const store of stores) {
+			const key = randomKey();
+			await store.set(key, makeRecord({ data: {} }), Date.now() + HOUR);
+			const outcomes = await Promise.allSettled(Array.from({ length: 20 }, () => store.merge(key, noChanges({ increment: { n: 1 }, set: { [`k${runId()}`]: "1" } }), Date.now() + HOUR)));
+			assert.deepEqual(outcomes.filter((outcome) => outcome.status === "rejected"), [], "no merge failed");
+			const data = (await store.get(key))?.data ?? {};
+			assert.equal(data.n, "20");
+			assert.equal(Object.keys(data).length, 21);
+			await Promise.all(Array.from({ length: 10 }, () => store.touch(key, Date.now() + 2 * HOUR, Date.now() + 2 * HOUR)));
+			await store.close();
+		}
+		const { rows } = await pool.query<{ level: string }>("SELECT current_setting('default_transaction_isolation') AS level");
+		assert.equal(rows[0]!.level, "repeatable read", "the pool's connections were as the test meant");
+		await pool.end();
+	});
+
 	it("merge gives what applyChanges gives for every combination of changes present (each has its own statement)", async () => {
 		const pool = newPool({ max: 2 });
 		const store = postgresStore({ pool }, { table: newTable(), gcInterval: 0 });

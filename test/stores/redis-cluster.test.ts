@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Cluster } from "ioredis";
 import { redisStore } from "sessionkit/stores/redis";
-import { randomKey, runId } from "../helpers/keys.js";
+import { randomKey, runId, sleep } from "../helpers/keys.js";
 import { makeRecord, noChanges, storeConformance } from "sessionkit/testing";
 import { requireService, serviceURL } from "../services.js";
 
@@ -72,6 +72,46 @@ describe("redis store on a cluster", { skip }, () => {
 		const sessionKeys = (await keysByMaster(client, prefix)).flat().filter((k) => k.includes(key));
 		assert.deepEqual(sessionKeys, [`${prefix}{${key}}`], "every operation on the session touched only its one key");
 		assert.equal(await client.cluster("KEYSLOT", `${prefix}{${key}}`), await client.cluster("KEYSLOT", key));
+	});
+
+	it("keeps in the index a login or subject change whose session is not written yet when the subject is listed or deleted", async () => {
+		const store = redisStore({ client }, { prefix });
+		for (const operation of ["listBySubject", "deleteBySubject"] as const) {
+			for (const write of ["login", "subject change"] as const) {
+				const subject = `late-${runId()}`;
+				const key = randomKey();
+				if (write === "subject change") await store.set(key, makeRecord({ subject: `before-${runId()}` }), Date.now() + HOUR);
+				// The session's own write (an evalsha on its key) waits: the index, in another slot, is written first.
+				let held: (() => void) | undefined;
+				const slow = new Proxy(client, {
+					get(target, name) {
+						const value = Reflect.get(target, name, target) as unknown;
+						if (typeof value !== "function") return value;
+						const call = (...args: unknown[]) => (value as (...a: unknown[]) => unknown).apply(target, args);
+						if (name !== "evalsha") return call;
+						return async (...args: unknown[]) => {
+							if (args[2] === `${prefix}{${key}}`) await new Promise<void>((resolve) => (held = resolve));
+							return call(...args);
+						};
+					},
+				});
+				const writer = redisStore({ client: slow }, { prefix });
+				const writing =
+					write === "login"
+						? writer.set(key, makeRecord({ subject }), Date.now() + HOUR)
+						: writer.merge!(key, noChanges({ subject }), Date.now() + HOUR);
+				for (let waited = 0; held === undefined && waited < 2000; waited += 5) await sleep(5);
+				assert.ok(held, "the index is written, the session not yet");
+				await store[operation]!(subject);
+				held();
+				await writing;
+				const label = `${write} during ${operation}`;
+				assert.equal((await store.get(key))?.subject, subject, label);
+				assert.deepEqual((await store.listBySubject!(subject)).map((s) => s.key), [key], `${label}: listed once written`);
+				assert.equal(await store.deleteBySubject!(subject), 1, `${label}: "log out everywhere" finds it`);
+				assert.equal(await store.get(key), null, label);
+			}
+		}
 	});
 
 	it("lists and deletes one subject's sessions spread over every master", async () => {

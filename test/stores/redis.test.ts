@@ -92,9 +92,11 @@ describe("redis store", () => {
 		for (const prefix of ["", "a b", "tab\t", "{tag}:", "x}", "nul\u0000"]) {
 			assert.throws(() => redisStore({ client: fake }, { prefix }), SessionConfigError, JSON.stringify(prefix));
 		}
-		for (const timeout of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
-			assert.throws(() => redisStore({ client: fake }, { timeout }), SessionConfigError);
+		// Past 2147483 s, setTimeout would fire after 1 ms and fail every operation at once.
+		for (const timeout of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, 2_147_484, 3_000_000]) {
+			assert.throws(() => redisStore({ client: fake }, { timeout }), SessionConfigError, String(timeout));
 		}
+		assert.doesNotThrow(() => redisStore({ client: fake }, { timeout: 2_147_483 }));
 		assert.throws(() => redisStore({ client: {} as Redis }), SessionConfigError);
 		assert.throws(() => redisStore({ url: "" }), SessionConfigError);
 	});
@@ -201,6 +203,41 @@ describe("redis store", () => {
 			await store.delete(gone);
 			assert.deepEqual((await store.listBySubject!(subject)).map((s) => s.key).sort(), [short, long].sort());
 			assert.deepEqual((await redis.zrange(index, "0", "-1")).sort(), [short, long].sort(), "the deleted session left the index");
+		});
+
+		it("prunes a subject's member only on a check in the same script: a session that moves away and back while it is listed stays findable", async () => {
+			const store = redisStore({ client: redis }, { prefix });
+			const [alice, bob] = [`alice-${runId()}`, `bob-${runId()}`];
+			const H = HOUR;
+			for (const operation of ["listBySubject", "deleteBySubject"] as const) {
+				const key = randomKey();
+				await store.set(key, makeRecord({ subject: alice }), Date.now() + H);
+				await store.merge!(key, noChanges({ subject: bob }), Date.now() + H); // an admin impersonates bob...
+				// A lister whose prune of the index (any write after it has read the session as bob's) is
+				// slow. deleteBySubject's per-session scripts are not held: they read the session themselves.
+				let held: (() => void) | undefined;
+				const slow = new Proxy(redis, {
+					get(target, name) {
+						const value = Reflect.get(target, name, target) as unknown;
+						if (typeof value !== "function") return value;
+						const call = (...args: unknown[]) => (value as (...a: unknown[]) => unknown).apply(target, args);
+						if (name !== "zrem" && !(name === "evalsha" && operation === "listBySubject")) return call;
+						return async (...args: unknown[]) => {
+							await new Promise<void>((resolve) => (held = resolve));
+							return call(...args);
+						};
+					},
+				});
+				const listing = redisStore({ client: slow }, { prefix })[operation]!(alice);
+				for (let waited = 0; held === undefined && waited < 300; waited += 5) await sleep(5);
+				if (held === undefined) await listing; // it had nothing left to write once it had read
+				await store.merge!(key, noChanges({ subject: alice }), Date.now() + H); // ...and switches back
+				held?.();
+				await listing;
+				assert.deepEqual((await store.listBySubject!(alice)).map((s) => s.key), [key], `${operation}: the session is alice's again, and listed`);
+				assert.equal(await store.deleteBySubject!(alice), 1, `${operation}: "log out everywhere" finds it`);
+				assert.equal(await store.get(key), null);
+			}
 		});
 
 		it("deleteBySubject leaves a session that moved to another subject alone", async () => {
