@@ -23,8 +23,6 @@ export interface CookieStoreOptions {
 	 * @default 4096 (the most every major browser keeps)
 	 */
 	maxCookieBytes?: number;
-	/** The time source, epoch ms; pass the same clock as `createSessions`. @default Date.now */
-	clock?: () => number;
 }
 
 // The store never learns the cookie name: keep room for one of up to 63 characters and "=".
@@ -48,8 +46,9 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
  * AES-256-GCM (a key per secret, derived with HKDF-SHA-256). Nothing is stored on a server.
  *
  * `unseal` resolves `null`, never rejects, for a value that was tampered with, truncated,
- * sealed with a secret no longer in the list, in another format version, malformed, or whose
- * record has expired. `seal` rejects with `SessionTooLargeError` when the cookie would pass
+ * sealed with a secret no longer in the list, in another format version, or malformed. A record
+ * past its deadlines unseals all the same: `createSessions` checks them on every load and
+ * reports a `session-expired` event (a forged cookie is `cookie-rejected`). `seal` rejects with `SessionTooLargeError` when the cookie would pass
  * `maxCookieBytes`.
  *
  * Limits, because there is no server state: one session cannot be revoked before it expires,
@@ -81,8 +80,6 @@ export function cookieStore(options: CookieStoreOptions): SealedCookieStore {
 	if (!Number.isInteger(maxCookieBytes) || maxCookieBytes < 256 || maxCookieBytes > MAX_COOKIE_BYTES) {
 		throw new SessionConfigError("maxCookieBytes", `must be a whole number of bytes from 256 to ${MAX_COOKIE_BYTES} (browsers drop larger cookies), got ${String(maxCookieBytes)}.`);
 	}
-	const clock = options.clock ?? Date.now;
-	if (typeof clock !== "function") throw new SessionConfigError("clock", "must be a function returning epoch milliseconds.");
 
 	const secretList: readonly string[] = [...secrets];
 	const sealer = nodeCrypto && typeof Buffer === "function" ? nodeSealer(nodeCrypto, secretList) : webSealer(secretList);
@@ -96,10 +93,9 @@ export function cookieStore(options: CookieStoreOptions): SealedCookieStore {
 
 	function finishUnseal(json: string | null): StoredRecord | null {
 		if (json === null) return null;
-		const record = fromPayload(json);
-		if (record === null) return null;
-		const now = clock();
-		return now >= record.idleExpiresAt || now >= record.absoluteExpiresAt ? null : record;
+		// An expired record is returned: the manager checks the deadlines on every load, with the
+		// app's clock, and reports it as an expired session rather than as a forged cookie.
+		return fromPayload(json);
 	}
 
 	return {
