@@ -12,6 +12,7 @@ import { sleep } from "../helpers/keys.js";
 import { faultyStore, storeOf } from "../helpers/test-stores.js";
 import { assertErrorPageSeesStoreError, errorPageBody } from "../helpers/error-path-app.js";
 import { assertCutOffThenAnswered } from "../helpers/failed-commit.js";
+import { assertOneSessionThroughNestedMiddleware } from "../helpers/nested-middleware.js";
 import { answerWithCode, createExpressApp } from "./express-app.js";
 
 adapterConformance("express 5", async (sessions, options) => listen(createServer(createExpressApp(express, sessions, options))));
@@ -302,15 +303,7 @@ for (const [name, framework] of [["express 5", express], ["express 4", express4]
 					await server.close();
 					await sessions.close();
 				});
-				const first = await fetch(`${server.url}/api/count`);
-				assert.deepEqual(await first.json(), { n: 1, lastPath: "/api/count" }, "the router's middleware sees what the app's set");
-				const cookies = first.headers.getSetCookie();
-				assert.equal(cookies.length, 1, cookies.join(" | "));
-				const cookie = cookies[0]!.split(";")[0]!;
-				const second = await fetch(`${server.url}/api/count`, { headers: { cookie } });
-				assert.deepEqual(await second.json(), { n: 2, lastPath: "/api/count" });
-				assert.deepEqual(second.headers.getSetCookie(), []);
-				assert.deepEqual(await (await fetch(`${server.url}/data`, { headers: { cookie } })).json(), { lastPath: "/data", n: 2 }, "both changes were committed");
+				await assertOneSessionThroughNestedMiddleware(server.url);
 			});
 
 			it(`${name}: session middlewares of two managers on one request commit both sessions${behind} (${storeName} store)`, async (t) => {

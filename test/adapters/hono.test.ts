@@ -20,6 +20,7 @@ import { getSession, sessionMiddleware } from "sessionkit/hono";
 import { createApp } from "../../examples/hono/app.js";
 import { adapterConformance, listen } from "../adapter-conformance.js";
 import { setCookiesOf } from "../helpers/cookie-jar.js";
+import { assertOneSessionThroughNestedMiddleware } from "../helpers/nested-middleware.js";
 import { assertErrorPageSeesStoreError, assertLogOutOnError, dataOf, errorPageBody, loggedIn } from "../helpers/error-path-app.js";
 import { faultyStore, STORE_KINDS, storeOf } from "../helpers/test-stores.js";
 
@@ -202,8 +203,11 @@ it("hono: a store failing during the error path's commit reaches onError again, 
 	assert.deepEqual(rejections, []);
 });
 
-it("hono: a Response object the handler returns for every request carries no user's cookie to the next", async (t) => {
-	const sessions = createSessions();
+/**
+ * An app whose routes answer with one Response object made once: POST `/login?user=` stores the
+ * user and returns it, `/ping` returns it too, `/me` answers the session's user.
+ */
+async function serveSharedResponse(t: TestContext, sessions: SessionManager): Promise<{ url: string }> {
 	const app = new Hono();
 	app.use(sessionMiddleware(sessions));
 	const noContent = new Response(null, { status: 204 }); // one answer for every request, made once
@@ -215,6 +219,12 @@ it("hono: a Response object the handler returns for every request carries no use
 	app.get("/ping", () => noContent);
 	const server = await listen(createServer(getRequestListener(app.fetch)));
 	t.after(() => Promise.all([server.close(), sessions.close()]));
+	return server;
+}
+
+it("hono: a Response object the handler returns for every request carries no user's cookie to the next", async (t) => {
+	const sessions = createSessions();
+	const server = await serveSharedResponse(t, sessions);
 	const alice = await fetch(`${server.url}/login?user=alice`, { method: "POST" });
 	const bob = await fetch(`${server.url}/login?user=bob`, { method: "POST" });
 	assert.equal(bob.status, 204);
@@ -251,15 +261,7 @@ for (const kind of STORE_KINDS) {
 		app.get("/data", (c) => c.json(c.get("session").all()));
 		const server = await listen(createServer(getRequestListener(app.fetch)));
 		t.after(() => Promise.all([server.close(), sessions.close()]));
-		const first = await fetch(`${server.url}/api/count`);
-		assert.deepEqual(await first.json(), { n: 1, lastPath: "/api/count" }, "the sub-app's middleware sees what the app's set");
-		const cookies = first.headers.getSetCookie();
-		assert.equal(cookies.length, 1, cookies.join(" | "));
-		const cookie = cookies[0]!.split(";")[0]!;
-		const second = await fetch(`${server.url}/api/count`, { headers: { cookie } });
-		assert.deepEqual(await second.json(), { n: 2, lastPath: "/api/count" });
-		assert.deepEqual(second.headers.getSetCookie(), []);
-		assert.deepEqual(await (await fetch(`${server.url}/data`, { headers: { cookie } })).json(), { lastPath: "/data", n: 2 }, "both changes were committed");
+		await assertOneSessionThroughNestedMiddleware(server.url);
 	});
 
 	for (const how of ["app.route", "mount"] as const) {
@@ -355,17 +357,7 @@ it("hono: a Set-Cookie put on the Node response (c.env.outgoing) is kept beside 
 
 it("hono: a Response object returned for every request, to requests whose commits wait for the store in parallel, carries each one its own cookie only", async (t) => {
 	const sessions = createSessions({ store: await storeOf("file", t) });
-	const app = new Hono();
-	app.use(sessionMiddleware(sessions));
-	const noContent = new Response(null, { status: 204 }); // one answer for every request, made once
-	app.post("/login", (c) => {
-		c.get("session").set("user", c.req.query("user") ?? "");
-		return noContent;
-	});
-	app.get("/me", (c) => c.text(String(c.get("session").get("user"))));
-	app.get("/ping", () => noContent);
-	const server = await listen(createServer(getRequestListener(app.fetch)));
-	t.after(() => Promise.all([server.close(), sessions.close()]));
+	const server = await serveSharedResponse(t, sessions);
 	for (let round = 0; round < 5; round++) {
 		const users = [`alice${round}`, `bob${round}`, `carol${round}`];
 		const replies = await Promise.all(users.map((user) => fetch(`${server.url}/login?user=${user}`, { method: "POST" })));

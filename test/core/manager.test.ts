@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { createSessions, SessionStoreError, SessionUsageError } from "sessionkit";
-import type { Session, SessionEvent, SessionStore } from "sessionkit";
+import type { Session, SessionEvent, SessionManager, SessionStore } from "sessionkit";
 import { cookieStore } from "sessionkit/stores/cookie";
 import { memoryStore } from "sessionkit/stores/memory";
 import { testClock } from "../helpers/clock.js";
@@ -25,6 +25,21 @@ function setup(options: { idleTimeout?: number; absoluteTimeout?: number; touchA
 		onEvent: (e) => events.push(e),
 	});
 	return { sessions, clock, storeClock, calls: counted.calls, reset: counted.reset, events };
+}
+
+/**
+ * A read-only request due a touch (120 s on) commits after a parallel request renewed the
+ * session: it must send no cookie, whose old token would replace the renewed one in the
+ * browser and log the user out. Returns the renewing request.
+ */
+async function slowTouchAfterRenew(sessions: SessionManager, clock: { advance(seconds: number): void }, cookie: string) {
+	clock.advance(120);
+	const slow = await sessions.load(cookie);
+	slow.get("a");
+	const login = await request(sessions, cookie, (s) => s.renew());
+	const late = await sessions.commit(slow, { secure: false });
+	assert.equal(late.setCookie, null, "the old token would replace the renewed cookie and log the user out");
+	return login;
 }
 
 describe("one request", () => {
@@ -410,12 +425,7 @@ describe("cookies", () => {
 	it("with persist are not sent again by a touch after a parallel renew retired the token", async () => {
 		const { sessions, clock, events } = setup({ persist: true, idleTimeout: 600, touchAfter: 60 });
 		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);
-		clock.advance(120); // a touch is due
-		const slow = await sessions.load(cookie);
-		slow.get("a");
-		const login = await request(sessions, cookie, (s) => s.renew());
-		const late = await sessions.commit(slow, { secure: false });
-		assert.equal(late.setCookie, null, "the old token would replace the renewed cookie and log the user out");
+		const login = await slowTouchAfterRenew(sessions, clock, cookie);
 		assert.ok(events.some((e) => e.type === "session-lost"));
 		assert.equal((await request(sessions, cookieOf(login.setCookie))).session.get("a"), 1);
 	});
@@ -433,12 +443,7 @@ describe("cookies", () => {
 				})
 			).setCookie,
 		);
-		clock.advance(120); // a touch is due
-		const slow = await sessions.load(cookie);
-		slow.get("a");
-		const login = await request(sessions, cookie, (s) => s.renew());
-		const late = await sessions.commit(slow, { secure: false });
-		assert.equal(late.setCookie, null, "the old token would replace the renewed cookie and log the user out");
+		const login = await slowTouchAfterRenew(sessions, clock, cookie);
 		assert.equal(events.at(-1)?.type, "session-lost");
 		clock.advance(120);
 		const touched = await request(sessions, cookieOf(login.setCookie), (s) => assert.equal(s.get("a"), 1));
