@@ -108,7 +108,10 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 		// `new Response(null, { status: 204 })`), which a request that returned it earlier may still
 		// be sending (behind a middleware that awaits after next()): the cookie goes on a copy, cheap
 		// without a body. A body is read once, so a Response with one is this request's own.
-		if (c.res.body === null) replaceResponse(c, new Response(null, c.res));
+		// `body` is read only without a Content-Type, which a body has (c.text, c.json, c.html...):
+		// under @hono/node-server reading it turns the light Response into a full one, which cost
+		// a third of the req/s of a route that creates a session.
+		if (!c.res.headers.has("Content-Type") && c.res.body === null) replaceResponse(c, new Response(null, c.res));
 		// A Set-Cookie the app put on the Node response (`c.env.outgoing`) under @hono/node-server:
 		// node replaces it with the Response's Set-Cookie list, so it joins that list. Only when the
 		// Response has no Set-Cookie of its own, which would have replaced it without sessionkit.
@@ -122,8 +125,7 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 			addCookieHeaders(c.res.headers, setCookie, raw);
 		}
 		const cookies = raw === undefined ? setCookie : `${raw.join("\n")}\n${setCookie}`;
-		cookiesAdded.set(c.res, below === undefined ? cookies : `${below}\n${cookies}`);
-		addedIn.set(requestOf(c), c.res);
+		cookiesAdded.set(c.res, { cookies: below === undefined ? cookies : `${below}\n${cookies}`, request: requestOf(c) });
 	};
 }
 
@@ -134,7 +136,18 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
  * fifth. Such a Response is read once, so it is the request's own; if one comes back all the same
  * (its body was never read: a HEAD request's), the next user is answered with a copy without them.
  */
-const cookiesAdded = new WeakMap<Response, string>();
+const cookiesAdded = new WeakMap<Response, AddedCookies>();
+
+interface AddedCookies {
+	/** One per line. */
+	cookies: string;
+	/**
+	 * The request they were added for (see `requestOf`): found on `c.res` after `next()` in that
+	 * request, they are a middleware's below (another manager's), and stay; found in another
+	 * request, they are an earlier request's, and are taken off.
+	 */
+	request: object;
+}
 
 /**
  * The cookies that session middlewares below this one (another manager's: a sub-app's, a mounted
@@ -144,17 +157,10 @@ const cookiesAdded = new WeakMap<Response, string>();
 function cookiesBelow(c: Context): string | undefined {
 	const added = cookiesAdded.get(c.res);
 	if (added === undefined) return undefined;
-	if (addedIn.get(requestOf(c)) === c.res) return added;
-	replaceWithoutAddedCookies(c, added);
+	if (added.request === requestOf(c)) return added.cookies;
+	replaceWithoutAddedCookies(c, added.cookies);
 	return undefined;
 }
-
-/**
- * The Response that the session middlewares of a request (see `requestOf`) last added cookies
- * to: found in `cookiesAdded` after `next()`, it is that of a middleware below in this request
- * (another manager's), whose cookies stay, not an earlier request's.
- */
-const addedIn = new WeakMap<object, Response>();
 
 /**
  * The request, as the middlewares of every Hono app it passes through see it: the Node request
