@@ -243,11 +243,11 @@ function mergeStatement(t: string, shape: number): string {
 		if (shape & INCREMENT) {
 			base = `(SELECT b.base || COALESCE((
 				SELECT jsonb_object_agg(i.key, to_jsonb((
-					CASE WHEN (b.base ->> i.key) ~ '${JSON_NUMBER}' AND length(b.base ->> i.key) <= ${MAX_NUMBER_TEXT} THEN
-						CASE WHEN abs((b.base ->> i.key)::numeric) >= ${FLOAT8_UNDERFLOW} AND abs((b.base ->> i.key)::numeric) < ${FLOAT8_OVERFLOW} THEN (b.base ->> i.key)::float8 ELSE 0 END
+					CASE WHEN c.v ~ '${JSON_NUMBER}' AND length(c.v) <= ${MAX_NUMBER_TEXT} THEN
+						(SELECT CASE WHEN n.a >= ${FLOAT8_UNDERFLOW} AND n.a < ${FLOAT8_OVERFLOW} THEN c.v::float8 ELSE 0 END FROM (SELECT abs(c.v::numeric) AS a) AS n)
 					ELSE 0 END + i.value::float8
 				)::text))
-				FROM jsonb_each_text(${next()}::jsonb) AS i (key, value)
+				FROM jsonb_each_text(${next()}::jsonb) AS i (key, value), LATERAL (SELECT b.base ->> i.key AS v) AS c
 			), '{}'::jsonb) FROM (SELECT ${base} AS base) AS b)`;
 		}
 		columns.push(`data = ${base}`);
