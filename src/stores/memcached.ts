@@ -2,6 +2,7 @@ import type { Client } from "memjs";
 import { SessionConfigError, SessionStoreError } from "../core/errors.js";
 import type { AsyncSessionStore, StoredRecord } from "../core/store.js";
 import { describe } from "./internal/describe.js";
+import { checkTimeout } from "./internal/timeout.js";
 
 /** Where {@link memcachedStore} gets its connection: your own memjs client, or servers it connects to. */
 export type MemcachedConnection =
@@ -35,8 +36,6 @@ const MAX_KEY_BYTES = 250;
 const SESSION_KEY_LENGTH = 64;
 // memcached reads an expiry time above 30 days as an absolute unix time, not a duration.
 const MAX_RELATIVE_SECONDS = 30 * 24 * 60 * 60;
-// setTimeout (and memjs's socket timeouts) clamp a longer delay to 1 ms: every call would time out at once.
-const MAX_TIMEOUT_SECONDS = Math.floor(0x7fffffff / 1000);
 // memjs numbers requests with `seq &= 0xffffffff`, a signed 32-bit result: after 2^31 requests
 // on one client it turns negative, and every request then throws a RangeError (writeUInt32BE)
 // for the next 2^31. The store starts it again from 0 before that; a request numbered that low
@@ -61,12 +60,6 @@ function validatePrefix(prefix: unknown): string {
 	return prefix;
 }
 
-function validateTimeout(timeout: unknown): number {
-	if (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout <= 0 || timeout > MAX_TIMEOUT_SECONDS) {
-		throw new SessionConfigError("timeout", `must be a number of seconds above 0 and at most ${MAX_TIMEOUT_SECONDS}, got ${describe(timeout)}.`);
-	}
-	return timeout;
-}
 
 // memjs's form of one server: [user:password@]host[:port], port 11211 if absent.
 const SERVER = /^(?:[^@\s]*@)?[A-Za-z0-9._-]+(?::(\d{1,5}))?$/;
@@ -156,7 +149,7 @@ async function connect(servers: string, timeout: number): Promise<Client> {
  */
 export function memcachedStore(connection: MemcachedConnection, options: MemcachedStoreOptions = {}): AsyncSessionStore {
 	const prefix = validatePrefix(options?.prefix ?? "sess:");
-	const timeoutSeconds = validateTimeout(options?.timeout ?? 5);
+	const timeoutSeconds = checkTimeout(options?.timeout, 5);
 
 	let ready: Promise<Client>;
 	let owned = false;

@@ -1,6 +1,7 @@
 import type { Collection, Document, Filter, MongoClient } from "mongodb";
 import { SessionConfigError, SessionError, SessionStoreError } from "../core/errors.js";
 import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } from "../core/store.js";
+import { checkTimeout } from "./internal/timeout.js";
 
 /**
  * One session as the MongoDB store keeps it. Field names inside `data` and `flash` are
@@ -74,9 +75,6 @@ export interface MongoDBStore extends AsyncSessionStore {
 type SessionCollection = Collection<MongoDBSessionDocument>;
 
 const NAME = "mongodb";
-// The driver's timers (serverSelectionTimeoutMS with url) clamp a longer delay to 1 ms: a
-// server selection would fail at once.
-const MAX_TIMEOUT_SECONDS = Math.floor(0x7fffffff / 1000);
 // Characters MongoDB refuses in database names (and "." which would end one).
 const DATABASE_NAME = /^[^/\\. "$*<>:|?\0]{1,63}$/;
 const COLLECTION_NAME = /^(?!system\.)[^$\0]{1,120}$/;
@@ -241,10 +239,7 @@ export function mongodbStore(source: MongoDBSource, options: MongoDBStoreOptions
 	checkSource(source);
 	if (typeof options !== "object" || options === null) fail("options", "must be an object: { createIndexes?, timeout? }.");
 	checkKeys(options, OPTION_KEYS);
-	const timeout = options.timeout ?? 5;
-	if (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout <= 0 || timeout > MAX_TIMEOUT_SECONDS) {
-		fail("timeout", `must be a positive number of seconds, at most ${MAX_TIMEOUT_SECONDS}, got ${String(timeout)}.`);
-	}
+	const timeout = checkTimeout(options.timeout, 5);
 	const createIndexes = options.createIndexes ?? true;
 	if (typeof createIndexes !== "boolean") fail("createIndexes", `must be true or false, got ${String(createIndexes)}.`);
 	const maxTimeMS = Math.ceil(timeout * 1000);

@@ -6,7 +6,8 @@ import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } f
 import { describe } from "./internal/describe.js";
 import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
 import type { TableName } from "./internal/sql-common.js";
-import { checkConnection, checkCreateTable, checkTimeout, jsonColumn, messageOf, onceUntilSuccess, parseTable, withDeadline } from "./internal/sql-common.js";
+import { checkConnection, checkCreateTable, jsonColumn, messageOf, onceUntilSuccess, parseTable, withDeadline } from "./internal/sql-common.js";
+import { checkTimeout } from "./internal/timeout.js";
 
 /** How {@link postgresStore} reaches the database: the app's pool, or a URL for a pool of its own. */
 export type PostgresStoreConnection =

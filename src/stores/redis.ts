@@ -3,6 +3,7 @@ import { errorMonitor } from "node:events";
 import type { Cluster, Redis } from "ioredis";
 import { SessionConfigError, SessionStoreError } from "../core/errors.js";
 import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } from "../core/store.js";
+import { checkTimeout } from "./internal/timeout.js";
 
 /** Where {@link redisStore} gets its connection: your own client, or a URL it connects to itself. */
 export type RedisConnection =
@@ -279,15 +280,6 @@ function validatePrefix(prefix: unknown): string {
 	return prefix;
 }
 
-// setTimeout clamps a longer delay to 1 ms, which would fail every operation at once.
-const MAX_TIMEOUT_SECONDS = Math.floor(0x7fffffff / 1000);
-
-function validateTimeout(timeout: unknown): number {
-	if (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout <= 0 || timeout > MAX_TIMEOUT_SECONDS) {
-		throw new SessionConfigError("timeout", `must be a positive number of seconds, at most ${MAX_TIMEOUT_SECONDS}, got ${String(timeout)}.`);
-	}
-	return timeout;
-}
 
 /** Escapes Redis glob characters, so a prefix such as "app*:" matches only itself in SCAN. */
 function escapeGlob(text: string): string {
@@ -432,7 +424,7 @@ async function connect(url: string, onError: (error: Error) => void): Promise<Re
  */
 export function redisStore(connection: RedisConnection, options: RedisStoreOptions = {}): AsyncSessionStore {
 	const prefix = validatePrefix(options.prefix ?? "sess:");
-	const timeoutMs = validateTimeout(options.timeout ?? 5) * 1000;
+	const timeoutMs = checkTimeout(options.timeout, 5) * 1000;
 
 	let ready: Promise<Client>;
 	/** The client once `ready` has it: operations then skip a wait on `ready`. */

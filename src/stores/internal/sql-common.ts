@@ -12,8 +12,6 @@ const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 // Index names are `<name>_expires_at_idx`: 48 + 15 characters stay within PostgreSQL's 63.
 const MAX_NAME = 48;
 const MAX_SCHEMA = 63;
-// setTimeout clamps a longer delay to 1 ms, which would turn a deadline into an instant failure.
-const MAX_TIMEOUT_SECONDS = Math.floor(0x7fffffff / 1000);
 
 /**
  * Splits and checks `table` (`"sessions"` or `"schema.sessions"`). Each part is a plain SQL
@@ -37,15 +35,6 @@ export function parseTable(table: unknown): TableName {
 		);
 	}
 	return { schema, name };
-}
-
-/** `timeout ?? fallback`, checked: a positive number of seconds. Throws `SessionConfigError` otherwise. */
-export function checkTimeout(timeout: unknown, fallback: number): number {
-	const seconds = timeout ?? fallback;
-	if (typeof seconds !== "number" || !Number.isFinite(seconds) || seconds <= 0 || seconds > MAX_TIMEOUT_SECONDS) {
-		throw new SessionConfigError("timeout", `must be a number of seconds above 0 and at most ${MAX_TIMEOUT_SECONDS}, got ${describe(seconds)}.`);
-	}
-	return seconds;
 }
 
 /** `createTable ?? true`, checked. Throws `SessionConfigError` for anything but a boolean. */
