@@ -165,16 +165,16 @@ class Manager<Data extends object> implements SessionManager<Data> {
 	}
 
 	load(cookieHeader: string | null | undefined, onUse?: (session: Session<Data>) => void): Session<Data> | Promise<Session<Data>> {
-		const { codec, clock, idleTimeoutMs, absoluteTimeoutMs, cookie } = this.options;
-		if (cookieHeader === undefined || cookieHeader === null || cookieHeader === "") return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, cookie.persist, NOTHING_TO_LOAD, onUse);
-		if (this.#lazy) return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, cookie.persist, () => this.#loadLazily(cookieHeader), onUse);
+		if (cookieHeader === undefined || cookieHeader === null || cookieHeader === "") return this.#sessionOf(NOTHING_TO_LOAD, onUse);
+		if (this.#lazy) return this.#sessionOf(() => this.#loadLazily(cookieHeader), onUse);
 		const loaded = runSteps(this.#loadSteps(cookieHeader));
-		return isPromiseLike(loaded) ? loaded.then((record) => this.#sessionOf(record, onUse)) : this.#sessionOf(loaded, onUse);
+		return isPromiseLike(loaded) ? loaded.then((record) => this.#sessionOf(record ?? undefined, onUse)) : this.#sessionOf(loaded ?? undefined, onUse);
 	}
 
-	#sessionOf(loaded: LoadedRecord | null, onUse: ((session: Session<Data>) => void) | undefined): Session<Data> {
+	/** A session with the app's options, from `source` (see the `Session` constructor). */
+	#sessionOf(source: LoadedRecord | (() => LazyLoad) | undefined, onUse?: (session: Session<Data>) => void): Session<Data> {
 		const { codec, clock, idleTimeoutMs, absoluteTimeoutMs, cookie } = this.options;
-		return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, cookie.persist, loaded ?? undefined, onUse);
+		return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, cookie.persist, source, onUse);
 	}
 
 	/**
@@ -306,8 +306,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 	}
 
 	unavailable(error: unknown): Session<Data> {
-		const { codec, clock, idleTimeoutMs, absoluteTimeoutMs, cookie } = this.options;
-		return new Session<Data>(codec, clock, idleTimeoutMs, absoluteTimeoutMs, cookie.persist, () => {
+		return this.#sessionOf(() => {
 			throw error;
 		});
 	}

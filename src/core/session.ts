@@ -161,10 +161,15 @@ function flashOutOf(state: SessionState): Map<string, string> {
 	return state.flashOut === NO_STRINGS ? (state.flashOut = new Map()) : state.flashOut;
 }
 
+/** Stored keys the handler never sees: names that could pollute prototypes, and sessionkit's own. */
+function isHiddenKey(key: string): boolean {
+	return isForbiddenKey(key) || key === REMEMBER_ME_KEY;
+}
+
 /** True if the stored data (not this request's changes) holds `key`, and `delete` or `clear` has not hidden it. */
 function inBase(state: SessionState, key: string): boolean {
 	const base = state.base;
-	return base !== null && Object.hasOwn(base, key) && !isForbiddenKey(key) && key !== REMEMBER_ME_KEY && !state.deleted.has(key);
+	return base !== null && Object.hasOwn(base, key) && !isHiddenKey(key) && !state.deleted.has(key);
 }
 
 /** The entry under `key` as this request sees it; a stored value gets its entry on first read. */
@@ -189,7 +194,7 @@ function foldEntries<A>(state: SessionState, step: (acc: A, key: string, encoded
 	const base = state.base;
 	if (base !== null) {
 		for (const key of Object.keys(base)) {
-			if (isForbiddenKey(key) || key === REMEMBER_ME_KEY) continue;
+			if (isHiddenKey(key)) continue;
 			const entry = state.data.get(key);
 			if (entry !== undefined) acc = step(acc, key, entry.encoded);
 			else if (!state.deleted.has(key)) acc = step(acc, key, base[key]!);

@@ -48,8 +48,8 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
  * `unseal` resolves `null`, never rejects, for a value that was tampered with, truncated,
  * sealed with a secret no longer in the list, in another format version, or malformed. A record
  * past its deadlines unseals all the same: `createSessions` checks them on every load and
- * reports a `session-expired` event (a forged cookie is `cookie-rejected`). `seal` rejects with `SessionTooLargeError` when the cookie would pass
- * `maxCookieBytes`.
+ * reports a `session-expired` event (a forged cookie is `cookie-rejected`). `seal` rejects with
+ * `SessionTooLargeError` when the cookie would pass `maxCookieBytes`.
  *
  * Limits, because there is no server state: one session cannot be revoked before it expires,
  * "log out everywhere" is impossible, and `renew()` only re-seals (an old cookie stays valid
