@@ -3,10 +3,9 @@
  * runs, Node (through @hono/node-server), Bun, Deno and Workers alike.
  */
 import type { Context, MiddlewareHandler } from "hono";
-import { ADAPTER_SLOT } from "../core/session.js";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError } from "../index.js";
-import { assertManager, cancelWebBody, CommitRequest, forwardedHTTPS, isPromiseLike, varyWithCookie } from "./internal/common.js";
+import { assertManager, cancelWebBody, claimSession, CommitRequest, forwardedHTTPS, isClaimedBy, isPromiseLike, varyWithCookie } from "./internal/common.js";
 
 declare module "hono" {
 	interface ContextVariableMap {
@@ -69,7 +68,7 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 		// one made is kept and committed by it. Loaded again, it would miss the changes made in
 		// between, and both would be committed, with two cookies for a new session.
 		const previous = c.get("session") as Session<object> | null | undefined;
-		if (previous?.[ADAPTER_SLOT] === sessions) return next();
+		if (isClaimedBy(previous, sessions)) return next();
 		let session: Session<Data>;
 		try {
 			const loaded = sessions.load(cookieHeaderOf(c));
@@ -80,7 +79,7 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 			throw error;
 		}
 		// Which manager made it, for a sessionMiddleware of the same manager further down.
-		session[ADAPTER_SLOT] = sessions;
+		claimSession(session, sessions);
 		c.set("session", session as Session<object> as Session<AppSessionData>);
 		await next();
 		let below = cookiesBelow(c);

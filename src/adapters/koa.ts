@@ -1,8 +1,7 @@
 import type { Context, ExtendableContext, Middleware } from "koa";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
-import { ADAPTER_SLOT } from "../core/session.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError, SessionUsageError } from "../index.js";
-import { assertManager, cancelWebBody, isPromiseLike, isResponse } from "./internal/common.js";
+import { assertManager, cancelWebBody, claimSession, isClaimedBy, isPromiseLike, isResponse } from "./internal/common.js";
 import { applyCommit, commitFor, hookBeforeHeaders } from "./internal/node-response.js";
 
 declare module "koa" {
@@ -47,7 +46,7 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 	return async (ctx, next) => {
 		// Used again below (a composed sub-app, a router): the session the first one made is kept.
 		const previous = (ctx as unknown as { session?: Session<Data> | null }).session;
-		if (previous?.[ADAPTER_SLOT] === sessions) return passThrough(sessions, previous, next);
+		if (isClaimedBy(previous, sessions)) return passThrough(sessions, previous, next);
 		let session: Session<Data>;
 		try {
 			const loaded = sessions.load(ctx.headers.cookie);
@@ -58,7 +57,7 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 			throw error;
 		}
 		// Which manager made it, for a sessionMiddleware of the same manager further down.
-		session[ADAPTER_SLOT] = sessions;
+		claimSession(session, sessions);
 		(ctx as { session: unknown }).session = session;
 		try {
 			await next();

@@ -4,9 +4,26 @@
  */
 import type { SessionManager } from "../../index.js";
 import { SessionConfigError } from "../../index.js";
+import { ADAPTER_SLOT } from "../../core/session.js";
 
 // The core's own test for "still running", so adapters and core agree on what a promise is.
 export { isPromiseLike } from "../../core/steps.js";
+
+/**
+ * Marks `session` as the one `sessions`' middleware made for the request (Koa, Hono), so that a
+ * middleware of the same manager further down (a sub-app's, a router's) keeps it.
+ */
+export function claimSession(session: Slotted, sessions: object): void {
+	session[ADAPTER_SLOT] = sessions;
+}
+
+/** True if `sessions`' middleware made `session` (see `claimSession`). */
+export function isClaimedBy<S extends Slotted>(session: S | null | undefined, sessions: object): session is S {
+	return session?.[ADAPTER_SLOT] === sessions;
+}
+
+/** A session, as far as `claimSession` needs it. */
+type Slotted = { [ADAPTER_SLOT]: unknown };
 
 /** A Web `Response` (by its tag, as Fastify tells one, so a polyfill's counts too). */
 export function isResponse(value: unknown): value is Response {
