@@ -52,6 +52,10 @@ export interface HonoSessionOptions {
  * `Set-Cookie` the app put on the Node response (`c.env.outgoing`) is kept beside the session
  * cookie.
  *
+ * Register `etag()` after this middleware: registered before it, its 304 answer keeps only the
+ * headers of its `retainedHeaders`, which leave out `Set-Cookie`, so a session created, renewed
+ * or refreshed on a revalidated page would lose its cookie.
+ *
  * @example
  * const app = new Hono();
  * app.use(sessionMiddleware(createSessions({ store })));

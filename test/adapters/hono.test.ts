@@ -397,3 +397,29 @@ it("hono: a Response object returned for every request is not given a cookie whi
 	logged();
 	assert.deepEqual((await ping).headers.getSetCookie(), [], "the anonymous request does not get alice's cookie");
 });
+
+it("hono: with etag() registered after sessionMiddleware, a 304 still carries the session cookie", async (t) => {
+	const { etag } = await import("hono/etag");
+	const sessions = createSessions();
+	const app = new Hono();
+	app.use(sessionMiddleware(sessions));
+	app.use(etag());
+	app.get("/page", (c) => {
+		if (c.req.query("visit") !== undefined) c.get("session").increment("visits");
+		return c.text("the same page");
+	});
+	app.get("/visits", (c) => c.text(String(c.get("session").get("visits"))));
+	const server = await listen(createServer(getRequestListener(app.fetch)));
+	t.after(() => Promise.all([server.close(), sessions.close()]));
+	const first = await fetch(`${server.url}/page`);
+	const tag = first.headers.get("etag");
+	assert.ok(tag, "etag() tagged the page");
+	const revalidated = await fetch(`${server.url}/page?visit`, { headers: { "If-None-Match": tag } });
+	assert.equal(revalidated.status, 304);
+	const [cookie] = setCookiesOf(revalidated);
+	assert.equal(cookie?.name, "sid");
+	const next = await fetch(`${server.url}/page?visit`, { headers: { Cookie: `sid=${cookie!.value}`, "If-None-Match": tag } });
+	assert.equal(next.status, 304);
+	const visits = await fetch(`${server.url}/visits`, { headers: { Cookie: `sid=${cookie!.value}` } });
+	assert.equal(await visits.text(), "2", "both revalidated requests were committed");
+});
