@@ -1,11 +1,12 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, rmdir, stat, unlink, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { SessionConfigError, SessionError, SessionStoreError } from "../core/errors.js";
 import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } from "../core/store.js";
 import { applyChanges } from "../core/store.js";
 import { describe } from "./internal/describe.js";
 import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
+import { checkTimeout } from "./internal/timeout.js";
 
 /** Options of {@link fileStore}. */
 export interface FileStoreOptions {
@@ -15,6 +16,13 @@ export interface FileStoreOptions {
 	gcInterval?: number;
 	/** The time source, epoch ms. Expiry is checked against it on every read. @default Date.now */
 	clock?: () => number;
+	/**
+	 * Seconds a write may wait for another process's lock on its session file before it rejects
+	 * with `SessionStoreError` (fractions allowed). Longer than the 10 s after which a lock counts as
+	 * left by a crash, so such a lock delays the next write of its session instead of failing it.
+	 * @default 15
+	 */
+	lockTimeout?: number;
 }
 
 type Capabilities = "merge" | "listBySubject" | "deleteBySubject" | "count" | "gc" | "close";
@@ -37,8 +45,16 @@ const KEY = /^[0-9a-f]{64}$/;
 const SHARD = /^[0-9a-f]{2}$/;
 const RECORD_FILE = /^([0-9a-f]{64})\.json$/;
 const TEMP_FILE = /^[0-9a-f]{64}\.json\.[0-9a-f]+\.tmp$/;
+// `<key>.json.lock` and `<key>.json.lock.breaking`: see `acquire` and `breakStaleLock`.
+const LOCK_DIR = /^[0-9a-f]{64}\.json\.lock(\.breaking)?$/;
 // A temp file lives for the milliseconds of one write; one this old was left by a crash.
 const STALE_TEMP_MS = 10 * 60_000;
+// A lock is held for the milliseconds of one read and one write; one this old was left by a
+// crash (or its holder has been frozen that long: see breakStaleLock).
+const STALE_LOCK_MS = 10_000;
+// Waiting for a lock: the first retry after about 1 ms, doubling up to about 25 ms.
+const FIRST_RETRY_MS = 1;
+const LAST_RETRY_MS = 25;
 
 // The write queues of every file store in this process, one per session file (`<dir>\0<key>`,
 // `dir` resolved): two stores on one dir (two createSessions, a store made per request, a
@@ -48,6 +64,21 @@ const queues = new Map<string, Promise<unknown>>();
 
 function isMissing(error: unknown): boolean {
 	return (error as NodeJS.ErrnoException | null)?.code === "ENOENT";
+}
+
+/** `mkdir` found the directory there already: the lock is held. */
+function isHeld(error: unknown): boolean {
+	return (error as NodeJS.ErrnoException | null)?.code === "EEXIST";
+}
+
+function sleep(ms: number): Promise<void> {
+	return new Promise((done) => setTimeout(done, ms));
+}
+
+/** The pause before retry number `retry` (0-based) for a held lock: doubling, capped, with jitter so waiting processes do not retry in step. */
+function backoff(retry: number): number {
+	const ceiling = Math.min(LAST_RETRY_MS, FIRST_RETRY_MS * 2 ** retry);
+	return ceiling / 2 + Math.random() * (ceiling / 2);
 }
 
 function isMap(value: unknown): boolean {
@@ -82,7 +113,7 @@ function parse(text: string): FileContent | null {
 
 /**
  * Sessions as JSON files, one per session, under `dir/<first two hex of the key>/<key>.json`:
- * durable across restarts with no database, for a single server.
+ * durable across restarts with no database, for one machine (one process or several).
  *
  * Keys are used in a path only if they are 64 lowercase hex characters (the shape of every key
  * the core makes). Any other key is treated as absent: `get` resolves `null`, `delete` and
@@ -93,20 +124,25 @@ function parse(text: string): FileContent | null {
  * crash mid-write leaves the previous record readable; there is no fsync, so a power cut can
  * lose the latest write. A record past its expiry is never returned; gc deletes its file every
  * `gcInterval` seconds (unref'd timer) or when `gc()` is called, along with temp files
- * older than ten minutes.
+ * older than ten minutes and locks older than 10 seconds.
  *
- * `set`, `replace`, `merge`, `touch` and `delete` on one key run one after another within this
- * process, through every file store on the same `dir` (the path as resolved), so parallel merges
- * add up and a slow write never brings back a deleted session. Across several processes sharing
- * `dir` that does not hold: their read-modify-writes can interleave, lose an update, and bring a
- * deleted session back. Use the SQLite store (or a server store) for more than one process.
+ * `set`, `replace`, `merge`, `touch` and `delete` on one key run one after another, so parallel
+ * merges add up and a slow write never brings back a deleted session: within this process
+ * through a queue per key shared by every file store on the same `dir` (the path as resolved),
+ * and across processes on one `dir` (node cluster, pm2 workers) through a lock per key, the
+ * directory `<key>.json.lock`, created before the write and removed after it: one create and one
+ * remove per write; `get` takes no lock. A write waits up to `lockTimeout` seconds for another
+ * process's lock, then rejects with `SessionStoreError`. A lock older than 10 seconds counts as
+ * left by a crash and is removed, so a crash delays the next write of its session by at most
+ * that; a process frozen longer than that in the middle of a write (a paused VM, an event loop
+ * blocked for seconds) can lose its lock and race the next writer.
  *
  * `listBySubject`, `deleteBySubject`, `count` and `gc` read every session file: O(n) in the
  * number of sessions.
  *
  * File-system failures (permission denied, disk full) reject with `SessionStoreError` carrying
  * the error as `cause`. Throws `SessionConfigError` at construction for a missing `dir` or a bad
- * `gcInterval` or `clock`.
+ * `gcInterval`, `lockTimeout` or `clock`.
  *
  * @example
  * const sessions = createSessions({ store: fileStore({ dir: "/var/lib/myapp/sessions" }) });
@@ -119,6 +155,7 @@ export function fileStore(options: FileStoreOptions): FileStore {
 	const gcInterval = validateGCInterval(options.gcInterval, 300);
 	const clock = options.clock ?? Date.now;
 	if (typeof clock !== "function") throw new SessionConfigError("clock", "must be a function returning epoch milliseconds.");
+	const lockWaitMs = checkTimeout(options.lockTimeout, 15, "lockTimeout") * 1000;
 
 	// The prefix of this dir's entries in `queues`.
 	const queued = `${dir}\0`;
@@ -155,6 +192,131 @@ export function fileStore(options: FileStoreOptions): FileStore {
 
 	function fileOf(key: string): string {
 		return join(shardOf(key), `${key}.json`);
+	}
+
+	function lockOf(key: string): string {
+		return `${fileOf(key)}.lock`;
+	}
+
+	/** Milliseconds since `path` was last modified, or `null` if it is gone. */
+	async function ageOf(path: string): Promise<number | null> {
+		try {
+			// mtime is wall-clock time (the file server's, on a network file system), whatever the injected clock says.
+			return Date.now() - (await stat(path)).mtimeMs;
+		} catch (error) {
+			if (isMissing(error)) return null;
+			throw error;
+		}
+	}
+
+	async function removeDir(path: string): Promise<void> {
+		await rm(path, { recursive: true, force: true });
+	}
+
+	/**
+	 * Takes `key`'s lock against other processes by creating the directory `<key>.json.lock`;
+	 * resolves its path. `mkdir` rather than `open(..., "wx")`: it is atomic on every OS and on
+	 * network file systems (old NFS clients emulate O_EXCL with a racy check), and it leaves no
+	 * descriptor to close, so a write costs one create and one remove. A held lock is retried with
+	 * backoff until `lockTimeout`, breaking it if it is stale.
+	 *
+	 * Resolves `null` if `key`'s shard directory does not exist and `makeShard` is false: no file
+	 * of `key` exists then either, so there is nothing to lock (and no directory is created).
+	 */
+	async function acquire(key: string, makeShard: boolean): Promise<string | null> {
+		const lock = lockOf(key);
+		const deadline = Date.now() + lockWaitMs;
+		for (let retry = 0; ; retry++) {
+			try {
+				await mkdir(lock, { mode: 0o700 });
+				return lock;
+			} catch (error) {
+				if (isMissing(error)) {
+					if (!makeShard) return null;
+					await mkdir(shardOf(key), { recursive: true, mode: 0o700 });
+					continue;
+				}
+				if (!isHeld(error)) throw error;
+			}
+			const retryNow = await breakStaleLock(lock);
+			const left = deadline - Date.now();
+			if (left <= 0) {
+				throw new SessionStoreError(STORE, `a lock on the session file could not be taken within ${lockWaitMs} ms (lockTimeout): ${lock} is held by another writer.`);
+			}
+			if (!retryNow) await sleep(Math.min(backoff(retry), left));
+		}
+	}
+
+	async function release(lock: string): Promise<void> {
+		try {
+			await rmdir(lock);
+		} catch (error) {
+			// Gone: another process broke it as stale (see breakStaleLock); there is nothing to release.
+			if (!isMissing(error)) throw error;
+		}
+	}
+
+	/**
+	 * Removes `lock` if it is older than STALE_LOCK_MS (its holder crashed); resolves whether the
+	 * caller should try to take it again at once (broken, or released meanwhile).
+	 *
+	 * Two waiters can see the same stale lock. If each removed it, the second could remove the
+	 * fresh lock the first has just taken in its place, and both would write. So only the holder
+	 * of a second lock, `<lock>.breaking`, removes `lock`, and only after checking its age again
+	 * while holding it. Two processes can still hold one key at once only if
+	 * - a holder is alive but has not released for STALE_LOCK_MS (a frozen process or VM, an event
+	 *   loop blocked that long): its lock is broken, and its late release removes the next
+	 *   holder's lock too; or
+	 * - a process crashed in the microseconds it held `<lock>.breaking`, and two waiters then
+	 *   remove that stale breaker at once (the same race one level down, after a crash there).
+	 */
+	async function breakStaleLock(lock: string): Promise<boolean> {
+		const age = await ageOf(lock);
+		if (age === null) return true;
+		if (age <= STALE_LOCK_MS) return false;
+		const breaker = `${lock}.breaking`;
+		if (!(await takeBreaker(breaker))) return false;
+		try {
+			// Another waiter may have broken the stale lock and taken a fresh one since we looked.
+			const again = await ageOf(lock);
+			if (again !== null && again > STALE_LOCK_MS) await removeDir(lock);
+		} finally {
+			await removeDir(breaker);
+		}
+		return true;
+	}
+
+	/** Takes `breaker` (see breakStaleLock); `false` if another waiter holds it. One left by a crash is removed and taken. */
+	async function takeBreaker(breaker: string): Promise<boolean> {
+		for (let tries = 0; tries < 2; tries++) {
+			try {
+				await mkdir(breaker, { mode: 0o700 });
+				return true;
+			} catch (error) {
+				if (!isHeld(error)) throw error;
+			}
+			const age = await ageOf(breaker);
+			if (age !== null && age <= STALE_LOCK_MS) return false;
+			if (age !== null) await removeDir(breaker);
+		}
+		return false;
+	}
+
+	/**
+	 * Runs `task` after every earlier task on `key` in this process, holding `key`'s lock against
+	 * other processes. With `makeShard` false and no shard directory for `key` (so no file of it
+	 * either), resolves `false` without running `task`.
+	 */
+	function exclusive<T>(key: string, makeShard: boolean, task: () => Promise<T>): Promise<T | false> {
+		return serialised(key, async () => {
+			const lock = await acquire(key, makeShard);
+			if (lock === null) return false;
+			try {
+				return await task();
+			} finally {
+				await release(lock);
+			}
+		});
 	}
 
 	async function read(file: string): Promise<FileContent | null> {
@@ -202,16 +364,24 @@ export function fileStore(options: FileStoreOptions): FileStore {
 	}
 
 	async function removeIfStale(temp: string): Promise<void> {
-		try {
-			// mtime is wall-clock time, whatever the injected clock says.
-			if (Date.now() - (await stat(temp)).mtimeMs > STALE_TEMP_MS) await rm(temp, { force: true });
-		} catch (error) {
-			if (!isMissing(error)) throw error;
-		}
+		const age = await ageOf(temp);
+		if (age !== null && age > STALE_TEMP_MS) await rm(temp, { force: true });
 	}
 
-	/** Calls `visit` for every session file and every stray temp file, shard by shard. */
-	async function scan(visit: (entry: { key: string; content: FileContent | null } | { temp: string }) => Promise<void>): Promise<void> {
+	/** gc of a lock a crash left: a stale `<key>.json.lock` is broken as a waiting writer would; a stale breaker is removed. */
+	async function removeIfStaleLock(lock: string): Promise<void> {
+		if (!lock.endsWith(".breaking")) {
+			await breakStaleLock(lock);
+			return;
+		}
+		const age = await ageOf(lock);
+		if (age !== null && age > STALE_LOCK_MS) await removeDir(lock);
+	}
+
+	/** Calls `visit` for every session file, every stray temp file and every lock directory, shard by shard. */
+	async function scan(
+		visit: (entry: { key: string; content: FileContent | null } | { temp: string } | { lock: string }) => Promise<void>,
+	): Promise<void> {
 		let shards: string[];
 		try {
 			shards = (await readdir(dir)).filter((name) => SHARD.test(name));
@@ -231,6 +401,7 @@ export function fileStore(options: FileStoreOptions): FileStore {
 				const key = RECORD_FILE.exec(name)?.[1];
 				if (key !== undefined && key.startsWith(shard)) await visit({ key, content: await read(join(dir, shard, name)) });
 				else if (TEMP_FILE.test(name)) await visit({ temp: join(dir, shard, name) });
+				else if (LOCK_DIR.test(name)) await visit({ lock: join(dir, shard, name) });
 			}
 		}
 	}
@@ -239,7 +410,7 @@ export function fileStore(options: FileStoreOptions): FileStore {
 	function update(operation: string, key: string, change: (content: FileContent) => FileContent): Promise<boolean> {
 		if (!KEY.test(key)) return Promise.resolve(false);
 		return attempt(operation, () =>
-			serialised(key, async () => {
+			exclusive(key, false, async () => {
 				const content = await readLive(key);
 				if (!content) return false;
 				await write(key, change(content));
@@ -257,7 +428,7 @@ export function fileStore(options: FileStoreOptions): FileStore {
 		},
 		async set(key, record, expiresAt) {
 			if (!KEY.test(key)) throw new SessionStoreError(STORE, "set refused a key that is not 64 lowercase hex characters.");
-			await attempt("set", () => serialised(key, () => write(key, { expiresAt, record })));
+			await attempt("set", () => exclusive(key, true, () => write(key, { expiresAt, record })));
 		},
 		replace(key, record, expiresAt) {
 			return update("replace", key, () => ({ expiresAt, record }));
@@ -270,7 +441,7 @@ export function fileStore(options: FileStoreOptions): FileStore {
 		},
 		async delete(key) {
 			if (!KEY.test(key)) return;
-			await attempt("delete", () => serialised(key, () => remove(key)));
+			await attempt("delete", () => exclusive(key, false, () => remove(key)));
 		},
 		listBySubject(subject) {
 			return attempt("listBySubject", async () => {
@@ -291,8 +462,8 @@ export function fileStore(options: FileStoreOptions): FileStore {
 				let deleted = 0;
 				await scan(async (entry) => {
 					if (!("key" in entry) || entry.content?.record.subject !== subject) return;
-					// Read again in the key's queue: a write since the scan may have changed the subject.
-					const removed = await serialised(entry.key, async () => {
+					// Read again under the key's lock: a write since the scan may have changed the subject.
+					const removed = await exclusive(entry.key, false, async () => {
 						const live = await readLive(entry.key);
 						return live?.record.subject === subject && (await remove(entry.key));
 					});
@@ -316,9 +487,10 @@ export function fileStore(options: FileStoreOptions): FileStore {
 				let deleted = 0;
 				await scan(async (entry) => {
 					if ("temp" in entry) return removeIfStale(entry.temp);
+					if ("lock" in entry) return removeIfStaleLock(entry.lock);
 					if (entry.content && entry.content.expiresAt > clock()) return;
-					// Read again in the key's queue: a touch since the scan may have extended it.
-					const removed = await serialised(entry.key, async () => (await readLive(entry.key)) === null && (await remove(entry.key)));
+					// Read again under the key's lock: a touch since the scan may have extended it.
+					const removed = await exclusive(entry.key, false, async () => (await readLive(entry.key)) === null && (await remove(entry.key)));
 					if (removed) deleted++;
 				});
 				return deleted;

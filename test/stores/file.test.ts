@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -52,9 +52,21 @@ describe("file store", () => {
 		}
 	});
 
+	it("refuses a bad lockTimeout, at construction", () => {
+		for (const lockTimeout of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, 30 * 86_400]) {
+			assert.throws(
+				() => fileStore({ dir: freshDir(), lockTimeout: lockTimeout as number }),
+				(error: unknown) => error instanceof SessionConfigError && error.option === "lockTimeout",
+				String(lockTimeout),
+			);
+		}
+		fileStore({ dir: freshDir(), lockTimeout: 0.05, gcInterval: 0 });
+	});
+
 	it("quotes a string where an option wants a number, so it cannot pass for one", () => {
 		const cases: Array<[Record<string, unknown>, RegExp]> = [
 			[{ dir: freshDir(), gcInterval: "300" }, /option "gcInterval" must be .*, got "300"\.$/],
+			[{ dir: freshDir(), lockTimeout: "5" }, /option "lockTimeout" must be .*, got "5"\.$/],
 			[{ dir: 5n }, /option "dir" must be a non-empty directory path, got bigint\.$/],
 		];
 		for (const [options, message] of cases) assert.throws(() => fileStore(options as never), (error: unknown) => error instanceof SessionConfigError && message.test(error.message));
@@ -221,6 +233,11 @@ describe("file store", () => {
 		const dir = freshDir();
 		const store = fileStore({ dir, gcInterval: 0 });
 		assert.equal(await store.get(randomKey()), null);
+		// No session file can exist without its shard directory, so these take no lock either.
+		assert.equal(await store.merge(randomKey(), noChanges({ set: { a: "1" } }), Date.now() + HOUR), false);
+		assert.equal(await store.replace(randomKey(), makeRecord(), Date.now() + HOUR), false);
+		await store.touch(randomKey(), Date.now() + HOUR, Date.now() + HOUR);
+		await store.delete(randomKey());
 		assert.equal(await store.count(), 0);
 		assert.deepEqual(await store.listBySubject("nobody"), []);
 		assert.equal(await store.deleteBySubject("nobody"), 0);
@@ -272,5 +289,148 @@ describe("file store", () => {
 		await store.set(key, record, expiresAt);
 		const content: unknown = JSON.parse(await readFile(join(dir, key.slice(0, 2), `${key}.json`), "utf8"));
 		assert.deepEqual(content, { expiresAt, record });
+	});
+});
+
+describe("file store locks (one per session file, against other processes)", () => {
+	let root: string;
+	let n = 0;
+	const freshDir = () => join(root, `store-${n++}`);
+	const minuteAgo = () => new Date(Date.now() - 60_000);
+	const lockOf = (dir: string, key: string) => join(dir, key.slice(0, 2), `${key}.json.lock`);
+
+	/** A store on a fresh dir holding one session, and that session's lock path. */
+	async function storeWithSession(lockTimeout: number) {
+		const dir = freshDir();
+		const store = fileStore({ dir, gcInterval: 0, lockTimeout });
+		const key = randomKey();
+		await store.set(key, makeRecord({ data: {} }), Date.now() + HOUR);
+		return { dir, store, key, lock: lockOf(dir, key) };
+	}
+
+	before(async () => {
+		root = await mkdtemp(join(tmpdir(), "sessionkit-file-locks-"));
+	});
+	after(async () => {
+		await rm(root, { recursive: true, force: true });
+	});
+
+	it("takes the lock only while it writes: none is left behind", async () => {
+		const { dir, store, key } = await storeWithSession(1);
+		await Promise.all(Array.from({ length: 10 }, () => store.merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR)));
+		assert.equal((await store.get(key))?.data.n, "10");
+		assert.deepEqual(await tree(dir), [key.slice(0, 2), join(key.slice(0, 2), `${key}.json`)]);
+		await store.delete(key);
+		assert.deepEqual(await tree(dir), [key.slice(0, 2)]);
+		await store.close();
+	});
+
+	it("waits while another process holds the lock, and writes once it is released", async () => {
+		const { store, key, lock } = await storeWithSession(5);
+		await mkdir(lock);
+		const started = Date.now();
+		setTimeout(() => void rmdir(lock), 100);
+		assert.equal(await store.merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), true);
+		assert.ok(Date.now() - started >= 90, `waited ${Date.now() - started} ms for the lock`);
+		assert.equal((await store.get(key))?.data.n, "1");
+		await store.close();
+	});
+
+	it("gives up on a fresh lock held by someone else after lockTimeout, with SessionStoreError naming the lock", async () => {
+		const { store, key, lock } = await storeWithSession(0.1);
+		const record = await store.get(key);
+		await mkdir(lock);
+		const writes: Array<[string, () => Promise<unknown>]> = [
+			["set", () => store.set(key, makeRecord(), Date.now() + HOUR)],
+			["merge", () => store.merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR)],
+			["replace", () => store.replace(key, makeRecord(), Date.now() + HOUR)],
+			["touch", () => store.touch(key, Date.now() + HOUR, Date.now() + HOUR)],
+			["delete", () => store.delete(key)],
+		];
+		for (const [name, write] of writes) {
+			const started = Date.now();
+			await assert.rejects(
+				write(),
+				(error: unknown) =>
+					error instanceof SessionStoreError &&
+					error.message.includes("a lock on the session file could not be taken within 100 ms") &&
+					error.message.includes(lock),
+				name,
+			);
+			const waited = Date.now() - started;
+			assert.ok(waited >= 95 && waited < 2000, `${name} waited ${waited} ms`);
+		}
+		assert.deepEqual(await store.get(key), record, "reads take no lock, and nothing was written");
+		assert.ok((await stat(lock)).isDirectory(), "someone else's fresh lock is left alone");
+		await rmdir(lock);
+		assert.equal(await store.merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), true);
+		await store.close();
+	});
+
+	it("breaks a stale lock (left by a crashed process) instead of waiting for it", async () => {
+		const { dir, store, key, lock } = await storeWithSession(0.5);
+		await mkdir(lock);
+		await utimes(lock, minuteAgo(), minuteAgo());
+		// Within lockTimeout (0.5 s): a lock this old is not waited for.
+		assert.equal(await store.merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), true);
+		assert.equal((await store.get(key))?.data.n, "1");
+
+		// A crash while breaking it left the breaker behind too: both stale, both cleared.
+		await mkdir(lock);
+		await mkdir(`${lock}.breaking`);
+		for (const path of [lock, `${lock}.breaking`]) await utimes(path, minuteAgo(), minuteAgo());
+		await store.set(key, makeRecord(), Date.now() + HOUR);
+		assert.deepEqual(await tree(dir), [key.slice(0, 2), join(key.slice(0, 2), `${key}.json`)]);
+		await store.close();
+	});
+
+	it("leaves a stale lock to the waiter that is already breaking it", async () => {
+		const { store, key, lock } = await storeWithSession(0.1);
+		await mkdir(lock);
+		await utimes(lock, minuteAgo(), minuteAgo());
+		// A fresh breaker: another process is removing the stale lock and will take the key next.
+		await mkdir(`${lock}.breaking`);
+		await assert.rejects(store.merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), SessionStoreError);
+		assert.ok((await stat(lock)).isDirectory(), "the lock is not removed behind the breaker's back");
+		await store.close();
+	});
+
+	it("gc removes stale lock leftovers, keeps fresh ones, and never counts a lock as a session", async () => {
+		const dir = freshDir();
+		const store = fileStore({ dir, gcInterval: 0 });
+		const live = randomKey();
+		const expired = randomKey();
+		await store.set(live, makeRecord({ subject: "gc-user" }), Date.now() + HOUR);
+		await store.set(expired, makeRecord({ subject: "gc-user" }), Date.now() + 1);
+		const orphan = randomKey(); // a lock whose session file was never written
+		const stale = [`${lockOf(dir, live)}.breaking`, lockOf(dir, expired), lockOf(dir, orphan), `${lockOf(dir, orphan)}.breaking`];
+		const freshLock = lockOf(dir, randomKey());
+		for (const path of [...stale, freshLock]) await mkdir(path, { recursive: true });
+		for (const path of stale) await utimes(path, minuteAgo(), minuteAgo());
+		await sleep(5);
+
+		assert.equal(await store.count(), 1, "count sees one live session among the locks");
+		assert.deepEqual((await store.listBySubject("gc-user")).map((session) => session.key), [live]);
+		assert.equal(await store.gc(), 1, "only the expired session is counted");
+		for (const path of stale) await assert.rejects(stat(path), { code: "ENOENT" }, path);
+		assert.ok((await stat(freshLock)).isDirectory(), "a fresh lock may belong to a write in progress");
+		assert.ok(await store.get(live));
+		assert.equal(await store.deleteBySubject("gc-user"), 1);
+		await store.close();
+	});
+
+	it("makes two stores on one dir under two names (a symlink) take turns too", async () => {
+		const dir = freshDir();
+		await mkdir(dir);
+		const alias = `${dir}-alias`;
+		await symlink(dir, alias, "dir");
+		// Their in-process queues differ (the paths do), so only the lock keeps them apart.
+		const a = fileStore({ dir, gcInterval: 0 });
+		const b = fileStore({ dir: alias, gcInterval: 0 });
+		const key = randomKey();
+		await a.set(key, makeRecord({ data: {} }), Date.now() + HOUR);
+		await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? a : b).merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR)));
+		assert.equal((await a.get(key))?.data.n, "40");
+		await Promise.all([a.close(), b.close()]);
 	});
 });
