@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Pool, PoolConnection, ResultSetHeader, RowDataPacket } from "mysql2/promise";
 import { SessionConfigError, SessionStoreError } from "../core/errors.js";
 import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } from "../core/store.js";
@@ -65,6 +66,9 @@ export interface MySQLStore extends Omit<AsyncSessionStore, Capabilities>, Requi
 
 const STORE = "mysql";
 const GC_BATCH = 1000;
+// A deadlock's victim waits up to 5 ms before its first retry, twice that before each next one, at most 100 ms.
+const FIRST_BACKOFF_MS = 5;
+const MAX_BACKOFF_MS = 100;
 
 function quoted(table: TableName): string {
 	return table.schema === null ? `\`${table.name}\`` : `\`${table.schema}\`.\`${table.name}\``;
@@ -166,6 +170,43 @@ function statements(table: TableName) {
 	};
 }
 
+/**
+ * ER_LOCK_DEADLOCK (1213): InnoDB chose this transaction as a deadlock's victim and rolled all of
+ * it back, so it can run again from its start. Not ER_LOCK_WAIT_TIMEOUT (1205): InnoDB rolls back
+ * only the statement, and only after waiting innodb_lock_wait_timeout for a lock that a long
+ * transaction holds. On the store's own pool that wait is at least `timeout`, so no time is left;
+ * on the app's pool its length is the app's choice, and a retry would wait for the same holder.
+ */
+function isDeadlock(error: unknown): boolean {
+	return (error as { errno?: unknown } | null)?.errno === 1213;
+}
+
+/**
+ * Waits a random few milliseconds, longer after each retry, so that the two sides of a deadlock
+ * that both retry do not meet again at once. Ends early when the call's deadline passes.
+ */
+async function deadlockBackoff(retries: number, signal: AbortSignal): Promise<void> {
+	const ceilingMs = Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** retries);
+	await sleep(Math.random() * ceilingMs, undefined, { signal }).catch(() => undefined);
+}
+
+/**
+ * Runs `attempt` again from its start each time InnoDB rolls it back as a deadlock's victim, until
+ * it succeeds or the call's deadline passes. Safe because nothing of a victim is left applied: a
+ * single statement, or merge's whole transaction (so a merge never adds its increments twice).
+ */
+async function retryingDeadlocks<T>(signal: AbortSignal, attempt: () => Promise<T>): Promise<T> {
+	for (let retries = 0; ; retries++) {
+		try {
+			return await attempt();
+		} catch (error) {
+			if (!isDeadlock(error)) throw error;
+			await deadlockBackoff(retries, signal);
+			if (signal.aborted) throw error;
+		}
+	}
+}
+
 /** What the store needs of a connection's socket. */
 interface Referable {
 	ref(): unknown;
@@ -220,9 +261,13 @@ async function createPool(url: string, timeout: number): Promise<Pool> {
  * `SessionConfigError`; importing this module loads no driver. The connection's character set must be utf8mb4 (mysql2's default),
  * and the pool must keep mysql2's default `CLIENT_FOUND_ROWS` flag.
  *
- * A row past its `expires_at` is never returned, even before gc deletes it. Every call rejects
- * with `SessionStoreError` (the driver's error as `cause`) on a database failure, or when it
- * takes longer than `timeout`.
+ * A row past its `expires_at` is never returned, even before gc deletes it. A call that InnoDB
+ * rolls back as a deadlock's victim (error 1213: `deleteBySubject` against a write that changes
+ * the subject of, or deletes, one of that subject's sessions) runs again from its start, its
+ * statement or merge's whole transaction, after a random pause of a few milliseconds, while it is
+ * within `timeout`. Every call rejects with `SessionStoreError` (the driver's error as `cause`)
+ * on any other database failure, a lock wait timeout (1205) included, or when it takes longer
+ * than `timeout`.
  *
  * Throws `SessionConfigError` at construction for a bad `table`, `createTable`, `gcInterval` or
  * `timeout`, or unless exactly one of `pool` and `url` is given.
@@ -251,7 +296,7 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 		kind === "pool" ? () => Promise.resolve(connection.pool!) : onceUntilSuccess(() => (owned = createPool(connection.url!, timeout)));
 	const ensureTable = onceUntilSuccess(async () => {
 		const pool = await connect();
-		await queryOn(await pool.getConnection(), sql.create, undefined);
+		await onConnection(await pool.getConnection(), (connection) => send(connection, sql.create, undefined));
 	});
 
 	function explain(error: unknown): string {
@@ -290,16 +335,17 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 	}
 
 	/**
-	 * Runs one statement on `connection`, then puts the connection back in the pool; on any error
-	 * (mysql2's own timeout included) closes it instead. A statement that timed out is still
-	 * running on the server, and mysql2 would queue every later call on that connection behind
-	 * it: put back, it would make unrelated calls time out too, for as long as the statement
-	 * waits (a row lock: up to innodb_lock_wait_timeout, 50 s by default).
+	 * Runs `work` on `connection`, then puts the connection back in the pool; on any error that
+	 * reaches here (mysql2's own timeout included) closes it instead, which also makes the server
+	 * roll back whatever transaction it was in. A statement that timed out is still running on the
+	 * server, and mysql2 would queue every later call on that connection behind it: put back, it
+	 * would make unrelated calls time out too, for as long as the statement waits (a row lock: up
+	 * to innodb_lock_wait_timeout, 50 s by default). A deadlock retried inside `work` keeps it.
 	 */
-	async function queryOn<T extends RowDataPacket[] | ResultSetHeader>(connection: PoolConnection, text: string, values: unknown[] | undefined): Promise<T> {
+	async function onConnection<T>(connection: PoolConnection, work: (connection: PoolConnection) => Promise<T>): Promise<T> {
 		let result: T;
 		try {
-			[result] = await connection.query<T>({ sql: text, values, timeout: timeoutMs });
+			result = await work(connection);
 		} catch (error) {
 			connection.destroy();
 			throw error;
@@ -308,8 +354,16 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 		return result;
 	}
 
+	async function send<T extends RowDataPacket[] | ResultSetHeader>(connection: PoolConnection, text: string, values: unknown[] | undefined): Promise<T> {
+		const [result] = await connection.query<T>({ sql: text, values, timeout: timeoutMs });
+		return result;
+	}
+
+	// Each statement is a transaction of its own (autocommit), retried whole after a deadlock.
 	function statement<T extends RowDataPacket[] | ResultSetHeader>(operation: string, text: string, values: unknown[]): Promise<T> {
-		return run(operation, async (pool, signal) => queryOn<T>(await connectionInTime(pool, signal), text, values));
+		return run(operation, async (pool, signal) =>
+			onConnection(await connectionInTime(pool, signal), (connection) => retryingDeadlocks(signal, () => send<T>(connection, text, values))),
+		);
 	}
 
 	function rows<R extends RowDataPacket>(operation: string, text: string, values: unknown[]): Promise<R[]> {
@@ -324,6 +378,8 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 	// applyChanges, and writes it back. The one-statement alternative (JSON_SET/JSON_REMOVE)
 	// needs a JSON path per user key, and MySQL and MariaDB disagree on how to quote a key that
 	// holds `"`, `.` or `*`; the row lock makes this just as atomic, for three more round trips.
+	// A deadlock (merge holds the row's lock and then needs the subject index entry that
+	// deleteBySubject has locked, say) rolls all of it back: see retryingDeadlocks.
 	async function mergeRow(connection: PoolConnection, key: string, changes: RecordChanges, expiresAt: number, signal: AbortSignal): Promise<boolean> {
 		await connection.query({ sql: "START TRANSACTION", timeout: timeoutMs });
 		const [found] = await connection.query<Row[]>({ sql: sql.lock, values: [key, Date.now()], timeout: timeoutMs });
@@ -357,18 +413,11 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 			return (await affected("replace", sql.replace, [...recordValues(record, expiresAt), key, Date.now()])) === 1;
 		},
 		merge(key, changes, expiresAt) {
-			return run("merge", async (pool, signal) => {
-				const connection = await connectionInTime(pool, signal);
-				try {
-					const merged = await mergeRow(connection, key, changes, expiresAt, signal);
-					connection.release();
-					return merged;
-				} catch (error) {
-					// Whatever state the connection is in, closing it makes the server roll back.
-					connection.destroy();
-					throw error;
-				}
-			});
+			return run("merge", async (pool, signal) =>
+				onConnection(await connectionInTime(pool, signal), (connection) =>
+					retryingDeadlocks(signal, () => mergeRow(connection, key, changes, expiresAt, signal)),
+				),
+			);
 		},
 		async delete(key) {
 			await affected("delete", sql.delete, [key]);

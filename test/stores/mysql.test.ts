@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createServer, type Socket } from "node:net";
-import { after, before, describe, it } from "node:test";
+import { after, before, describe, it, type TestContext } from "node:test";
 import mysql from "mysql2/promise";
-import type { Pool, PoolOptions, RowDataPacket } from "mysql2/promise";
+import type { Pool, PoolConnection, PoolOptions, RowDataPacket } from "mysql2/promise";
 import { applyChanges, SessionConfigError, SessionStoreError } from "sessionkit";
-import { type MySQLStoreOptions, mysqlSchema, mysqlStore } from "sessionkit/stores/mysql";
+import { type MySQLStore, type MySQLStoreOptions, mysqlSchema, mysqlStore } from "sessionkit/stores/mysql";
 import { randomKey, runId, sleep } from "../helpers/keys.js";
 import { requireService, serviceURL } from "../services.js";
 import { makeRecord, noChanges, storeConformance } from "sessionkit/testing";
@@ -405,6 +405,182 @@ describe("mysql store", { skip }, () => {
 			assert.deepEqual(alive, [], "every old connection is gone");
 			await store.close();
 			await pool.end();
+		});
+	});
+
+	// Two store calls deadlock when they lock the same row and subject index entry in opposite
+	// orders: merge locks the row (SELECT … FOR UPDATE), then, changing the subject, needs the
+	// row's entry in the subject index; deleteBySubject locks the subject's index entries, then
+	// each row. InnoDB rolls one back with error 1213 (ER_LOCK_DEADLOCK). The first test checks
+	// what a retry relies on; in the next three the test's own transaction plays one side,
+	// statement by statement, so the deadlock happens every time; the last one runs the store's
+	// calls against each other.
+	describe("deadlocks", () => {
+		/**
+		 * A store on a pool of its own, closed after the test whether it passed or not, and sessions
+		 * of other subjects in its table, so that the optimizer reads the subject index as on a real one.
+		 */
+		async function storeForDeadlocks(t: TestContext, options: MySQLStoreOptions = {}): Promise<{ store: MySQLStore; table: string }> {
+			const pool = newPool({ connectionLimit: 10 });
+			const table = newTable();
+			const store = mysqlStore({ pool }, { table, gcInterval: 0, ...options });
+			t.after(async () => {
+				await store.close();
+				await pool.end();
+			});
+			await Promise.all(Array.from({ length: 50 }, (_, i) => store.set(randomKey(), makeRecord({ subject: `other-${i}` }), Date.now() + HOUR)));
+			return { store, table };
+		}
+
+		/**
+		 * A connection in a transaction that has already written rows elsewhere: InnoDB rolls back
+		 * the deadlocked transaction that has done the least, which makes it the store's call.
+		 * Closed after the test, which rolls back whatever it still holds.
+		 */
+		async function heavyTransaction(t: TestContext, table: string): Promise<PoolConnection> {
+			const ballast = `${table}_ballast`;
+			tables.push(ballast);
+			await admin.query(`CREATE TABLE \`${ballast}\` (id INT PRIMARY KEY) ENGINE=InnoDB`);
+			const connection = await admin.getConnection();
+			t.after(() => connection.destroy());
+			await connection.query("START TRANSACTION");
+			await connection.query(`INSERT INTO \`${ballast}\` (id) VALUES ${Array.from({ length: 20 }, (_, i) => `(${i})`).join(", ")}`);
+			return connection;
+		}
+
+		/**
+		 * Resolves once a statement of the store (`verb` on `table`) waits for a row lock. The server
+		 * refreshes innodb_trx only when no one has read it for 100 ms: a faster poll never sees the wait.
+		 */
+		async function untilWaitingForLock(table: string, verb: "UPDATE" | "DELETE"): Promise<void> {
+			for (let waited = 0; waited < 5000; waited += 150) {
+				await sleep(150);
+				const [rows] = await admin.query<RowDataPacket[]>(
+					"SELECT COUNT(*) AS n FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE CONCAT(?, ' `', ?, '`%')",
+					[verb === "DELETE" ? "DELETE FROM" : verb, table],
+				);
+				if (Number(rows[0]!.n) > 0) return;
+			}
+			assert.fail(`no ${verb} on ${table} waited for a lock`);
+		}
+
+		/** Deadlocks InnoDB has detected since the server started (every client's). */
+		async function deadlockCount(): Promise<number> {
+			const [rows] = await admin.query<RowDataPacket[]>("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'");
+			return Number(rows[0]!.Value);
+		}
+
+		it("InnoDB rolls back a deadlock's victim whole, earlier writes and locks included: what lets the store run it again from its start", async (t) => {
+			const { store, table } = await storeForDeadlocks(t);
+			const [first, second] = [randomKey(), randomKey()];
+			for (const key of [first, second]) await store.set(key, makeRecord({ data: {} }), Date.now() + HOUR);
+			const winner = await heavyTransaction(t, table);
+			await winner.query("SET SESSION innodb_lock_wait_timeout = 5");
+			const victim = await admin.getConnection();
+			t.after(() => victim.destroy());
+			await victim.query("START TRANSACTION");
+			await victim.query(`UPDATE \`${table}\` SET \`data\` = '{"written":"1"}' WHERE \`key\` = ?`, [first]);
+			await winner.query(`SELECT 1 FROM \`${table}\` WHERE \`key\` = ? FOR UPDATE`, [second]);
+			// Each holds one row and asks for the other's: whichever asks second closes the cycle.
+			const victimAsks = victim.query(`SELECT 1 FROM \`${table}\` WHERE \`key\` = ? FOR UPDATE`, [second]);
+			victimAsks.catch(() => undefined);
+			// Granted only once the victim's lock on `first`, taken by an earlier statement, is gone.
+			await winner.query(`SELECT 1 FROM \`${table}\` WHERE \`key\` = ? FOR UPDATE`, [first]);
+			await assert.rejects(victimAsks, { errno: 1213 });
+			await winner.query("ROLLBACK");
+			assert.deepEqual((await store.get(first))?.data, {}, "the victim's earlier UPDATE was rolled back");
+		});
+
+		it("a deleteBySubject that InnoDB rolls back as a deadlock's victim runs again, and deletes the sessions still of the subject", async (t) => {
+			const { store, table } = await storeForDeadlocks(t);
+			const [moving, staying] = [randomKey(), randomKey()];
+			for (const key of [moving, staying]) await store.set(key, makeRecord({ subject: "alice", data: {} }), Date.now() + HOUR);
+			const deadlocksBefore = await deadlockCount();
+
+			// The statements of a merge that moves one of alice's sessions to bob.
+			const merger = await heavyTransaction(t, table);
+			await merger.query(`SELECT 1 FROM \`${table}\` WHERE \`key\` = ? FOR UPDATE`, [moving]);
+			const deleting = store.deleteBySubject("alice");
+			deleting.catch(() => undefined); // awaited below; it may settle first
+			// deleteBySubject holds alice's index entries and waits for the moving row...
+			await untilWaitingForLock(table, "DELETE");
+			// ...and changing the row's subject needs one of those entries: a deadlock.
+			await merger.query(`UPDATE \`${table}\` SET \`subject\` = 'bob' WHERE \`key\` = ?`, [moving]);
+			await merger.query("COMMIT");
+
+			assert.equal(await deleting, 1, "only the session still of alice was deleted");
+			assert.ok((await deadlockCount()) > deadlocksBefore, "InnoDB detected a deadlock");
+			assert.equal(await store.get(staying), null);
+			assert.equal((await store.get(moving))?.subject, "bob");
+		});
+
+		/** Starts a merge that moves `key` from alice to bob and adds 1 to `n`, and deadlocks it with a transaction that locks as deleteBySubject("alice") does. */
+		async function deadlockedMerge(t: TestContext, store: MySQLStore, table: string, key: string) {
+			const deleter = await heavyTransaction(t, table);
+			// deleteBySubject's order: the subject's index entries first, then each row.
+			await deleter.query(`SELECT \`key\` FROM \`${table}\` FORCE INDEX (\`${table}_subject_idx\`) WHERE \`subject\` = 'alice' LOCK IN SHARE MODE`);
+			const started = Date.now();
+			const merging = store.merge(key, noChanges({ subject: "bob", increment: { n: 1 } }), Date.now() + HOUR);
+			merging.catch(() => undefined); // awaited by the caller; it may settle first
+			// The merge has locked the row and updated it, and waits to move its index entry...
+			await untilWaitingForLock(table, "UPDATE");
+			// ...which the deleter holds, and the deleter now wants the row: a deadlock.
+			await deleter.query(`SELECT 1 FROM \`${table}\` WHERE \`key\` = ? FOR UPDATE`, [key]);
+			return { merging, deleter, started };
+		}
+
+		it("a merge that InnoDB rolls back as a deadlock's victim runs again from its start, and adds its increment once", async (t) => {
+			const { store, table } = await storeForDeadlocks(t);
+			const key = randomKey();
+			await store.set(key, makeRecord({ subject: "alice", data: { n: "1" } }), Date.now() + HOUR);
+			const deadlocksBefore = await deadlockCount();
+
+			const { merging, deleter } = await deadlockedMerge(t, store, table, key);
+			await deleter.query("ROLLBACK");
+
+			assert.equal(await merging, true);
+			assert.ok((await deadlockCount()) > deadlocksBefore, "InnoDB detected a deadlock");
+			const merged = await store.get(key);
+			assert.deepEqual([merged?.subject, merged?.data], ["bob", { n: "2" }], "the increment was added once: InnoDB had rolled back the victim's UPDATE");
+		});
+
+		it("a merge that is a deadlock's victim is not retried past its timeout, nor committed late", async (t) => {
+			const { store, table } = await storeForDeadlocks(t, { timeout: 1 });
+			const key = randomKey();
+			await store.set(key, makeRecord({ subject: "alice", data: { n: "1" } }), Date.now() + HOUR);
+
+			const { merging, deleter, started } = await deadlockedMerge(t, store, table, key);
+			// The deleter keeps the row past the merge's timeout: the retry waits for it, then gives up.
+			await assert.rejects(merging, (error: unknown) => assertStoreError(error) && /merge timed out after 1 s/.test((error as Error).message));
+			assert.ok(Date.now() - started < 1500, `took ${Date.now() - started} ms`);
+			await deleter.query("ROLLBACK");
+			await sleep(200);
+			assert.deepEqual((await store.get(key))?.data, { n: "1" }, "the retry that got the row after the timeout did not commit");
+		});
+
+		it("parallel merges that move sessions to another subject, and deleteBySubject of the old one, all succeed: each session is moved once or deleted", async (t) => {
+			const { store } = await storeForDeadlocks(t);
+			const deadlocksBefore = await deadlockCount();
+			const failures: string[] = [];
+			for (let round = 0; round < 30; round++) {
+				const subject = `user-${round}`;
+				const keys = Array.from({ length: 6 }, () => randomKey());
+				await Promise.all(keys.map((key) => store.set(key, makeRecord({ subject, data: {} }), Date.now() + HOUR)));
+				const merges = keys.map((key) => store.merge(key, noChanges({ subject: `${subject}-moved`, increment: { n: 1 } }), Date.now() + HOUR));
+				const outcomes = await Promise.allSettled([...merges, store.deleteBySubject(subject)]);
+				const rejected = outcomes.filter((outcome) => outcome.status === "rejected");
+				failures.push(...rejected.map((outcome) => String(outcome.reason)));
+				if (rejected.length > 0) continue;
+				const merged = outcomes.slice(0, -1).map((outcome) => (outcome as PromiseFulfilledResult<boolean>).value);
+				const deleted = (outcomes.at(-1) as PromiseFulfilledResult<number>).value;
+				assert.equal(deleted, merged.filter((found) => !found).length, "deleteBySubject deleted exactly the sessions no merge had moved");
+				for (const [i, key] of keys.entries()) {
+					const row = await store.get(key);
+					assert.deepEqual(row && [row.subject, row.data], merged[i] ? [`${subject}-moved`, { n: "1" }] : null);
+				}
+			}
+			t.diagnostic(`InnoDB detected ${(await deadlockCount()) - deadlocksBefore} deadlocks (every client's) during the test`);
+			assert.deepEqual(failures, [], `${failures.length} calls failed`);
 		});
 	});
 });
