@@ -86,6 +86,25 @@ for (const [name, framework] of [["express 5", express], ["express 4", express4]
 		}
 	});
 
+	it(`${name}: a session middleware in a mounted sub-app only: the parent app's error handler still finds req.session`, async (t) => {
+		const app = framework();
+		const sub = framework();
+		sub.use(sessionMiddleware(createSessions({ store: memoryStore({ sweepInterval: 0 }) })));
+		sub.get("/fail", (req, _res, next) => {
+			req.session.set("user", "ada");
+			next(new Error("boom"));
+		});
+		app.use("/sub", sub);
+		app.use(((error, req, res, _next) => {
+			res.status(400).send(`${(error as Error).message}: ${String(req.session?.get("user"))}`);
+		}) as ErrorRequestHandler);
+		const server = await listen(createServer(app));
+		t.after(() => server.close());
+		const reply = await fetch(`${server.url}/sub/fail`);
+		assert.equal(await reply.text(), "boom: ada");
+		assert.match(reply.headers.get("set-cookie") ?? "", /^sid=/, "the 400 commits the session");
+	});
+
 	it(`${name}: a middleware that wrapped res.end before the session middleware still sends the cookie`, async (t) => {
 		const app = framework();
 		// As compression or a logger does: its own res.end, calling the one it found.
