@@ -497,7 +497,7 @@ export function fileStore(options: FileStoreOptions): FileStore {
 			});
 		},
 		async close() {
-			stopGC();
+			await stopGC();
 			const pending: Array<Promise<unknown>> = [];
 			for (const [id, tail] of queues) if (id.startsWith(queued)) pending.push(tail);
 			await Promise.all(pending);

@@ -452,9 +452,11 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 			}
 		},
 		async close() {
-			stopGC();
+			const stopped = stopGC();
 			if (closed) return;
+			// Set first: a gc run in progress stops at its next batch ("called after close()").
 			closed = true;
+			await stopped;
 			const pool = await owned?.catch(() => undefined);
 			// mysql2 ends every connection, but reports again the error of one that had already
 			// failed (a refused or timed-out connect): the pool is closed all the same.

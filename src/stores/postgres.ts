@@ -550,9 +550,11 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 			}
 		},
 		async close() {
-			stopGC();
+			const stopped = stopGC();
 			if (closed) return;
+			// Set first: a gc run in progress stops at its next batch ("called after close()").
 			closed = true;
+			await stopped;
 			const pool = await owned?.catch(() => undefined);
 			await pool?.end();
 		},

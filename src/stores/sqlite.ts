@@ -355,8 +355,9 @@ export function sqliteStore(options: SQLiteStoreOptions): SQLiteStore {
 			return run("gc", (s, now) => s.gc.run(now).changes);
 		},
 		async close() {
-			stopGC();
+			const stopped = stopGC();
 			closed = true;
+			await stopped;
 			await opening?.catch(() => undefined);
 			statements = undefined;
 			owned?.close();

@@ -6,6 +6,7 @@ import mysql from "mysql2/promise";
 import type { Pool, PoolConnection, PoolOptions, RowDataPacket } from "mysql2/promise";
 import { applyChanges, SessionConfigError, SessionStoreError } from "sessionkit";
 import { type MySQLStore, type MySQLStoreOptions, mysqlSchema, mysqlStore } from "sessionkit/stores/mysql";
+import { assertCloseWaitsForGc } from "../helpers/gc-close.js";
 import { randomKey, runId, sleep } from "../helpers/keys.js";
 import { requireService, serviceURL } from "../services.js";
 import { makeRecord, noChanges, storeConformance } from "sessionkit/testing";
@@ -177,6 +178,25 @@ describe("mysql store", { skip }, () => {
 		assert.equal(await manual.gc(), 1005, "gc goes on past one batch");
 		assert.equal(await rowCount(table), 1);
 		await manual.close();
+	});
+
+	it("close() waits for a gc statement of the timer still in flight (on the app's pool), and nothing runs after it", async () => {
+		const table = newTable();
+		const filler = mysqlStore({ pool: admin }, { table, gcInterval: 0 });
+		for (let i = 0; i < 3; i++) await filler.set(randomKey(), makeRecord(), Date.now() - 1000);
+		await filler.close();
+		const holder = await admin.getConnection();
+		await holder.query("START TRANSACTION");
+		await holder.query(`SELECT * FROM \`${table}\` FOR UPDATE`);
+		const store = mysqlStore({ pool: admin }, { table, gcInterval: 0.05 });
+		await assertCloseWaitsForGc({
+			store,
+			release: async () => {
+				await holder.query("COMMIT");
+				holder.release();
+			},
+			expiredRows: () => rowCount(table),
+		});
 	});
 
 	it("merge increments exactly as applyChanges does, non-numbers counting as 0", async () => {

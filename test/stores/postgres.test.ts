@@ -4,6 +4,7 @@ import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { applyChanges, type RecordChanges, SessionConfigError, SessionStoreError } from "sessionkit";
 import { type PostgresStoreOptions, postgresSchema, postgresStore } from "sessionkit/stores/postgres";
+import { assertCloseWaitsForGc } from "../helpers/gc-close.js";
 import { randomKey, runId, sleep } from "../helpers/keys.js";
 import { requireService, serviceURL } from "../services.js";
 import { makeRecord, noChanges, storeConformance } from "sessionkit/testing";
@@ -249,6 +250,26 @@ describe("postgres store", { skip }, () => {
 		assert.ok(await store.get(key));
 		assert.equal(await rowCount(table), 1);
 		await store.close();
+	});
+
+	it("close() waits for a gc statement of the timer still in flight (on the app's pool), and nothing runs after it", async () => {
+		const table = newTable();
+		const filler = postgresStore({ pool: admin }, { table, gcInterval: 0 });
+		for (let i = 0; i < 3; i++) await filler.set(randomKey(), makeRecord(), Date.now() - 1000);
+		await filler.close();
+		const holder = await admin.connect();
+		await holder.query("BEGIN");
+		// Not a row lock: gc skips locked rows (SKIP LOCKED).
+		await holder.query(`LOCK TABLE "${table}" IN ACCESS EXCLUSIVE MODE`);
+		const store = postgresStore({ pool: admin }, { table, gcInterval: 0.05 });
+		await assertCloseWaitsForGc({
+			store,
+			release: async () => {
+				await holder.query("COMMIT");
+				holder.release();
+			},
+			expiredRows: () => rowCount(table),
+		});
 	});
 
 	it("gc() deletes expired rows and keeps live ones, and the gcInterval timer does it unprompted", async () => {

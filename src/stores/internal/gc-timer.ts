@@ -23,22 +23,26 @@ export function validateGCInterval(gcInterval: number | undefined, fallback: num
 
 /**
  * Calls `gc` every `seconds` on an unref'd timer, so the timer never keeps the process alive.
- * A run is skipped while the previous one is still going. Returns the function that stops it;
- * `seconds` of 0 starts nothing.
+ * A run is skipped while the previous one is still going. Returns the function that stops it,
+ * which resolves once a run in progress has settled: a store's `close()` waits for it, so that
+ * no statement of its gc still runs (on the app's pool, say) after `close()` resolved. `seconds`
+ * of 0 starts nothing.
  */
-export function startGCTimer(seconds: number, gc: () => Promise<unknown>): () => void {
-	if (seconds === 0) return () => {};
-	let running = false;
+export function startGCTimer(seconds: number, gc: () => Promise<unknown>): () => Promise<void> {
+	if (seconds === 0) return () => Promise.resolve();
+	let running: Promise<void> | null = null;
+	const settled = () => {
+		running = null;
+	};
 	const timer = setInterval(() => {
 		if (running) return;
-		running = true;
 		// A background run has no caller to report to; the next run retries, and a gc() called
 		// directly still rejects with the store's error.
-		gc().then(
-			() => (running = false),
-			() => (running = false),
-		);
+		running = gc().then(settled, settled);
 	}, seconds * 1000);
 	timer.unref();
-	return () => clearInterval(timer);
+	return () => {
+		clearInterval(timer);
+		return running ?? Promise.resolve();
+	};
 }
