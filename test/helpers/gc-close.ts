@@ -3,32 +3,48 @@
  * when `close()` is called finishes before `close()` resolves, so nothing of the store runs after.
  */
 import assert from "node:assert/strict";
-import { sleep } from "./keys.js";
+import type { AsyncSessionStore } from "sessionkit";
+import { makeRecord } from "sessionkit/testing";
+import { randomKey, sleep } from "./keys.js";
+
+/** A connection of the test's own, taken from the app's pool (mysql2's and pg's alike). */
+interface Holder {
+	query(sql: string): Promise<unknown>;
+	release(): void;
+}
 
 export interface BlockedGc {
-	/** A store with the gc timer on (a short `gcInterval`), on a table that holds expired rows. */
-	store: { close(): Promise<void> };
-	/** Releases the lock the test holds, which keeps the store's gc statement waiting. */
-	release(): Promise<void>;
-	/** The expired rows still in the table. */
+	/** A store on the test's table, with the app's pool and this `gcInterval`. */
+	makeStore(gcInterval: number): AsyncSessionStore & { close(): Promise<void> };
+	holder: Holder;
+	/** The statements that begin a transaction and take a lock the store's gc statement must wait for. */
+	lock: string[];
+	/** The expired rows in the table. */
 	expiredRows(): Promise<number>;
 }
 
 /** Calls `close()` while the store's gc statement waits for the test's lock, then releases the lock. */
-export async function assertCloseWaitsForGc({ store, release, expiredRows }: BlockedGc): Promise<void> {
-	// The timer fires within this, and its DELETE waits for the lock.
-	await sleep(300);
-	let closed = false;
-	const closing = store.close().then(() => {
-		closed = true;
-	});
+export async function assertCloseWaitsForGc({ makeStore, holder, lock, expiredRows }: BlockedGc): Promise<void> {
+	const filler = makeStore(0);
+	for (let i = 0; i < 3; i++) await filler.set(randomKey(), makeRecord(), Date.now() - 1000);
+	await filler.close();
 	let closedBeforeRelease: boolean;
+	let closing: Promise<void>;
 	try {
+		for (const statement of lock) await holder.query(statement);
+		let closed = false;
+		const store = makeStore(0.05);
+		// The timer fires within this, and its DELETE waits for the lock.
+		await sleep(300);
+		closing = store.close().then(() => {
+			closed = true;
+		});
 		await sleep(300);
 		closedBeforeRelease = closed;
 	} finally {
 		// Held on, the lock would keep the table from being dropped after the tests.
-		await release();
+		await holder.query("COMMIT");
+		holder.release();
 	}
 	await closing;
 	assert.equal(closedBeforeRelease, false, "close() waits for the gc statement in flight");

@@ -182,19 +182,10 @@ describe("mysql store", { skip }, () => {
 
 	it("close() waits for a gc statement of the timer still in flight (on the app's pool), and nothing runs after it", async () => {
 		const table = newTable();
-		const filler = mysqlStore({ pool: admin }, { table, gcInterval: 0 });
-		for (let i = 0; i < 3; i++) await filler.set(randomKey(), makeRecord(), Date.now() - 1000);
-		await filler.close();
-		const holder = await admin.getConnection();
-		await holder.query("START TRANSACTION");
-		await holder.query(`SELECT * FROM \`${table}\` FOR UPDATE`);
-		const store = mysqlStore({ pool: admin }, { table, gcInterval: 0.05 });
 		await assertCloseWaitsForGc({
-			store,
-			release: async () => {
-				await holder.query("COMMIT");
-				holder.release();
-			},
+			makeStore: (gcInterval) => mysqlStore({ pool: admin }, { table, gcInterval }),
+			holder: await admin.getConnection(),
+			lock: ["START TRANSACTION", `SELECT * FROM \`${table}\` FOR UPDATE`],
 			expiredRows: () => rowCount(table),
 		});
 	});

@@ -254,20 +254,11 @@ describe("postgres store", { skip }, () => {
 
 	it("close() waits for a gc statement of the timer still in flight (on the app's pool), and nothing runs after it", async () => {
 		const table = newTable();
-		const filler = postgresStore({ pool: admin }, { table, gcInterval: 0 });
-		for (let i = 0; i < 3; i++) await filler.set(randomKey(), makeRecord(), Date.now() - 1000);
-		await filler.close();
-		const holder = await admin.connect();
-		await holder.query("BEGIN");
-		// Not a row lock: gc skips locked rows (SKIP LOCKED).
-		await holder.query(`LOCK TABLE "${table}" IN ACCESS EXCLUSIVE MODE`);
-		const store = postgresStore({ pool: admin }, { table, gcInterval: 0.05 });
 		await assertCloseWaitsForGc({
-			store,
-			release: async () => {
-				await holder.query("COMMIT");
-				holder.release();
-			},
+			makeStore: (gcInterval) => postgresStore({ pool: admin }, { table, gcInterval }),
+			holder: await admin.connect(),
+			// Not a row lock: gc skips locked rows (SKIP LOCKED).
+			lock: ["BEGIN", `LOCK TABLE "${table}" IN ACCESS EXCLUSIVE MODE`],
 			expiredRows: () => rowCount(table),
 		});
 	});
