@@ -306,6 +306,11 @@ export function fileStore(options: FileStoreOptions): FileStore {
 	 * Runs `task` after every earlier task on `key` in this process, holding `key`'s lock against
 	 * other processes. With `makeShard` false and no shard directory for `key` (so no file of it
 	 * either), resolves `false` without running `task`.
+	 *
+	 * Settles as `task` did: a lock that cannot be removed (an rmdir refused, as Windows does while
+	 * something has the directory open) must not report a write that happened as failed (a merge
+	 * retried on that would add its increments twice) nor hide the write's own error. Such a lock
+	 * is left to be broken as stale, as one left by a crash is.
 	 */
 	function exclusive<T>(key: string, makeShard: boolean, task: () => Promise<T>): Promise<T | false> {
 		return serialised(key, async () => {
@@ -314,7 +319,7 @@ export function fileStore(options: FileStoreOptions): FileStore {
 			try {
 				return await task();
 			} finally {
-				await release(lock);
+				await release(lock).catch(() => undefined);
 			}
 		});
 	}

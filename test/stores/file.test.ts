@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, symlink, utimes, writeFile } from "node:fs/promises";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -432,5 +433,57 @@ describe("file store locks (one per session file, against other processes)", () 
 		await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? a : b).merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR)));
 		assert.equal((await a.get(key))?.data.n, "40");
 		await Promise.all([a.close(), b.close()]);
+	});
+});
+
+describe("file store lock release", () => {
+	let root: string;
+	before(async () => {
+		root = await mkdtemp(join(tmpdir(), "sessionkit-file-release-"));
+	});
+	after(async () => {
+		await rm(root, { recursive: true, force: true });
+	});
+
+	it("does not turn a write that happened, or the write's own error, into the error of removing its lock", async () => {
+		const dir = join(root, "store");
+		const key = randomKey();
+		const lock = join(dir, key.slice(0, 2), `${key}.json.lock`);
+		// The clock is read under the lock (the live-record check); on cue it leaves a file in the
+		// lock directory, so removing the lock fails (ENOTEMPTY), as a Windows EPERM/EBUSY would.
+		let jam = false;
+		let breakFile: string | undefined;
+		const store = fileStore({
+			dir,
+			gcInterval: 0,
+			clock: () => {
+				if (jam) writeFileSync(join(lock, "jam"), "");
+				if (breakFile !== undefined) {
+					rmSync(breakFile, { force: true });
+					mkdirSync(join(breakFile, "x"), { recursive: true });
+				}
+				return Date.now();
+			},
+		});
+		await store.set(key, makeRecord({ data: {} }), Date.now() + HOUR);
+		jam = true;
+		assert.equal(await store.merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), true);
+		jam = false;
+		assert.equal((await store.get(key))?.data.n, "1", "the merge was applied once, and said so");
+		await rm(lock, { recursive: true, force: true });
+
+		// A write that fails (its file turned into a directory) reports its own error, not the lock's.
+		const file = join(dir, key.slice(0, 2), `${key}.json`);
+		jam = true;
+		breakFile = file;
+		await assert.rejects(
+			store.merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR),
+			(error: unknown) => error instanceof SessionStoreError && /EISDIR/.test(error.message),
+		);
+		jam = false;
+		breakFile = undefined;
+		await rm(lock, { recursive: true, force: true });
+		await rm(file, { recursive: true, force: true });
+		await store.close();
 	});
 });
