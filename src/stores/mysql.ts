@@ -292,6 +292,7 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 
 	let owned: Promise<Pool> | undefined;
 	let closed = false;
+	let closing: Promise<void> | undefined;
 	const connect: () => Promise<Pool> =
 		kind === "pool" ? () => Promise.resolve(connection.pool!) : onceUntilSuccess(() => (owned = createPool(connection.url!, timeout)));
 	const ensureTable = onceUntilSuccess(async () => {
@@ -451,16 +452,19 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 				if (batch < GC_BATCH) return deleted;
 			}
 		},
-		async close() {
-			const stopped = stopGC();
-			if (closed) return;
-			// Set first: a gc run in progress stops at its next batch ("called after close()").
-			closed = true;
-			await stopped;
-			const pool = await owned?.catch(() => undefined);
-			// mysql2 ends every connection, but reports again the error of one that had already
-			// failed (a refused or timed-out connect): the pool is closed all the same.
-			await pool?.end().catch(() => undefined);
+		close() {
+			// Every call shares the first one's work, so a second close() also resolves only once
+			// the gc run in flight has settled and the pool has ended.
+			return (closing ??= (async () => {
+				const stopped = stopGC();
+				// Set first: a gc run in progress stops at its next batch ("called after close()").
+				closed = true;
+				await stopped;
+				const pool = await owned?.catch(() => undefined);
+				// mysql2 ends every connection, but reports again the error of one that had already
+				// failed (a refused or timed-out connect): the pool is closed all the same.
+				await pool?.end().catch(() => undefined);
+			})());
 		},
 	};
 	const stopGC = startGCTimer(gcInterval, () => store.gc());

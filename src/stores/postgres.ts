@@ -356,6 +356,7 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 
 	let owned: Promise<Pool> | undefined;
 	let closed = false;
+	let closing: Promise<void> | undefined;
 	const connect: () => Promise<Pool> =
 		kind === "pool"
 			? () => Promise.resolve(connection.pool!)
@@ -549,14 +550,17 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 				if ((rowCount ?? 0) < GC_BATCH) return deleted;
 			}
 		},
-		async close() {
-			const stopped = stopGC();
-			if (closed) return;
-			// Set first: a gc run in progress stops at its next batch ("called after close()").
-			closed = true;
-			await stopped;
-			const pool = await owned?.catch(() => undefined);
-			await pool?.end();
+		close() {
+			// Every call shares the first one's work, so a second close() also resolves only once
+			// the gc run in flight has settled and the pool has ended.
+			return (closing ??= (async () => {
+				const stopped = stopGC();
+				// Set first: a gc run in progress stops at its next batch ("called after close()").
+				closed = true;
+				await stopped;
+				const pool = await owned?.catch(() => undefined);
+				await pool?.end();
+			})());
 		},
 	};
 	const stopGC = startGCTimer(gcInterval, () => store.gc());

@@ -190,6 +190,33 @@ describe("mysql store", { skip }, () => {
 		});
 	});
 
+	it("a second close() called meanwhile also waits for the gc statement in flight", async () => {
+		const table = newTable();
+		const filler = mysqlStore({ pool: admin }, { table, gcInterval: 0 });
+		for (let i = 0; i < 3; i++) await filler.set(randomKey(), makeRecord(), Date.now() - 1000);
+		await filler.close();
+		const holder = await admin.getConnection();
+		let secondBeforeRelease: boolean;
+		let closing: Promise<unknown>;
+		try {
+			await holder.query("START TRANSACTION");
+			await holder.query(`SELECT * FROM \`${table}\` FOR UPDATE`);
+			const store = mysqlStore({ pool: admin }, { table, gcInterval: 0.05 });
+			// The timer fires within this, and its DELETE waits for the lock.
+			await sleep(300);
+			let second = false;
+			closing = Promise.all([store.close(), store.close().then(() => (second = true))]);
+			await sleep(300);
+			secondBeforeRelease = second;
+		} finally {
+			await holder.query("COMMIT");
+			holder.release();
+		}
+		await closing;
+		assert.equal(secondBeforeRelease, false, "the second close() waits for the gc statement in flight too");
+		assert.equal(await rowCount(table), 0);
+	});
+
 	it("merge increments exactly as applyChanges does, non-numbers counting as 0", async () => {
 		const store = mysqlStore({ pool: admin }, { table: newTable(), gcInterval: 0 });
 		const key = randomKey();
