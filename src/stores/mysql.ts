@@ -5,7 +5,7 @@ import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } f
 import { applyChanges } from "../core/store.js";
 import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
 import type { TableName } from "./internal/sql-common.js";
-import { checkConnection, checkCreateTable, jsonColumn, messageOf, onceUntilSuccess, parseTable, withDeadline } from "./internal/sql-common.js";
+import { checkConnection, checkCreateTable, closeOnce, jsonColumn, messageOf, onceUntilSuccess, parseTable, withDeadline } from "./internal/sql-common.js";
 import { checkTimeout } from "./internal/timeout.js";
 
 /** How {@link mysqlStore} reaches the database: the app's pool, or a URL for a pool of its own. */
@@ -292,7 +292,6 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 
 	let owned: Promise<Pool> | undefined;
 	let closed = false;
-	let closing: Promise<void> | undefined;
 	const connect: () => Promise<Pool> =
 		kind === "pool" ? () => Promise.resolve(connection.pool!) : onceUntilSuccess(() => (owned = createPool(connection.url!, timeout)));
 	const ensureTable = onceUntilSuccess(async () => {
@@ -452,20 +451,16 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 				if (batch < GC_BATCH) return deleted;
 			}
 		},
-		close() {
-			// Every call shares the first one's work, so a second close() also resolves only once
-			// the gc run in flight has settled and the pool has ended.
-			return (closing ??= (async () => {
-				const stopped = stopGC();
-				// Set first: a gc run in progress stops at its next batch ("called after close()").
-				closed = true;
-				await stopped;
+		close: closeOnce(
+			() => stopGC(),
+			() => (closed = true),
+			async () => {
 				const pool = await owned?.catch(() => undefined);
 				// mysql2 ends every connection, but reports again the error of one that had already
 				// failed (a refused or timed-out connect): the pool is closed all the same.
 				await pool?.end().catch(() => undefined);
-			})());
-		},
+			},
+		),
 	};
 	const stopGC = startGCTimer(gcInterval, () => store.gc());
 	return store;

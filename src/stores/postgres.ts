@@ -6,7 +6,7 @@ import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } f
 import { describe } from "./internal/describe.js";
 import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
 import type { TableName } from "./internal/sql-common.js";
-import { checkConnection, checkCreateTable, jsonColumn, messageOf, onceUntilSuccess, parseTable, withDeadline } from "./internal/sql-common.js";
+import { checkConnection, checkCreateTable, closeOnce, jsonColumn, messageOf, onceUntilSuccess, parseTable, withDeadline } from "./internal/sql-common.js";
 import { checkTimeout } from "./internal/timeout.js";
 
 /** How {@link postgresStore} reaches the database: the app's pool, or a URL for a pool of its own. */
@@ -356,7 +356,6 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 
 	let owned: Promise<Pool> | undefined;
 	let closed = false;
-	let closing: Promise<void> | undefined;
 	const connect: () => Promise<Pool> =
 		kind === "pool"
 			? () => Promise.resolve(connection.pool!)
@@ -550,18 +549,14 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 				if ((rowCount ?? 0) < GC_BATCH) return deleted;
 			}
 		},
-		close() {
-			// Every call shares the first one's work, so a second close() also resolves only once
-			// the gc run in flight has settled and the pool has ended.
-			return (closing ??= (async () => {
-				const stopped = stopGC();
-				// Set first: a gc run in progress stops at its next batch ("called after close()").
-				closed = true;
-				await stopped;
+		close: closeOnce(
+			() => stopGC(),
+			() => (closed = true),
+			async () => {
 				const pool = await owned?.catch(() => undefined);
 				await pool?.end();
-			})());
-		},
+			},
+		),
 	};
 	const stopGC = startGCTimer(gcInterval, () => store.gc());
 	return store;

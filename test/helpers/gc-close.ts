@@ -23,22 +23,21 @@ export interface BlockedGc {
 	expiredRows(): Promise<number>;
 }
 
-/** Calls `close()` while the store's gc statement waits for the test's lock, then releases the lock. */
+/** Calls `close()` twice while the store's gc statement waits for the test's lock, then releases the lock. */
 export async function assertCloseWaitsForGc({ makeStore, holder, lock, expiredRows }: BlockedGc): Promise<void> {
 	const filler = makeStore(0);
 	for (let i = 0; i < 3; i++) await filler.set(randomKey(), makeRecord(), Date.now() - 1000);
 	await filler.close();
-	let closedBeforeRelease: boolean;
-	let closing: Promise<void>;
+	let closedBeforeRelease: number;
+	let closing: Promise<unknown>;
 	try {
 		for (const statement of lock) await holder.query(statement);
-		let closed = false;
+		let closed = 0;
 		const store = makeStore(0.05);
 		// The timer fires within this, and its DELETE waits for the lock.
 		await sleep(300);
-		closing = store.close().then(() => {
-			closed = true;
-		});
+		// A second close() called meanwhile must wait as long as the first.
+		closing = Promise.all([store.close(), store.close()].map((call) => call.then(() => closed++)));
 		await sleep(300);
 		closedBeforeRelease = closed;
 	} finally {
@@ -47,6 +46,6 @@ export async function assertCloseWaitsForGc({ makeStore, holder, lock, expiredRo
 		holder.release();
 	}
 	await closing;
-	assert.equal(closedBeforeRelease, false, "close() waits for the gc statement in flight");
+	assert.equal(closedBeforeRelease, 0, "close(), and a second close() called meanwhile, wait for the gc statement in flight");
 	assert.equal(await expiredRows(), 0, "the statement in flight finished before close() resolved");
 }

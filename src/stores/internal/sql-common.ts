@@ -118,6 +118,23 @@ export function onceUntilSuccess<T>(init: () => Promise<T>): () => Promise<T> {
 		}));
 }
 
+/**
+ * A SQL store's `close()`: stops the gc timer, marks the store closed (so a gc run in progress
+ * sends no further batch: "called after close()"), waits for that run's statement in flight,
+ * then ends the pool the store made. Every call shares the first one's work, so a second
+ * `close()` also resolves only once all of it is done.
+ */
+export function closeOnce(stopGC: () => Promise<void>, markClosed: () => void, endPool: () => Promise<void>): () => Promise<void> {
+	let closing: Promise<void> | undefined;
+	return () =>
+		(closing ??= (async () => {
+			const stopped = stopGC();
+			markClosed();
+			await stopped;
+			await endPool();
+		})());
+}
+
 /** Reads a JSON column the driver may hand over parsed (pg jsonb, MySQL 8 JSON) or as text (MariaDB). */
 export function jsonColumn(value: unknown): Record<string, string> {
 	if (typeof value === "string") return JSON.parse(value) as Record<string, string>;
