@@ -247,15 +247,6 @@ export function fileStore(options: FileStoreOptions): FileStore {
 		}
 	}
 
-	async function release(lock: string): Promise<void> {
-		try {
-			await rmdir(lock);
-		} catch (error) {
-			// Gone: another process broke it as stale (see breakStaleLock); there is nothing to release.
-			if (!isMissing(error)) throw error;
-		}
-	}
-
 	/**
 	 * Removes `lock` if it is older than STALE_LOCK_MS (its holder crashed); resolves whether the
 	 * caller should try to take it again at once (broken, or released meanwhile).
@@ -307,10 +298,11 @@ export function fileStore(options: FileStoreOptions): FileStore {
 	 * other processes. With `makeShard` false and no shard directory for `key` (so no file of it
 	 * either), resolves `false` without running `task`.
 	 *
-	 * Settles as `task` did: a lock that cannot be removed (an rmdir refused, as Windows does while
-	 * something has the directory open) must not report a write that happened as failed (a merge
-	 * retried on that would add its increments twice) nor hide the write's own error. Such a lock
-	 * is left to be broken as stale, as one left by a crash is.
+	 * Settles as `task` did, whatever removing the lock gives: gone already (another process broke
+	 * it as stale, see breakStaleLock), or refused (as Windows does while something has the
+	 * directory open). A write that happened must not be reported as failed (a merge retried on
+	 * that would add its increments twice), nor a failed write lose its own error. A lock left
+	 * behind is broken as stale, as one left by a crash is.
 	 */
 	function exclusive<T>(key: string, makeShard: boolean, task: () => Promise<T>): Promise<T | false> {
 		return serialised(key, async () => {
@@ -319,7 +311,7 @@ export function fileStore(options: FileStoreOptions): FileStore {
 			try {
 				return await task();
 			} finally {
-				await release(lock).catch(() => undefined);
+				await rmdir(lock).catch(() => undefined);
 			}
 		});
 	}
