@@ -24,6 +24,22 @@ import { assertOneSessionThroughNestedMiddleware } from "../helpers/nested-middl
 import { assertErrorPageSeesStoreError, assertLogOutOnError, dataOf, errorPageBody, loggedIn } from "../helpers/error-path-app.js";
 import { faultyStore, STORE_KINDS, storeOf } from "../helpers/test-stores.js";
 
+/**
+ * An app with `site`'s sessionMiddleware (`?visit` sets "visited" in its session) and a sub-app,
+ * `panel`, with `admin`'s own: two managers on one request, for the caller to mount and route.
+ */
+function siteWithAdminPanel(site: SessionManager, admin: SessionManager): { app: Hono; panel: Hono } {
+	const app = new Hono();
+	app.use(sessionMiddleware(site));
+	app.use(async (c, next) => {
+		if (c.req.query("visit") !== undefined) c.get("session").set("visited", true);
+		await next();
+	});
+	const panel = new Hono();
+	panel.use(sessionMiddleware(admin));
+	return { app, panel };
+}
+
 adapterConformance("hono", async (sessions, { trustProxy }) =>
 	listen(createServer(getRequestListener(createApp(sessions, { trustProxy, logErrors: false }).fetch))),
 );
@@ -268,14 +284,7 @@ for (const kind of STORE_KINDS) {
 		it(`hono (${kind} store): a sub-app with another manager's sessionMiddleware (${how}) keeps its cookie beside the app's`, async (t) => {
 			const site = createSessions({ store: await storeOf(kind, t) });
 			const admin = createSessions({ store: await storeOf(kind, t), cookie: { name: "admin_sid" } });
-			const app = new Hono();
-			app.use(sessionMiddleware(site));
-			app.use(async (c, next) => {
-				if (c.req.query("visit") !== undefined) c.get("session").set("visited", true);
-				await next();
-			});
-			const panel = new Hono();
-			panel.use(sessionMiddleware(admin));
+			const { app, panel } = siteWithAdminPanel(site, admin);
 			panel.get("/login", (c) => {
 				c.get("session").set("admin", true);
 				return c.text("admin");
@@ -302,14 +311,7 @@ for (const kind of STORE_KINDS) {
 it("hono: a Response object returned for every request through two managers' middlewares carries no user's cookies to the next", async (t) => {
 	const site = createSessions();
 	const admin = createSessions({ cookie: { name: "admin_sid" } });
-	const app = new Hono();
-	app.use(sessionMiddleware(site));
-	app.use(async (c, next) => {
-		if (c.req.query("visit") !== undefined) c.get("session").set("visited", true);
-		await next();
-	});
-	const panel = new Hono();
-	panel.use(sessionMiddleware(admin));
+	const { app, panel } = siteWithAdminPanel(site, admin);
 	const noContent = new Response(null, { status: 204 }); // one answer for every request, made once
 	panel.post("/login", (c) => {
 		const user = c.req.query("user");
