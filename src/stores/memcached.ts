@@ -1,6 +1,7 @@
-import type { Client } from "memjs";
+import type { Client, Response } from "memjs";
 import { SessionConfigError, SessionStoreError } from "../core/errors.js";
 import type { AsyncSessionStore, StoredRecord } from "../core/store.js";
+import { applyChanges } from "../core/store.js";
 import { describe } from "./internal/describe.js";
 import { checkTimeout } from "./internal/timeout.js";
 
@@ -41,6 +42,17 @@ const MAX_RELATIVE_SECONDS = 30 * 24 * 60 * 60;
 // for the next 2^31. The store starts it again from 0 before that; a request numbered that low
 // was answered or timed out long ago, so no answer can be matched to the wrong request.
 const MAX_SEQ = 0x7fff0000;
+
+// Binary protocol opcodes and statuses used by the compare-and-swap writes (memjs sends the
+// others itself, but neither reads nor sends an item's CAS version).
+const OPCODE_GET = 0x00;
+// replace, not set: memcached drops the item already there when a set's value is too large.
+const OPCODE_REPLACE = 0x03;
+const STATUS_OK = 0x0000;
+const STATUS_NOT_FOUND = 0x0001;
+const STATUS_EXISTS = 0x0002;
+const NOTHING = Buffer.alloc(0);
+const STATUS_TEXT: Record<number, string> = { 0x0003: "Value too large", 0x0004: "Invalid arguments", 0x0005: "Item not stored", 0x0082: "Out of memory" };
 
 /**
  * The exptime memcached needs for `expiresAt` (epoch ms), which must be in the future: seconds
@@ -109,6 +121,40 @@ function recordOf({ expiresAt: _, ...record }: Stored): StoredRecord {
 	return record;
 }
 
+/** One binary-protocol request: a 24-byte header (the CAS version at bytes 16-23), extras, key, value. */
+function request(opcode: number, seq: number, key: string, extras: Buffer, value: Buffer, cas: Buffer | null): Buffer {
+	const keyBytes = Buffer.from(key, "latin1");
+	const buffer = Buffer.alloc(24 + extras.length + keyBytes.length + value.length);
+	buffer.writeUInt8(0x80, 0);
+	buffer.writeUInt8(opcode, 1);
+	buffer.writeUInt16BE(keyBytes.length, 2);
+	buffer.writeUInt8(extras.length, 4);
+	buffer.writeUInt32BE(extras.length + keyBytes.length + value.length, 8);
+	buffer.writeUInt32BE(seq, 12);
+	cas?.copy(buffer, 16);
+	extras.copy(buffer, 24);
+	keyBytes.copy(buffer, 24 + extras.length);
+	value.copy(buffer, 24 + extras.length + keyBytes.length);
+	return buffer;
+}
+
+/**
+ * Sends `buffer` to the key's server and resolves its answer. It is sent once: memjs would send
+ * it again after a connection error, and a compare-and-swap write that was applied before the
+ * error would then read as lost to a parallel write, and be applied a second time.
+ */
+function performOnce(client: Client, key: string, build: (seq: number) => Buffer): Promise<Response> {
+	client.incrSeq();
+	const seq = client.seq;
+	return new Promise((resolve, reject) => {
+		client.perform(key, build(seq), seq, (error: Error | null, response: Response | null) => (error || !response ? reject(error ?? new Error("no answer")) : resolve(response)), 1);
+	});
+}
+
+function statusError(command: string, status: number): Error {
+	return new Error(`MemJS ${command}: ${STATUS_TEXT[status] ?? `status 0x${status.toString(16).padStart(4, "0")}`}`);
+}
+
 async function connect(servers: string, timeout: number): Promise<Client> {
 	let memjs;
 	try {
@@ -126,10 +172,11 @@ async function connect(servers: string, timeout: number): Promise<Client> {
  * hashing it. Records expire natively (an absolute unix time past memcached's 30-day limit on
  * relative expiry); `get` also checks the deadline against the app's clock.
  *
+ * `merge` and `touch` read the record with its CAS version and write it back only over that
+ * version, reading again when a parallel write came first: parallel requests keep each other's
+ * changes, and a session destroyed or renewed meanwhile is never brought back.
+ *
  * What memcached cannot do, and what happens instead (see docs/stores/memcached.md):
- * - no `merge`: a commit replaces the whole record, so two parallel requests changing one
- *   session can overwrite each other's changes. The core uses `replace`, which writes only if
- *   the record still exists, so a destroyed or renewed session is never brought back.
  * - no listing by subject (memcached cannot enumerate keys): `listBySubject`,
  *   `deleteBySubject` and `count` are absent.
  * - a value is at most 1 MB unless memcached runs with a larger `-I`.
@@ -157,7 +204,9 @@ export function memcachedStore(connection: MemcachedConnection, options: Memcach
 	if (typeof connection !== "object" || connection === null) {
 		throw new SessionConfigError("connection", "must be { client } (a memjs Client) or { servers }.");
 	} else if ("client" in connection && connection.client) {
-		if (typeof (connection.client as Partial<Client>).replace !== "function") {
+		const given = connection.client as Partial<Client>;
+		// perform: merge and touch send compare-and-swap requests memjs has no method for.
+		if (typeof given.replace !== "function" || typeof given.perform !== "function" || typeof given.incrSeq !== "function") {
 			throw new SessionConfigError("client", "must be a memjs Client.");
 		}
 		// With failover, memjs sends a key to the next server while its own does not answer, and
@@ -184,15 +233,17 @@ export function memcachedStore(connection: MemcachedConnection, options: Memcach
 		return key !== "" && /^[\x21-\x7e]+$/.test(key) && full.length <= MAX_KEY_BYTES ? full : null;
 	}
 
-	async function run<T>(operation: string, work: (client: Client) => Promise<T>): Promise<T> {
+	/** `work` on the client, rejected past `timeout`; `deadline` is that instant (epoch ms), for work that loops. */
+	async function run<T>(operation: string, work: (client: Client, deadline: number) => Promise<T>): Promise<T> {
 		// memjs would open a new connection, which nothing closes (it keeps the process alive).
 		if (closed) throw new SessionStoreError("memcached", `${operation} called after close().`);
+		const deadline = Date.now() + timeoutSeconds * 1000;
 		let timer: ReturnType<typeof setTimeout> | undefined;
 		const timedOut = new Promise<never>((_, reject) => {
 			timer = setTimeout(() => reject(new SessionStoreError("memcached", `${operation} got no answer within ${timeoutSeconds} s. Is memcached reachable?`)), timeoutSeconds * 1000);
 		});
 		try {
-			return await Promise.race([ready.then((client) => work(wrapSeq(client))), timedOut]);
+			return await Promise.race([ready.then((client) => work(wrapSeq(client), deadline)), timedOut]);
 		} catch (error) {
 			if (error instanceof SessionStoreError || error instanceof SessionConfigError) throw error;
 			let detail = error instanceof Error ? error.message : String(error);
@@ -219,6 +270,44 @@ export function memcachedStore(connection: MemcachedConnection, options: Memcach
 		return command === "set" ? client.set(key, value, { expires }) : client.replace(key, value, { expires });
 	}
 
+	/** The item's record (null once past its deadline) and CAS version, or null if memcached has no item. */
+	async function gets(client: Client, key: string): Promise<{ found: Stored | null; cas: Buffer } | null> {
+		const response = await performOnce(client, key, (seq) => request(OPCODE_GET, seq, key, NOTHING, NOTHING, null));
+		const { status } = response.header;
+		if (status === STATUS_NOT_FOUND) return null;
+		if (status !== STATUS_OK) throw statusError("GET", status);
+		return { found: decode(response.val, Date.now()), cas: Buffer.from(response.header.cas) };
+	}
+
+	/** Writes `value` only over the item's version `cas`: "changed" if another write came first, "gone" if it was removed. */
+	async function setIfUnchanged(client: Client, key: string, value: string, expiresAt: number, cas: Buffer): Promise<"stored" | "changed" | "gone"> {
+		const extras = Buffer.alloc(8);
+		extras.writeUInt32BE(memcachedExptime(expiresAt, Date.now()), 4);
+		const response = await performOnce(client, key, (seq) => request(OPCODE_REPLACE, seq, key, extras, Buffer.from(value, "utf8"), cas));
+		const { status } = response.header;
+		if (status === STATUS_OK) return "stored";
+		if (status === STATUS_EXISTS) return "changed";
+		if (status === STATUS_NOT_FOUND) return "gone";
+		throw statusError("REPLACE", status);
+	}
+
+	/**
+	 * Replaces the live record with `update(record)` if no other write lands in between (its CAS
+	 * version still matches), else reads it again and retries until `deadline`. Resolves false if
+	 * there is no live record. A deadline already past deletes the item, as `write` does.
+	 */
+	async function compareAndSwap(operation: string, client: Client, deadline: number, key: string, update: (record: StoredRecord) => StoredRecord, expiresAt: number): Promise<boolean> {
+		for (;;) {
+			const item = await gets(client, key);
+			if (item === null || item.found === null) return false;
+			if (expiresAt <= Date.now()) return client.delete(key);
+			const outcome = await setIfUnchanged(client, key, encode(update(recordOf(item.found)), expiresAt), expiresAt, item.cas);
+			if (outcome !== "changed") return outcome === "stored";
+			// run() has already rejected: sending more would apply a change the caller was told failed.
+			if (closed || Date.now() >= deadline) throw new SessionStoreError("memcached", `${operation} gave up: the session kept changing under it for ${timeoutSeconds} s.`);
+		}
+	}
+
 	return {
 		name: "memcached",
 
@@ -240,10 +329,9 @@ export function memcachedStore(connection: MemcachedConnection, options: Memcach
 		},
 
 		// memcached's replace writes only over an existing key, so a session destroyed or renewed
-		// by a parallel request stays gone. What remains: it cannot compare contents, so it
-		// overwrites changes a parallel request made since this one loaded (no merge), and it can
-		// extend a record in the up to two seconds between its deadline and memcached dropping it
-		// (see memcachedExptime).
+		// by a parallel request stays gone. It can extend a record in the up to two seconds between
+		// its deadline and memcached dropping it (see memcachedExptime). The core commits with
+		// merge; replace serves custom callers.
 		replace(key, record, expiresAt) {
 			const stored = keyOf(key);
 			if (stored === null) return Promise.resolve(false);
@@ -258,16 +346,20 @@ export function memcachedStore(connection: MemcachedConnection, options: Memcach
 			});
 		},
 
-		// memcached's own touch moves only the expiry, and idleExpiresAt lives inside the value, so
-		// this reads and replaces it. memjs has no CAS: a write landing between the two is
-		// overwritten, the same lost update as parallel replaces (see replace above).
+		// Both rewrite the record only over the version they read (compare-and-swap), so a parallel
+		// commit is never overwritten: they read it again and apply their change to it.
+		merge(key, changes, expiresAt) {
+			const stored = keyOf(key);
+			if (stored === null) return Promise.resolve(false);
+			return run("merge", (client, deadline) => compareAndSwap("merge", client, deadline, stored, (record) => applyChanges(record, changes), expiresAt));
+		},
+
+		// memcached's own touch moves only the expiry, and idleExpiresAt lives inside the value.
 		touch(key, idleExpiresAt, expiresAt) {
 			const stored = keyOf(key);
 			if (stored === null) return Promise.resolve();
-			return run("touch", async (client) => {
-				const found = decode((await client.get(stored)).value, Date.now());
-				if (!found) return;
-				await write(client, "replace", stored, encode({ ...recordOf(found), idleExpiresAt }, expiresAt), expiresAt);
+			return run("touch", async (client, deadline) => {
+				await compareAndSwap("touch", client, deadline, stored, (record) => ({ ...record, idleExpiresAt }), expiresAt);
 			});
 		},
 

@@ -7,7 +7,7 @@ import type { SessionStore } from "sessionkit";
 import { memcachedStore } from "sessionkit/stores/memcached";
 import { eventually, freePort, hasCommand, startChildServer } from "../helpers/child-server.js";
 import { randomKey, runId, sleep } from "../helpers/keys.js";
-import { makeRecord, storeConformance } from "sessionkit/testing";
+import { makeRecord, noChanges, storeConformance } from "sessionkit/testing";
 import { requireService, serviceURL } from "../services.js";
 
 const HOUR = 3_600_000;
@@ -90,18 +90,19 @@ storeConformance(
 			},
 		};
 	},
-	{ merge: false, subjects: false, count: false, selfExpiring: true, expiryResolutionMs: 1000 },
+	{ merge: true, subjects: false, count: false, selfExpiring: true, expiryResolutionMs: 1000 },
 	{ skip },
 );
 
 describe("memcached store", () => {
 	it("refuses a bad prefix, timeout or connection at construction", () => {
-		const fake = { replace() {} } as unknown as memjs.Client;
+		const unconnected = memjs.Client.create("127.0.0.1:1", { logger: silent }); // memjs connects at the first request
 		for (const prefix of ["", "a b", "tab\t", "é:", "x".repeat(187)]) {
-			assert.throws(() => memcachedStore({ client: fake }, { prefix }), SessionConfigError, JSON.stringify(prefix));
+			assert.throws(() => memcachedStore({ client: unconnected }, { prefix }), SessionConfigError, JSON.stringify(prefix));
 		}
-		assert.throws(() => memcachedStore({ client: fake }, { timeout: 0 }), SessionConfigError);
+		assert.throws(() => memcachedStore({ client: unconnected }, { timeout: 0 }), SessionConfigError);
 		assert.throws(() => memcachedStore({ client: {} as memjs.Client }), SessionConfigError);
+		assert.throws(() => memcachedStore({ client: { replace() {} } as unknown as memjs.Client }), SessionConfigError, "a client without memjs's perform");
 		assert.throws(() => memcachedStore({ servers: " " }), SessionConfigError);
 	});
 
@@ -126,12 +127,12 @@ describe("memcached store", () => {
 	});
 
 	it("names a bad option's value the way the other stores do, and refuses no connection at all", () => {
-		const fake = { replace() {} } as unknown as memjs.Client;
+		const unconnected = memjs.Client.create("127.0.0.1:1", { logger: silent }); // memjs connects at the first request
 		const cases: Array<[() => unknown, string, RegExp]> = [
-			[() => memcachedStore({ client: fake }, { timeout: "5" as never }), "timeout", /, got "5"\.$/],
-			[() => memcachedStore({ client: fake }, { prefix: 5n as never }), "prefix", /, got bigint\.$/],
+			[() => memcachedStore({ client: unconnected }, { timeout: "5" as never }), "timeout", /, got "5"\.$/],
+			[() => memcachedStore({ client: unconnected }, { prefix: 5n as never }), "prefix", /, got bigint\.$/],
 			// setTimeout would clamp it to 1 ms, and every operation would time out at once.
-			[() => memcachedStore({ client: fake }, { timeout: 3_000_000 }), "timeout", /at most 2147483, got 3000000\.$/],
+			[() => memcachedStore({ client: unconnected }, { timeout: 3_000_000 }), "timeout", /at most 2147483, got 3000000\.$/],
 			[() => memcachedStore(undefined as never), "connection", /must be \{ client \}/],
 			[() => memcachedStore(null as never), "connection", /must be \{ client \}/],
 		];
@@ -146,9 +147,8 @@ describe("memcached store", () => {
 		memcachedStore({ client: memjs.Client.create("127.0.0.1:1", { logger: silent }) });
 	});
 
-	it("has no merge, subject index or count, so the core falls back to replace", () => {
-		const store = memcachedStore({ client: { replace() {} } as unknown as memjs.Client });
-		assert.equal(store.merge, undefined);
+	it("has no subject index or count (memcached cannot list keys)", () => {
+		const store = memcachedStore({ client: memjs.Client.create("127.0.0.1:1", { logger: silent }) });
 		assert.equal(store.listBySubject, undefined);
 		assert.equal(store.deleteBySubject, undefined);
 		assert.equal(store.count, undefined);
@@ -206,13 +206,47 @@ describe("memcached store", () => {
 			assert.ok(ttl !== null && Math.abs(ttl - 45 * 86_400) <= TTL_SLACK_S, `memcached reports ${ttl} s left`);
 		});
 
+		it("touches racing parallel merges keep every increment and the latest deadline (compare-and-swap)", async () => {
+			const key = randomKey();
+			written.add(key);
+			const idle = Date.now() + HOUR;
+			await store.set(key, makeRecord({ data: {}, idleExpiresAt: idle }), idle);
+			// Each touch reads the record and writes it back; a merge landing in between must not be overwritten.
+			const touched = idle + 60_000;
+			await Promise.all(
+				Array.from({ length: 30 }, (_, i) => (i % 2 === 0 ? store.merge!(key, noChanges({ increment: { hits: 1 }, idleExpiresAt: idle }), idle) : store.touch(key, touched, touched))),
+			);
+			const loaded = await store.get(key);
+			assert.equal(loaded?.data.hits, "15");
+			assert.ok(loaded.idleExpiresAt === idle || loaded.idleExpiresAt === touched);
+		});
+
+		it("merge and touch of a session deleted meanwhile write nothing", async () => {
+			const key = randomKey();
+			await store.set(key, makeRecord({ data: { a: "1" } }), Date.now() + HOUR);
+			const merging = Array.from({ length: 10 }, () => store.merge!(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR));
+			const touching = Array.from({ length: 10 }, () => store.touch(key, Date.now() + 2 * HOUR, Date.now() + 2 * HOUR));
+			await store.delete(key);
+			await Promise.all([...merging, ...touching]);
+			assert.equal(await store.get(key), null);
+			assert.equal((await memcached.get(prefix + key)).value, null, "no item is left in memcached either");
+		});
+
 		it("names memcached's 1 MB value limit when a record is over it", async () => {
-			const record = makeRecord({ data: { big: defaultCodec.encode("z".repeat(1_100_000)) } });
-			await assert.rejects(async () => store.set(randomKey(), record, Date.now() + HOUR), (error: unknown) => {
+			const big = defaultCodec.encode("z".repeat(1_100_000));
+			await assert.rejects(async () => store.set(randomKey(), makeRecord({ data: { big } }), Date.now() + HOUR), (error: unknown) => {
 				assert.ok(error instanceof SessionStoreError);
 				assert.match(error.message, /1 MB/);
 				return true;
 			});
+			const key = randomKey();
+			await store.set(key, makeRecord({ data: { small: "1" } }), Date.now() + HOUR);
+			await assert.rejects(async () => store.merge!(key, noChanges({ set: { big } }), Date.now() + HOUR), (error: unknown) => {
+				assert.ok(error instanceof SessionStoreError);
+				assert.match(error.message, /^sessionkit\/memcached: merge failed: .*too large.*1 MB/);
+				return true;
+			});
+			assert.deepEqual((await store.get(key))?.data, { small: "1" }, "the record is as it was");
 		});
 
 		it("with { servers } takes spaces around the commas, and places each key where the list without them does", async () => {
@@ -270,7 +304,7 @@ describe("memcached store", () => {
 			await owned.close!();
 			try {
 				await owned.close!();
-				for (const operation of [() => owned.get(key), () => owned.set(key, makeRecord(), Date.now() + HOUR), () => owned.replace(key, makeRecord(), Date.now() + HOUR), () => owned.touch(key, Date.now() + HOUR, Date.now() + HOUR), () => owned.delete(key)]) {
+				for (const operation of [() => owned.get(key), () => owned.set(key, makeRecord(), Date.now() + HOUR), () => owned.replace(key, makeRecord(), Date.now() + HOUR), () => owned.touch(key, Date.now() + HOUR, Date.now() + HOUR), () => owned.merge!(key, noChanges({ set: { a: "1" } }), Date.now() + HOUR), () => owned.delete(key)]) {
 					await assert.rejects(operation(), (error: unknown) => error instanceof SessionStoreError && /called after close\(\)/.test(error.message));
 				}
 				const gone = await eventually(async () => {
@@ -333,7 +367,7 @@ describe("memcached store", () => {
 				assert.ok(await eventually(() => store.get(key), 5000), "answers again once the server runs");
 
 				await server.stop();
-				for (const operation of [() => store.get(key), () => store.replace(key, makeRecord(), Date.now() + HOUR), () => store.set(key, makeRecord(), Date.now() + HOUR)]) {
+				for (const operation of [() => store.get(key), () => store.replace(key, makeRecord(), Date.now() + HOUR), () => store.set(key, makeRecord(), Date.now() + HOUR), () => store.merge!(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), () => store.touch(key, Date.now() + HOUR, Date.now() + HOUR)]) {
 					const started = Date.now();
 					await assert.rejects(operation(), (error: unknown) => error instanceof SessionStoreError && error.store === "memcached");
 					assert.ok(Date.now() - started < 1500, `took ${Date.now() - started} ms`);
