@@ -50,8 +50,9 @@ export interface MongoDBStoreOptions {
 	 */
 	createIndexes?: boolean;
 	/**
-	 * Seconds one operation may take on the server (`maxTimeMS`) and, with `url`, to find a
-	 * server (`serverSelectionTimeoutMS`). Above 0, at most 2147483.
+	 * Seconds one operation may take: sent as `maxTimeMS` and, with `url`, as
+	 * `serverSelectionTimeoutMS`; past it the call rejects with `SessionStoreError` whatever the
+	 * server does. Above 0, at most 2147483.
 	 * @default 5
 	 */
 	timeout?: number;
@@ -189,6 +190,7 @@ function fail(option: string, message: string): never {
 
 const SOURCE_KEYS = ["collection", "url", "database", "collectionName"];
 const OPTION_KEYS = ["createIndexes", "timeout"];
+const DRIVER_ERROR_GRACE_MS = 200;
 
 function checkKeys(object: object, known: string[]): void {
 	for (const key of Object.keys(object)) {
@@ -297,14 +299,25 @@ export function mongodbStore(source: MongoDBSource, options: MongoDBStoreOptions
 		// that was opening the collection while close() ran says so too, not "not connected".
 		const afterClose = (): SessionStoreError => new SessionStoreError(NAME, `${operation} called after close().`);
 		if (closed) throw afterClose();
+		// maxTimeMS bounds only the server's work: a server that stops answering (frozen, or a
+		// network that drops packets) would hold the call until the driver's own timers, 30 s or
+		// more. The whole call, connecting and creating indexes included, rejects past `timeout`:
+		// a moment after it, so that the driver's own error (a server selection that failed,
+		// with its reason) wins where it has one.
+		let timer: ReturnType<typeof setTimeout> | undefined;
+		const late = new Promise<never>((_, reject) => {
+			timer = setTimeout(() => reject(new SessionStoreError(NAME, `${operation} got no answer within ${timeout} s. Is MongoDB reachable?`)), maxTimeMS + DRIVER_ERROR_GRACE_MS);
+		});
 		try {
-			const target = await collection();
+			const target = await Promise.race([collection(), late]);
 			if (closed) throw afterClose();
-			return await action(target);
+			return await Promise.race([action(target), late]);
 		} catch (error) {
 			if (error instanceof SessionError) throw error;
 			const detail = error instanceof Error ? error.message : String(error);
 			throw new SessionStoreError(NAME, `${operation} failed: ${detail}`, { cause: error });
+		} finally {
+			clearTimeout(timer);
 		}
 	}
 

@@ -322,6 +322,31 @@ describe("mongodb store without a server", () => {
 		assert.doesNotThrow(() => mongodbStore({ url: "mongodb+srv://cluster.example.net/app", database: "app", collectionName: "web_sessions" }));
 	});
 
+	it("with the app's own client, rejects within its timeout a call a server never answers (the driver would wait 30 s)", async () => {
+		// A server that accepts connections and never answers, as a frozen one does.
+		const sockets = new Set<Socket>();
+		const silent = createServer((socket) => sockets.add(socket));
+		await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+		const client = new MongoClient(`mongodb://127.0.0.1:${(silent.address() as { port: number }).port}/sessionkit`);
+		try {
+			const store = mongodbStore({ collection: client.db("sessionkit").collection("sessions") }, { timeout: 0.3 });
+			for (const call of [() => store.get(randomKey()), () => store.merge(randomKey(), noChanges({ increment: { n: 1 } }), Date.now() + HOUR)]) {
+				const started = Date.now();
+				await assert.rejects(call(), (error: unknown) => {
+					assert.ok(error instanceof SessionStoreError);
+					assert.match(error.message, /^sessionkit\/mongodb: (get|merge) got no answer within 0.3 s\. Is MongoDB reachable\?$/);
+					return true;
+				});
+				const took = Date.now() - started;
+				assert.ok(took >= 300 && took < 1500, `gave up after ${took} ms`);
+			}
+		} finally {
+			await client.close(true);
+			for (const socket of sockets) socket.destroy();
+			await new Promise((resolve) => silent.close(resolve));
+		}
+	});
+
 	it("rejects with SessionStoreError, within the timeout, when the server cannot be reached", async () => {
 		const store = mongodbStore({ url: "mongodb://127.0.0.1:1/sessionkit" }, { timeout: 0.5 });
 		const started = Date.now();
