@@ -28,6 +28,14 @@ export interface MemcachedStoreOptions {
 	timeout?: number;
 }
 
+/** What run() tells work that loops (compare-and-swap): whether to go on, and why it ran long. */
+interface Attempt {
+	/** run() has rejected (timed out): the caller has its answer. */
+	over: boolean;
+	/** A parallel write came first at least once: a timeout then means contention, not an unreachable memcached. */
+	retried: boolean;
+}
+
 /** The value stored under each key: the record plus the deadline the core asked for. */
 interface Stored extends StoredRecord {
 	expiresAt: number;
@@ -233,17 +241,22 @@ export function memcachedStore(connection: MemcachedConnection, options: Memcach
 		return key !== "" && /^[\x21-\x7e]+$/.test(key) && full.length <= MAX_KEY_BYTES ? full : null;
 	}
 
-	/** `work` on the client, rejected past `timeout`; `deadline` is that instant (epoch ms), for work that loops. */
-	async function run<T>(operation: string, work: (client: Client, deadline: number) => Promise<T>): Promise<T> {
+	/** `work` on the client, rejected past `timeout`; `attempt` tells work that loops when to stop. */
+	async function run<T>(operation: string, work: (client: Client, attempt: Attempt) => Promise<T>): Promise<T> {
 		// memjs would open a new connection, which nothing closes (it keeps the process alive).
 		if (closed) throw new SessionStoreError("memcached", `${operation} called after close().`);
-		const deadline = Date.now() + timeoutSeconds * 1000;
+		const attempt: Attempt = { over: false, retried: false };
 		let timer: ReturnType<typeof setTimeout> | undefined;
 		const timedOut = new Promise<never>((_, reject) => {
-			timer = setTimeout(() => reject(new SessionStoreError("memcached", `${operation} got no answer within ${timeoutSeconds} s. Is memcached reachable?`)), timeoutSeconds * 1000);
+			timer = setTimeout(() => {
+				attempt.over = true;
+				// A compare-and-swap loop that kept losing to parallel writes ends here too: say so.
+				const reason = attempt.retried ? `gave up: the session kept changing under it for ${timeoutSeconds} s.` : `got no answer within ${timeoutSeconds} s. Is memcached reachable?`;
+				reject(new SessionStoreError("memcached", `${operation} ${reason}`));
+			}, timeoutSeconds * 1000);
 		});
 		try {
-			return await Promise.race([ready.then((client) => work(wrapSeq(client), deadline)), timedOut]);
+			return await Promise.race([ready.then((client) => work(wrapSeq(client), attempt)), timedOut]);
 		} catch (error) {
 			if (error instanceof SessionStoreError || error instanceof SessionConfigError) throw error;
 			let detail = error instanceof Error ? error.message : String(error);
@@ -293,18 +306,26 @@ export function memcachedStore(connection: MemcachedConnection, options: Memcach
 
 	/**
 	 * Replaces the live record with `update(record)` if no other write lands in between (its CAS
-	 * version still matches), else reads it again and retries until `deadline`. Resolves false if
-	 * there is no live record. A deadline already past deletes the item, as `write` does.
+	 * version still matches), else reads it again and retries until run() times out. Resolves
+	 * false if there is no live record. A deadline already past deletes the item, as `write` does.
 	 */
-	async function compareAndSwap(operation: string, client: Client, deadline: number, key: string, update: (record: StoredRecord) => StoredRecord, expiresAt: number): Promise<boolean> {
+	async function compareAndSwap(operation: string, client: Client, attempt: Attempt, key: string, update: (record: StoredRecord) => StoredRecord, expiresAt: number): Promise<boolean> {
+		// Checked before every request, as an answer can come after either: once run() has
+		// rejected, a write would apply a change the caller was told failed; after close(), memjs
+		// would reopen the connection (the delete's retry does), which nothing closes.
+		const stillWanted = () => {
+			if (closed) throw new SessionStoreError("memcached", `${operation} stopped: close() was called meanwhile.`);
+			if (attempt.over) throw new SessionStoreError("memcached", `${operation} stopped: it timed out.`);
+		};
 		for (;;) {
+			stillWanted();
 			const item = await gets(client, key);
 			if (item === null || item.found === null) return false;
+			stillWanted();
 			if (expiresAt <= Date.now()) return client.delete(key);
 			const outcome = await setIfUnchanged(client, key, encode(update(recordOf(item.found)), expiresAt), expiresAt, item.cas);
 			if (outcome !== "changed") return outcome === "stored";
-			// run() has already rejected: sending more would apply a change the caller was told failed.
-			if (closed || Date.now() >= deadline) throw new SessionStoreError("memcached", `${operation} gave up: the session kept changing under it for ${timeoutSeconds} s.`);
+			attempt.retried = true;
 		}
 	}
 
@@ -351,15 +372,15 @@ export function memcachedStore(connection: MemcachedConnection, options: Memcach
 		merge(key, changes, expiresAt) {
 			const stored = keyOf(key);
 			if (stored === null) return Promise.resolve(false);
-			return run("merge", (client, deadline) => compareAndSwap("merge", client, deadline, stored, (record) => applyChanges(record, changes), expiresAt));
+			return run("merge", (client, attempt) => compareAndSwap("merge", client, attempt, stored, (record) => applyChanges(record, changes), expiresAt));
 		},
 
 		// memcached's own touch moves only the expiry, and idleExpiresAt lives inside the value.
 		touch(key, idleExpiresAt, expiresAt) {
 			const stored = keyOf(key);
 			if (stored === null) return Promise.resolve();
-			return run("touch", async (client, deadline) => {
-				await compareAndSwap("touch", client, deadline, stored, (record) => ({ ...record, idleExpiresAt }), expiresAt);
+			return run("touch", async (client, attempt) => {
+				await compareAndSwap("touch", client, attempt, stored, (record) => ({ ...record, idleExpiresAt }), expiresAt);
 			});
 		},
 

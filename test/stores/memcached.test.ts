@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { connect } from "node:net";
+import { connect, createServer, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import memjs from "memjs";
 import { SessionConfigError, SessionStoreError, defaultCodec } from "sessionkit";
-import type { SessionStore } from "sessionkit";
+import type { AsyncSessionStore, SessionStore, StoredRecord } from "sessionkit";
 import { memcachedStore } from "sessionkit/stores/memcached";
 import { eventually, freePort, hasCommand, startChildServer } from "../helpers/child-server.js";
 import { randomKey, runId, sleep } from "../helpers/keys.js";
@@ -75,6 +75,43 @@ async function serverTTL(key: string): Promise<number | null> {
 		return seconds > 30 * 86_400 ? seconds - (await serverClockLag(hostPort)) : seconds;
 	}
 	return null;
+}
+
+/**
+ * A TCP proxy to one memcached that holds its answers (and its end of the connection) back
+ * `delay` ms, like a slow network, and counts the connections made through it. With
+ * `resetOnOpcode` set, it drops the answer to the next request of that opcode and resets the
+ * connection: memcached applied the request, the client sees a connection error. Not a mock:
+ * every request reaches the real server. close() ends every connection it carries.
+ */
+async function slowProxy(target: string): Promise<{ port: number; delay: number; connections: number; resetOnOpcode: number | null; close(): Promise<void> }> {
+	const [host, port] = target.split(":");
+	const sockets = new Set<Socket>();
+	const server = createServer({ allowHalfOpen: true }, (downstream) => {
+		proxy.connections++;
+		const upstream = connect({ host: host!, port: Number(port), allowHalfOpen: true });
+		const later = (act: () => void) => (proxy.delay > 0 ? setTimeout(act, proxy.delay) : act());
+		for (const socket of [downstream, upstream]) (sockets.add(socket), socket.on("error", () => {}));
+		downstream.on("data", (chunk) => upstream.write(chunk));
+		downstream.on("end", () => upstream.end());
+		downstream.on("close", () => upstream.destroy());
+		upstream.on("data", (chunk) => {
+			if (proxy.resetOnOpcode !== null && chunk[1] === proxy.resetOnOpcode) return ((proxy.resetOnOpcode = null), downstream.resetAndDestroy());
+			later(() => downstream.destroyed || downstream.write(chunk));
+		});
+		upstream.on("end", () => later(() => downstream.end()));
+		upstream.on("close", () => later(() => downstream.destroy()));
+	});
+	const proxy = {
+		port: 0,
+		delay: 0,
+		connections: 0,
+		resetOnOpcode: null as number | null,
+		close: () => new Promise<void>((resolve) => (sockets.forEach((socket) => socket.destroy()), server.close(() => resolve()))),
+	};
+	await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+	proxy.port = (server.address() as { port: number }).port;
+	return proxy;
 }
 
 storeConformance(
@@ -230,6 +267,135 @@ describe("memcached store", () => {
 			await Promise.all([...merging, ...touching]);
 			assert.equal(await store.get(key), null);
 			assert.equal((await memcached.get(prefix + key)).value, null, "no item is left in memcached either");
+		});
+
+		it("merge and touch that timed out send nothing more: an answer coming late does not apply a change the caller was told failed", async () => {
+			const proxy = await slowProxy(servers[0]!);
+			// memjs waits longer than the store, so the store's timeout is what the caller sees.
+			const slow = memjs.Client.create(`127.0.0.1:${proxy.port}`, { retries: 1, timeout: 10, logger: silent });
+			const direct = client(servers[0]);
+			const slowStore = memcachedStore({ client: slow }, { prefix, timeout: 1 });
+			const [merged, touched] = [randomKey(), randomKey()];
+			const idle = Date.now() + HOUR;
+			try {
+				for (const key of [merged, touched]) await slowStore.set(key, makeRecord({ data: { n: "0" }, idleExpiresAt: idle }), idle);
+				proxy.delay = 1500;
+				await Promise.all([
+					assert.rejects(slowStore.merge!(merged, noChanges({ set: { n: "1" }, idleExpiresAt: idle }), idle), (error: unknown) => error instanceof SessionStoreError && /merge got no answer within 1 s/.test(error.message)),
+					assert.rejects(slowStore.touch(touched, idle + HOUR, idle + HOUR), (error: unknown) => error instanceof SessionStoreError && /touch got no answer within 1 s/.test(error.message)),
+				]);
+				// By now the reads' answers have come, and anything sent after them has reached memcached.
+				await sleep(1500);
+				for (const key of [merged, touched]) {
+					const { data, idleExpiresAt } = JSON.parse(String((await direct.get(prefix + key)).value)) as StoredRecord;
+					assert.deepEqual({ data, idleExpiresAt }, { data: { n: "0" }, idleExpiresAt: idle }, key === merged ? "merge" : "touch");
+				}
+			} finally {
+				await Promise.all([merged, touched].map((key) => direct.delete(prefix + key)));
+				slow.close();
+				direct.close();
+				await proxy.close();
+			}
+		});
+
+		it("close() during a merge or touch stops it: nothing is sent after it, and no connection is reopened", async () => {
+			const proxy = await slowProxy(servers[0]!);
+			const direct = client(servers[0]);
+			const keys: string[] = [];
+			try {
+				const cases: Array<[string, (store: AsyncSessionStore, key: string) => Promise<unknown>]> = [
+					["merge", (store, key) => store.merge!(key, noChanges({ set: { n: "1" } }), Date.now() + HOUR)],
+					// A deadline already past: the store would delete the item after reading it.
+					["merge with a deadline passed", (store, key) => store.merge!(key, noChanges({ set: { n: "1" } }), Date.now() - 1)],
+					["touch", (store, key) => store.touch(key, Date.now() + 2 * HOUR, Date.now() + 2 * HOUR)],
+				];
+				for (const [name, operation] of cases) {
+					const owned = memcachedStore({ servers: `127.0.0.1:${proxy.port}` }, { prefix, timeout: 2 });
+					const key = randomKey();
+					keys.push(key);
+					await owned.set(key, makeRecord({ data: { n: "0" } }), Date.now() + HOUR);
+					const connections = proxy.connections;
+					proxy.delay = 100;
+					const running = operation(owned, key);
+					await sleep(20); // its read is on the way
+					await owned.close!();
+					await assert.rejects(running, SessionStoreError, name);
+					await sleep(500); // past memjs's retry_delay
+					proxy.delay = 0;
+					assert.equal(proxy.connections, connections, `${name}: no connection opened after close()`);
+					assert.deepEqual((JSON.parse(String((await direct.get(prefix + key)).value)) as StoredRecord).data, { n: "0" }, `${name}: the record is as it was`);
+				}
+			} finally {
+				await Promise.all(keys.map((key) => direct.delete(prefix + key)));
+				direct.close();
+				await proxy.close();
+			}
+		});
+
+		it("a merge that keeps losing to parallel writes gives up within its timeout, saying so", async () => {
+			const proxy = await slowProxy(servers[0]!);
+			const direct = client(servers[0]);
+			const owned = memcachedStore({ servers: `127.0.0.1:${proxy.port}` }, { prefix, timeout: 1 });
+			const key = randomKey();
+			let writing = true;
+			try {
+				await owned.set(key, makeRecord(), Date.now() + HOUR);
+				const other = JSON.stringify({ ...makeRecord({ data: { other: "1" } }), expiresAt: Date.now() + HOUR });
+				// Each read's answer comes 20 ms late, and parallel writes land in every gap.
+				proxy.delay = 20;
+				const writers = Array.from({ length: 8 }, async () => {
+					while (writing) await direct.set(prefix + key, other, { expires: 3600 });
+				});
+				const started = Date.now();
+				await assert.rejects(owned.merge!(key, noChanges({ set: { n: "1" } }), Date.now() + HOUR), (error: unknown) => {
+					assert.ok(error instanceof SessionStoreError);
+					assert.equal(error.message, "sessionkit/memcached: merge gave up: the session kept changing under it for 1 s.");
+					return true;
+				});
+				assert.ok(Date.now() - started < 1500, `took ${Date.now() - started} ms`);
+				writing = false;
+				await Promise.all(writers);
+			} finally {
+				writing = false;
+				await direct.delete(prefix + key);
+				await owned.close!();
+				direct.close();
+				await proxy.close();
+			}
+		});
+
+		it("merge sends its compare-and-swap write once: after a connection error it is not applied a second time", async () => {
+			const proxy = await slowProxy(servers[0]!);
+			// memjs sends a request again after a connection error, up to `retries` times.
+			const retrying = memjs.Client.create(`127.0.0.1:${proxy.port}`, { retries: 3, retry_delay: 0, timeout: 1, logger: silent });
+			const direct = client(servers[0]);
+			const retryingStore = memcachedStore({ client: retrying }, { prefix, timeout: 2 });
+			const key = randomKey();
+			try {
+				await retryingStore.set(key, makeRecord({ data: { n: "0" } }), Date.now() + HOUR);
+				proxy.resetOnOpcode = 0x03; // the compare-and-swap replace
+				await assert.rejects(retryingStore.merge!(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), SessionStoreError);
+				assert.deepEqual((JSON.parse(String((await direct.get(prefix + key)).value)) as StoredRecord).data, { n: "1" }, "the increment memcached applied, once");
+			} finally {
+				await direct.delete(prefix + key);
+				retrying.close();
+				direct.close();
+				await proxy.close();
+			}
+		});
+
+		it("merge and touch of a record past its deadline, which memcached still holds, write nothing", async () => {
+			const key = randomKey();
+			written.add(key);
+			const expiresAt = Date.now() + 300;
+			await store.set(key, makeRecord({ data: { a: "1" }, idleExpiresAt: expiresAt }), expiresAt);
+			await sleep(400);
+			const held = (await memcached.get(prefix + key)).value;
+			assert.ok(held, "memcached drops it a second or two after its deadline");
+			assert.equal(await store.merge!(key, noChanges({ set: { a: "2" } }), Date.now() + HOUR), false);
+			await store.touch(key, Date.now() + HOUR, Date.now() + HOUR);
+			assert.deepEqual((await memcached.get(prefix + key)).value, held, "the item is as it was");
+			assert.equal(await store.get(key), null);
 		});
 
 		it("names memcached's 1 MB value limit when a record is over it", async () => {
