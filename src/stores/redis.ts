@@ -268,7 +268,7 @@ const scripts = {
 };
 
 /** The commands the store uses, which `Redis` and `Cluster` share. */
-type Client = Pick<Redis, "evalsha" | "eval" | "evalsha_ro" | "eval_ro" | "hget" | "hmget" | "del" | "zrangebyscore" | "zrem" | "scan" | "quit">;
+type Client = Pick<Redis, "evalsha" | "eval" | "evalsha_ro" | "eval_ro" | "hget" | "hmget" | "del" | "zrangebyscore" | "zrem" | "scan" | "quit" | "disconnect">;
 
 function validatePrefix(prefix: unknown): string {
 	if (typeof prefix !== "string" || !/^[^\s\p{Cc}{}]{1,128}$/u.test(prefix)) {
@@ -329,7 +329,10 @@ function mergeArgs(now: number, changes: RecordChanges, expiresAt: number): Arra
 	return args;
 }
 
-const isOne = (reply: unknown): boolean => reply === 1;
+/** A script's integer reply: ioredis's `stringNumbers` option makes it a string ("1"). */
+const integerReply = (reply: unknown): number => Number(reply);
+
+const isOne = (reply: unknown): boolean => integerReply(reply) === 1;
 
 /**
  * `error` as the store's error: ours pass through, anything else becomes `SessionStoreError`.
@@ -488,12 +491,15 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 
 	async function evaluate(client: Client, { source, sha }: Script, keys: string | string[], args: Array<string | number>): Promise<unknown> {
 		const keyList = typeof keys === "string" ? [keys] : keys;
+		// One array, which ioredis flattens: spread into the call, a record of some 60,000 fields
+		// overflows the stack ("Maximum call stack size exceeded").
+		const keysAndArgs = [...keyList, ...args] as string[];
 		try {
-			return await client.evalsha(sha, keyList.length, ...keyList, ...args);
+			return await client.evalsha(sha, keyList.length, keysAndArgs);
 		} catch (error) {
 			// The script cache is per server and emptied by a restart or SCRIPT FLUSH.
 			if (!(error instanceof Error) || !error.message.startsWith("NOSCRIPT")) throw error;
-			return client.eval(source, keyList.length, ...keyList, ...args);
+			return client.eval(source, keyList.length, keysAndArgs);
 		}
 	}
 
@@ -552,14 +558,14 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 	async function write(client: Client, mode: "set" | "replace", key: string, record: StoredRecord, expiresAt: number): Promise<boolean> {
 		const now = Date.now();
 		const fields = toFields(record, expiresAt);
-		if (record.subject === null) return (await evaluate(client, scripts.write, sessionKey(key), [now, mode, expiresAt, ...fields])) === 1;
+		if (record.subject === null) return isOne(await evaluate(client, scripts.write, sessionKey(key), [now, mode, expiresAt, ...fields]));
 		// The absolute deadline bounds every later touch, so the index never needs updating again.
 		const livesUntil = Math.max(record.absoluteExpiresAt, expiresAt);
 		if (!cluster) {
-			return (await evaluate(client, scripts.indexedWrite, [sessionKey(key), indexKey(record.subject)], [now, mode, expiresAt, livesUntil, key, ...fields])) === 1;
+			return isOne(await evaluate(client, scripts.indexedWrite, [sessionKey(key), indexKey(record.subject)], [now, mode, expiresAt, livesUntil, key, ...fields]));
 		}
 		await index(client, record.subject, key, livesUntil);
-		return (await evaluate(client, scripts.write, sessionKey(key), [now, mode, expiresAt, ...fields])) === 1;
+		return isOne(await evaluate(client, scripts.write, sessionKey(key), [now, mode, expiresAt, ...fields]));
 	}
 
 	return {
@@ -590,13 +596,13 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 				if (!cluster) {
 					const args = mergeArgs(Date.now(), changes, expiresAt);
 					args.push(key);
-					return (await evaluate(client, scripts.indexedMerge, [sessionKey(key), indexKey(subject)], args)) === 1;
+					return isOne(await evaluate(client, scripts.indexedMerge, [sessionKey(key), indexKey(subject)], args));
 				}
 				// On a Cluster the index goes first (see the layout note), and needs the absolute deadline.
 				const absolute = await client.hget(sessionKey(key), "a");
 				if (absolute === null) return false;
 				await index(client, subject, key, Math.max(Number(absolute), expiresAt));
-				return (await evaluate(client, scripts.merge, sessionKey(key), mergeArgs(Date.now(), changes, expiresAt))) === 1;
+				return isOne(await evaluate(client, scripts.merge, sessionKey(key), mergeArgs(Date.now(), changes, expiresAt)));
 			});
 		},
 
@@ -640,7 +646,7 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 				// One script per session: it deletes only if the session still has this subject, and
 				// on a standalone server drops the member in the same script.
 				const results = await Promise.all(
-					keys.map((key) => evaluate(client, scripts.deleteIfSubject, cluster ? sessionKey(key) : [sessionKey(key), index], [now, subject, key])),
+					keys.map((key) => evaluate(client, scripts.deleteIfSubject, cluster ? sessionKey(key) : [sessionKey(key), index], [now, subject, key]).then(integerReply)),
 				);
 				// On a Cluster, only the members of sessions deleted here: any other may be a login
 				// or a subject change whose session is not written yet (see listBySubject).
@@ -683,7 +689,15 @@ export function redisStore(connection: RedisConnection, options: RedisStoreOptio
 			} catch {
 				return; // ioredis never loaded: nothing was opened
 			}
-			await client.quit().catch(() => {});
+			// QUIT waits for the server's answer, which a frozen server never gives: shutdown would hang.
+			let timer: ReturnType<typeof setTimeout> | undefined;
+			const quit = client.quit().then(
+				() => true,
+				() => true,
+			);
+			const quitted = await Promise.race([quit, new Promise<boolean>((resolve) => (timer = setTimeout(resolve, timeoutMs, false)))]);
+			clearTimeout(timer);
+			if (!quitted) client.disconnect();
 		},
 	};
 }

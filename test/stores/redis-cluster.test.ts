@@ -90,7 +90,8 @@ describe("redis store on a cluster", { skip }, () => {
 						const call = (...args: unknown[]) => (value as (...a: unknown[]) => unknown).apply(target, args);
 						if (name !== "evalsha") return call;
 						return async (...args: unknown[]) => {
-							if (args[2] === `${prefix}{${key}}`) await new Promise<void>((resolve) => (held = resolve));
+							// The keys and arguments come as one array: [key, ...args].
+							if ((args[2] as string[])[0] === `${prefix}{${key}}`) await new Promise<void>((resolve) => (held = resolve));
 							return call(...args);
 						};
 					},
@@ -111,6 +112,32 @@ describe("redis store on a cluster", { skip }, () => {
 				assert.equal(await store.deleteBySubject!(subject), 1, `${label}: "log out everywhere" finds it`);
 				assert.equal(await store.get(key), null, label);
 			}
+		}
+	});
+
+	it("on a client with ioredis's stringNumbers option, deleteBySubject counts its deletions and keeps the member of a login not written yet", async () => {
+		const nodes = serviceURL["redis-cluster"].split(",").map((hostPort) => {
+			const [host, port] = hostPort.trim().split(":");
+			return { host: host!, port: Number(port) };
+		});
+		const stringy = new Cluster(nodes, { redisOptions: { maxRetriesPerRequest: 1, stringNumbers: true } });
+		stringy.on("error", () => {});
+		try {
+			const store = redisStore({ client: stringy }, { prefix });
+			const subject = `strnum-${runId()}`;
+			const [live, late] = [randomKey(), randomKey()];
+			await store.set(live, makeRecord({ subject }), Date.now() + HOUR);
+			// A login whose index write has landed and whose session write has not yet.
+			const index = `${prefix}subject:{${subject}}`;
+			await client.zadd(index, Date.now() + HOUR, late);
+			const deleted = await store.deleteBySubject!(subject);
+			assert.deepEqual(await client.zrange(index, "0", "-1"), [late], "the late login's member stays");
+			assert.equal(deleted, 1);
+			await store.set(late, makeRecord({ subject }), Date.now() + HOUR);
+			assert.equal(await store.merge!(late, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), true);
+			assert.equal(await store.deleteBySubject!(subject), 1);
+		} finally {
+			stringy.disconnect();
 		}
 	});
 

@@ -251,6 +251,38 @@ describe("redis store", () => {
 			assert.equal(await store.deleteBySubject!(second), 1);
 		});
 
+		it("reads the scripts' answers on a client with ioredis's stringNumbers option (integer replies as strings)", async () => {
+			const stringy = new Redis(serviceURL.redis, { maxRetriesPerRequest: 1, stringNumbers: true });
+			stringy.on("error", () => {});
+			try {
+				const store = redisStore({ client: stringy }, { prefix });
+				const subject = `strnum-${runId()}`;
+				const key = randomKey();
+				await store.set(key, makeRecord({ subject }), Date.now() + HOUR);
+				assert.equal(await store.replace(key, makeRecord({ subject }), Date.now() + HOUR), true);
+				assert.equal(await store.merge!(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), true);
+				assert.equal(await store.merge!(key, noChanges({ subject }), Date.now() + HOUR), true);
+				assert.equal(await store.replace(randomKey(), makeRecord(), Date.now() + HOUR), false);
+				assert.equal(await store.merge!(randomKey(), noChanges(), Date.now() + HOUR), false);
+				assert.equal(await store.deleteBySubject!(subject), 1);
+				assert.equal(await store.get(key), null);
+			} finally {
+				stringy.disconnect();
+			}
+		});
+
+		it("saves and merges a session of 70,000 keys: more arguments than a JavaScript call can spread", async () => {
+			const store = redisStore({ client: redis }, { prefix });
+			const data = Object.fromEntries(Array.from({ length: 70_000 }, (_, i) => [`k${i}`, String(i)]));
+			const key = randomKey();
+			await store.set(key, makeRecord({ data }), Date.now() + HOUR);
+			assert.equal(Object.keys((await store.get(key))!.data).length, 70_000);
+			const merged = randomKey();
+			await store.set(merged, makeRecord({ data: {} }), Date.now() + HOUR);
+			assert.equal(await store.merge!(merged, noChanges({ set: data }), Date.now() + HOUR), true);
+			assert.equal((await store.get(merged))!.data.k69999, "69999");
+		});
+
 		it("counts only its own prefix, even one with glob characters", async () => {
 			const globPrefix = `${prefix}g*?[x]:`;
 			const store = redisStore({ client: redis }, { prefix: globPrefix });
@@ -389,6 +421,22 @@ describe("redis store", () => {
 				printed.some((line) => line.startsWith("[ioredis] Unhandled error event:") && line.includes("ECONNREFUSED")),
 				`ioredis still printed the unhandled connection error: ${JSON.stringify(printed)}`,
 			);
+		});
+
+		it("close() waits for a frozen server's answer to QUIT no longer than its timeout", async () => {
+			const port = await freePort();
+			const server = await startChildServer("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], port);
+			try {
+				const store = redisStore({ url: `redis://127.0.0.1:${port}` }, { timeout: 1 });
+				assert.equal(await store.get(randomKey()), null);
+				await server.pause();
+				const started = Date.now();
+				await store.close!();
+				assert.ok(Date.now() - started < 1500, `took ${Date.now() - started} ms`);
+				await assert.rejects(store.get(randomKey()), SessionStoreError, "its connection is closed");
+			} finally {
+				await server.stop();
+			}
 		});
 
 		it("fails while its server is stopped or frozen, and recovers by itself when it is back", async () => {
