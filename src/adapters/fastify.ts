@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import { fastifyPlugin } from "fastify-plugin";
 import type { AppSessionData, CommitResult, Session, SessionManager } from "../index.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError } from "../index.js";
-import { assertManager, cancelWebBody, isPromiseLike, isResponse, varyWithCookie } from "./internal/common.js";
+import { assertManager, cancelWebBody, holdErrors, isPromiseLike, isResponse, varyWithCookie } from "./internal/common.js";
 
 declare module "fastify" {
 	interface FastifyRequest {
@@ -131,8 +131,22 @@ async function plugin(fastify: FastifyInstance, options: SessionPluginOptions): 
 			addCookieHeaders(reply, setCookie);
 			done(null, isResponse(payload) ? withSessionHeaders(payload) : payload);
 		};
-		if (isPromiseLike(result)) result.then(finish, fail);
-		else finish(result);
+		if (!isPromiseLike(result)) {
+			finish(result);
+			return;
+		}
+		// Fastify pipes the payload only once onSend is done.
+		const release = holdErrors(payload);
+		result.then((settled) => {
+			release();
+			// As Fastify does for its own async hooks: a reply it refuses once onSend is done (a header
+			// Node rejects, a used Response body) goes to the error handler, not an unhandled rejection.
+			try {
+				finish(settled);
+			} catch (error) {
+				done(error as Error);
+			}
+		}, fail);
 	});
 }
 

@@ -1,7 +1,7 @@
 import type { Context, ExtendableContext, Middleware } from "koa";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError, SessionUsageError } from "../index.js";
-import { assertManager, cancelWebBody, claimSession, isClaimedBy, isPromiseLike, isResponse } from "./internal/common.js";
+import { assertManager, cancelWebBody, claimSession, holdErrors, isClaimedBy, isPromiseLike, isResponse } from "./internal/common.js";
 import { applyCommit, commitFor, hookBeforeHeaders } from "./internal/node-response.js";
 
 declare module "koa" {
@@ -70,7 +70,15 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 		try {
 			// ctx.secure is a getter: the manager reads it only when a cookie is sent.
 			const committed = sessions.commit(session, ctx);
-			({ setCookie } = isPromiseLike(committed) ? await committed : committed);
+			if (isPromiseLike(committed)) {
+				// Koa pipes the body only once the middleware is done. Left listening if the commit
+				// fails: that body is never sent.
+				const release = holdErrors(ctx.body);
+				({ setCookie } = await committed);
+				release();
+			} else {
+				({ setCookie } = committed);
+			}
 		} catch (error) {
 			// Koa destroys a replaced Node stream itself, not a web body.
 			cancelWebBody(ctx.body);

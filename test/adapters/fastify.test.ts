@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createReadStream } from "node:fs";
 import { it } from "node:test";
 import type { TestContext } from "node:test";
 import Fastify from "fastify";
@@ -60,6 +61,27 @@ async function serve(t: TestContext, store: SessionStore, routes: (app: FastifyI
 	const url = await app.listen({ host: "127.0.0.1", port: 0 });
 	t.after(() => app.close());
 	return url;
+}
+
+/** Collects unhandled rejections and uncaught exceptions while the test runs (either would stop a server). */
+function processFailures(t: TestContext): unknown[] {
+	const seen: unknown[] = [];
+	const listener = (reason: unknown) => void seen.push(reason);
+	process.on("unhandledRejection", listener);
+	process.on("uncaughtException", listener);
+	t.after(() => {
+		process.off("unhandledRejection", listener);
+		process.off("uncaughtException", listener);
+	});
+	return seen;
+}
+
+/** `status: body` of a GET, or `no answer` when none comes within 2 s. */
+async function outcomeOf(url: string): Promise<string> {
+	return fetch(url, { signal: AbortSignal.timeout(2000) }).then(
+		async (response) => `${response.status}: ${await response.text()}`,
+		() => "no answer",
+	);
 }
 
 /** The session cookie a response sets, as a `Cookie` header value. */
@@ -214,6 +236,44 @@ for (const kind of STORE_KINDS) {
 		const created = await fetch(`${url}/new`);
 		assert.equal(created.status, 500);
 		assert.deepEqual(setCookiesOf(created), [], "a new session is not stored for the 500");
+	});
+}
+
+for (const kind of STORE_KINDS) {
+	it(`fastify (${kind} store): a reply Fastify refuses once the commit is made goes to the error handler, without an unhandled rejection`, async (t) => {
+		const failures = processFailures(t);
+		const url = await serve(t, await storeOf(kind, t), (app) => {
+			app.setErrorHandler(async (error: Error & { code?: string }, _request, reply) => reply.code(500).send(`failed: ${error.code}`));
+			app.get("/header", async (request, reply) => {
+				request.session.set("user_id", 1);
+				// Node refuses this header when Fastify writes the head, after onSend.
+				return reply.header("content-disposition", 'attachment; filename="r\u00e9sum\u00e9 \u2713.pdf"').send("file");
+			});
+			app.get("/used", async (request) => {
+				request.session.set("user_id", 1);
+				const response = new Response("read already");
+				await response.text();
+				return response;
+			});
+		});
+		// The error handler's reply keeps the header: Fastify's default handler answers in the end.
+		assert.match(await outcomeOf(`${url}/header`), /^500: .*ERR_INVALID_CHAR/);
+		assert.equal(await outcomeOf(`${url}/used`), "500: failed: FST_ERR_REP_RESPONSE_BODY_CONSUMED");
+		assert.deepEqual(failures, []);
+	});
+
+	it(`fastify (${kind} store): a streamed file that does not exist is answered by the error handler, without crashing the server`, async (t) => {
+		const failures = processFailures(t);
+		const url = await serve(t, await storeOf(kind, t), (app) => {
+			app.setErrorHandler(async (error: Error & { code?: string }, _request, reply) => reply.code(500).send(`failed: ${error.code}`));
+			app.get("/download", async (request, reply) => {
+				request.session.set("user_id", 1);
+				return reply.type("text/plain").send(createReadStream("/nonexistent/sessionkit-test-file"));
+			});
+		});
+		assert.equal(await outcomeOf(`${url}/download`), "500: failed: ENOENT");
+		assert.deepEqual(failures, []);
+		assert.equal(await outcomeOf(`${url}/get`), "200: undefined", "the server still answers");
 	});
 }
 

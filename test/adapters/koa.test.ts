@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createReadStream } from "node:fs";
 import { createServer } from "node:http";
 import { Readable } from "node:stream";
 import { it } from "node:test";
@@ -413,6 +414,30 @@ for (const kind of STORE_KINDS) {
 		assert.ok(sid, "the new session's cookie is sent with Koa's 409");
 		assert.deepEqual(await dataOf(url, `sid=${sid.value}`), { user_id: 409 });
 		assert.equal(errors.length, 2, "Koa reported each error");
+	});
+}
+
+for (const kind of STORE_KINDS) {
+	it(`koa (${kind} store): a streamed file that does not exist does not crash the server`, async (t) => {
+		const crashes: unknown[] = [];
+		const listener = (error: unknown) => void crashes.push(error);
+		process.on("uncaughtException", listener);
+		t.after(() => void process.off("uncaughtException", listener));
+		const { url, errors } = await serve(t, await storeOf(kind, t), null, {
+			"/download": (ctx) => {
+				ctx.session.set("user_id", 1);
+				ctx.type = "text/plain";
+				ctx.body = createReadStream("/nonexistent/sessionkit-test-file");
+			},
+		});
+		const outcome = await fetch(`${url}/download`, { signal: AbortSignal.timeout(2000) }).then(
+			async (response) => `${response.status}: ${await response.text()}`,
+			() => "closed",
+		);
+		assert.equal(outcome, "closed", "as Koa does without the session middleware: its pipeline closes the connection");
+		assert.deepEqual(crashes, []);
+		assert.ok(errors.some((error) => (error as { code?: unknown }).code === "ENOENT"), "app.on(\"error\") hears of the missing file");
+		assert.deepEqual(await dataOf(url, await loggedIn(url)), { user_id: 123 }, "the server still answers");
 	});
 }
 

@@ -92,3 +92,22 @@ export class CommitRequest<Source> {
 		return this.#decide(this.#source, this.#trustProxy);
 	}
 }
+
+const ignore = (): void => {};
+
+/** A Node stream, as far as `holdErrors` needs it. */
+type ErrorEmitter = { pipe: unknown; on(event: "error", listener: () => void): unknown; off(event: "error", listener: () => void): unknown };
+
+/**
+ * Listens to the errors of a Node stream body while an asynchronous commit runs; returns what
+ * stops listening. Fastify and Koa listen to a body's errors only once they pipe it: until then,
+ * one (a file that does not exist) would be an uncaught 'error' event that ends the process. The
+ * stream stays errored, so the framework still finds the error when it pipes it.
+ */
+export function holdErrors(body: unknown): () => void {
+	const stream = body as Partial<ErrorEmitter> | null;
+	if (typeof stream?.pipe !== "function" || typeof stream.on !== "function" || typeof stream.off !== "function") return ignore;
+	const emitter = stream as ErrorEmitter;
+	emitter.on("error", ignore);
+	return () => emitter.off("error", ignore);
+}
