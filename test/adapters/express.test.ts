@@ -2,6 +2,9 @@ import assert from "node:assert/strict";
 import { createServer, ServerResponse } from "node:http";
 import { it } from "node:test";
 import express from "express";
+import compression from "compression";
+// compression 1.7.4 (2019, still widely installed) writes the head whenever `res._header` is unset; 1.8 asks `res.headersSent`.
+import compression17 from "compression17";
 import type { ErrorRequestHandler, NextFunction, Request, Response } from "express";
 import express4 from "express4";
 import { createSessions, SessionNotLoadedError, SessionUsageError } from "sessionkit";
@@ -435,3 +438,33 @@ it("express: an error page that reads the session when the store cannot load it 
 	t.after(() => server.close());
 	await assertErrorPageSeesStoreError(server.url, store);
 });
+
+for (const [name, framework] of [["express 5", express], ["express 4", express4]] as const) {
+	for (const [version, compress] of [["1.8", compression], ["1.7.4", compression17]] as const) for (const storeName of ["memory", "file"] as const) {
+		it(`${name}: compression ${version} after the session middleware sends the body whole with the cookie (${storeName} store)`, async (t) => {
+			const sessions = createSessions({ store: await storeOf(storeName, t) });
+			const app = framework();
+			app.use(sessionMiddleware(sessions));
+			app.use(compress({ threshold: 0 }));
+			app.get("/", (req, res) => {
+				const n = req.session.increment("n");
+				res.type("text/plain");
+				res.write("n=");
+				res.write(String(n));
+				res.end(".");
+			});
+			app.use(answerWithCode);
+			const server = await listen(createServer(app));
+			t.after(async () => {
+				await server.close();
+				await sessions.close();
+			});
+			const first = await fetch(server.url);
+			assert.equal(first.status, 200);
+			assert.equal(await first.text(), "n=1.");
+			const cookie = first.headers.getSetCookie()[0]?.split(";")[0] ?? "";
+			assert.ok(cookie.startsWith(`${sessions.cookieName}=`), "the session cookie was sent");
+			assert.equal(await (await fetch(server.url, { headers: { cookie } })).text(), "n=2.");
+		});
+	}
+}

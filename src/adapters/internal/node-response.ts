@@ -277,7 +277,13 @@ function writeHeadWith(hook: Hook, res: ServerResponse, given: unknown[]): Serve
 	const args = hook.phase === "failed" ? given : takeHeaders(res, given);
 	const outcome = settle(hook, res, false, typeof args[0] === "number" ? args[0] : undefined);
 	if (outcome === "now") (hook.writeHead as (...a: unknown[]) => unknown).apply(res, args);
-	else if (outcome === "later") enqueueBegun(hook, res, () => (hook.writeHead as (...a: unknown[]) => unknown).apply(res, args));
+	else if (outcome === "later") {
+		// While the hold leaves `_header` unset, compression 1.7's write and end call writeHead again
+		// (through `_implicitHeader`) each time: replayed, the second would throw ERR_HTTP_HEADERS_SENT.
+		enqueueBegun(hook, res, () => {
+			if (!res.headersSent) (hook.writeHead as (...a: unknown[]) => unknown).apply(res, args);
+		});
+	}
 	return res;
 }
 
