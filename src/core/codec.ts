@@ -17,6 +17,12 @@ const TAG = "$t";
 const JSON_NUMBER = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/;
 /** Keys that can reach a prototype when a decoded object is merged into another. */
 const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
+/**
+ * The deepest nesting stored: far past any session's data, far under the stack. Without it a
+ * value nested a few thousand levels deep encoded, then overflowed the stack on every read
+ * from a deeper call (a request's handler), and could never be read again.
+ */
+const MAX_DEPTH = 256;
 
 /** True for a key that no session data, flash or nested object may use. */
 export function isForbiddenKey(key: string): boolean {
@@ -41,9 +47,16 @@ function toJSONSafe(value: unknown, path: string, seen: Set<object>): unknown {
 	}
 	if (value === null) return null;
 	if (seen.has(value)) throw new SessionCodecError(`cannot store a circular reference at ${path}.`);
+	// `seen` holds the objects around this one: its depth.
+	if (seen.size >= MAX_DEPTH) throw new SessionCodecError(`cannot store a value nested more than ${MAX_DEPTH} levels deep.`);
 	seen.add(value);
 	try {
-		if (Array.isArray(value)) return value.map((item, i) => toJSONSafe(item, `${path}[${i}]`, seen));
+		if (Array.isArray(value)) {
+			// Not map(), which skips holes: JSON would write them as null. A hole reads as undefined.
+			const out: unknown[] = [];
+			for (let i = 0; i < value.length; i++) out.push(toJSONSafe(value[i], `${path}[${i}]`, seen));
+			return out;
+		}
 		if (value instanceof Date) return { [TAG]: "Date", v: Number.isNaN(value.getTime()) ? null : value.toISOString() };
 		if (value instanceof Uint8Array) return { [TAG]: "Bytes", v: toBase64Url(value) };
 		if (value instanceof Map) {
@@ -142,6 +155,12 @@ export const defaultCodec: Codec = {
 			throw new SessionCodecError("cannot decode a stored value: it is not valid JSON.", { cause });
 		}
 		if (typeof parsed !== "object" || parsed === null) return parsed;
-		return fromJSONSafe(parsed);
+		try {
+			return fromJSONSafe(parsed);
+		} catch (error) {
+			// Text nested past the stack (not written by encode, which stops at MAX_DEPTH).
+			if (error instanceof RangeError) throw new SessionCodecError("cannot decode a stored value: it is nested too deeply.", { cause: error });
+			throw error;
+		}
 	},
 };

@@ -33,10 +33,12 @@ function keepAsSent(value: string): string {
 function findCookie(header: string, name: string, from: number): number {
 	let at = header.indexOf(name, from);
 	while (at >= 0) {
-		const after = header.charCodeAt(at + name.length);
+		// Spaces may stand before the "=", not another word: "sid x=1" is a cookie of its own.
+		let after = at + name.length;
+		while (isSpace(header.charCodeAt(after))) after++;
 		let before = at - 1;
 		while (before >= 0 && (header.charCodeAt(before) === 32 || header.charCodeAt(before) === 9)) before--;
-		if ((after === 61 /* = */ || isSpace(after)) && (before < 0 || header.charCodeAt(before) === 59 /* ; */)) return at;
+		if (header.charCodeAt(after) === 61 /* = */ && (before < 0 || header.charCodeAt(before) === 59 /* ; */)) return at;
 		at = header.indexOf(name, at + 1);
 	}
 	return -1;

@@ -3,7 +3,7 @@ import { SessionError, SessionStoreError, SessionTooLargeError, SessionUsageErro
 import type { DestroyedSession, SessionEvent } from "./events.js";
 import type { ResolvedOptions, SessionOptions } from "./options.js";
 import { resolveOptions } from "./options.js";
-import { CLOSE, changesOf, DISCARD, recordOf, Session, STATE, stateSize, stateSizeBound, USED } from "./session.js";
+import { CLOSE, changesOf, checkSubject, DISCARD, recordOf, Session, STATE, stateSize, stateSizeBound, USED } from "./session.js";
 import type { LazyLoad, LoadedRecord, SessionState } from "./session.js";
 import { isPromiseLike, runSteps } from "./steps.js";
 import type { Steps } from "./steps.js";
@@ -558,13 +558,14 @@ class Manager<Data extends object> implements SessionManager<Data> {
 	#requireStore(feature: string, method: keyof SessionStore): SessionStore {
 		const store = this.#store;
 		if (!store || typeof store[method] !== "function") {
-			throw new SessionError("SESSION_USAGE", `sessionkit: ${feature} needs a store with ${String(method)}(); the ${this.options.store.name} store has none.`);
+			throw new SessionUsageError(`${feature} needs a store with ${String(method)}(); the ${this.options.store.name} store has none.`);
 		}
 		return store;
 	}
 
 	async listBySubject(subject: string): Promise<SessionInfo[]> {
 		const store = this.#requireStore("listBySubject", "listBySubject");
+		checkSubject(subject, "sessions.listBySubject(subject)");
 		let listed;
 		try {
 			listed = await store.listBySubject!(subject);
@@ -579,6 +580,7 @@ class Manager<Data extends object> implements SessionManager<Data> {
 
 	async destroyBySubject(subject: string): Promise<number> {
 		const store = this.#requireStore("destroyBySubject", "deleteBySubject");
+		checkSubject(subject, "sessions.destroyBySubject(subject)");
 		let ids: string[] = [];
 		if (this.#destroyListeners.size > 0 && store.listBySubject) {
 			try {

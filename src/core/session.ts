@@ -216,6 +216,18 @@ function checkKey(key: unknown, what = "key"): asserts key is string {
 }
 
 /**
+ * Throws `SessionUsageError` unless `subject` can be a session's subject. The same rule for
+ * `session.subject` and for the lookups by subject: a number or an empty string given to
+ * `destroyBySubject` would match no session, and "log out everywhere" would end none.
+ */
+export function checkSubject(subject: unknown, what: string): asserts subject is string {
+	if (typeof subject !== "string" || subject.length === 0 || subject.length > MAX_KEY_LENGTH) {
+		throw new SessionUsageError(`${what}: a subject must be a non-empty string of at most ${MAX_KEY_LENGTH} characters, got ${typeof subject === "string" ? JSON.stringify(subject.slice(0, 40)) : subject === null ? "null" : typeof subject}.`);
+	}
+	if (hasUnstorableChar(subject)) throw new SessionUsageError(`${what}: a subject may not hold a NUL or an unpaired surrogate, which PostgreSQL and MySQL cannot store.`);
+}
+
+/**
  * A NUL or a lone UTF-16 surrogate: PostgreSQL refuses both in jsonb names and text, MySQL's
  * JSON a lone surrogate, and Redis would store U+FFFD instead. A name that one store keeps and
  * another refuses would fail only in production: refused everywhere.
@@ -409,12 +421,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 	}
 
 	set subject(value: string | null) {
-		if (value !== null && (typeof value !== "string" || value.length === 0 || value.length > MAX_KEY_LENGTH)) {
-			throw new SessionUsageError(`session.subject must be a non-empty string of at most ${MAX_KEY_LENGTH} characters, or null.`);
-		}
-		if (value !== null && hasUnstorableChar(value)) {
-			throw new SessionUsageError("session.subject is refused: it holds a NUL or an unpaired surrogate, which PostgreSQL and MySQL cannot store.");
-		}
+		if (value !== null) checkSubject(value, "session.subject (or null)");
 		const state = this.#changing("subject");
 		if (state.subject === value) return;
 		state.subject = value;

@@ -72,3 +72,56 @@ describe("default codec", () => {
 		assert.throws(() => defaultCodec.decode('{"$t":"BigInt","v":"12a"}'), SessionCodecError);
 	});
 });
+
+describe("default codec, at the edges of what it stores", () => {
+	/** `value` inside `depth` levels of `wrap`. */
+	const nested = (depth: number, wrap: (inner: unknown) => unknown): unknown => {
+		let value: unknown = 1;
+		for (let i = 0; i < depth; i++) value = wrap(value);
+		return value;
+	};
+	/** Runs `read` from `frames` calls deeper in the stack: a request's handler sits below a framework's. */
+	const deeper = (frames: number, read: () => unknown): unknown => (frames === 0 ? read() : deeper(frames - 1, read));
+
+	it("refuses a value nested too deeply to be read back, instead of storing one that fails every later read", () => {
+		const wraps: Array<[string, (inner: unknown) => unknown]> = [
+			["object", (inner) => ({ a: inner })],
+			["array", (inner) => [inner]],
+			["Map", (inner) => new Map([["k", inner]])],
+		];
+		for (const [name, wrap] of wraps) {
+			// The deepest value set() would store.
+			let stored = 0;
+			let refused = 20_000;
+			while (refused - stored > 1) {
+				const depth = (stored + refused) >> 1;
+				try {
+					defaultCodec.encode(nested(depth, wrap));
+					stored = depth;
+				} catch (error) {
+					assert.ok(error instanceof SessionCodecError, `${name} × ${depth}: refused with ${String(error)}`);
+					refused = depth;
+				}
+			}
+			const text = defaultCodec.encode(nested(stored, wrap));
+			assert.doesNotThrow(() => deeper(2000, () => defaultCodec.decode(text)), `${name} × ${stored} was stored: it must read back`);
+		}
+		assert.doesNotThrow(() => defaultCodec.encode(nested(100, (inner) => ({ a: [inner] }))), "ordinary nesting is stored");
+	});
+
+	it("refuses to decode stored text nested past any stack with a SessionCodecError, not a RangeError", () => {
+		const text = `${'{"a":'.repeat(20_000)}1${"}".repeat(20_000)}`;
+		assert.throws(() => defaultCodec.decode(text), SessionCodecError);
+	});
+
+	it("reads a hole of a sparse array back as undefined, as it reads in the array stored, not as null", () => {
+		const sparse: unknown[] = [];
+		sparse[2] = "x";
+		const back = roundTrip(sparse) as unknown[];
+		assert.equal(back.length, 3);
+		assert.equal(back[0], undefined);
+		assert.equal(back[1], undefined);
+		assert.equal(back[2], "x");
+		assert.deepEqual(roundTrip({ list: new Array(2) }), { list: [undefined, undefined] });
+	});
+});

@@ -31,6 +31,14 @@ describe("reading the session cookie", () => {
 		assert.deepEqual(readSessionCookie("sid=abc;a=1;  sid=def", "sid", 64), { kind: "rejected", reason: "duplicated" });
 	});
 
+	it("does not count a cookie whose name only starts with the session name and a space as a second session cookie", () => {
+		// Browsers keep a name with an inner space ("sid x"); the header holds one session cookie.
+		assert.deepEqual(readSessionCookie("sid x=1; sid=abc", "sid", 64), { kind: "value", value: "abc" });
+		assert.deepEqual(readSessionCookie("sid=abc; sid x=1", "sid", 64), { kind: "value", value: "abc" });
+		assert.deepEqual(readSessionCookie("sid\tx=1;sid =abc", "sid", 64), { kind: "value", value: "abc" });
+		assert.deepEqual(readSessionCookie("sid x=1; sid =abc; sid\t=def", "sid", 64), { kind: "rejected", reason: "duplicated" });
+	});
+
 	it("rejects an oversized value", () => {
 		assert.deepEqual(readSessionCookie(`sid=${"a".repeat(65)}`, "sid", 64), { kind: "rejected", reason: "oversized" });
 	});

@@ -672,6 +672,35 @@ describe("manager operations", () => {
 		assert.equal(await sessions.count(), 0, "the sessions were ended all the same");
 	});
 
+	it("listBySubject and destroyBySubject refuse a subject no session can have with SessionUsageError, instead of finding nothing", async () => {
+		const { sessions } = setup();
+		const made = await request(sessions, undefined, (s) => {
+			s.subject = "42";
+			s.set("x", 1);
+		});
+		// A numeric user id where the session's subject is its string: "log out everywhere" must not silently do nothing.
+		for (const subject of [42, undefined, null, "", "a\u0000b", "x".repeat(257)]) {
+			await assert.rejects(sessions.destroyBySubject(subject as string), SessionUsageError, String(subject));
+			await assert.rejects(sessions.listBySubject(subject as string), SessionUsageError, String(subject));
+		}
+		assert.equal((await request(sessions, cookieOf(made.setCookie))).session.get("x"), 1, "the session is untouched");
+		assert.equal(await sessions.destroyBySubject("42"), 1);
+	});
+
+	it("a feature the store lacks is refused with SessionUsageError, as its code says", async () => {
+		const sealed = createSessions({ store: cookieStore({ secrets: ["0123456789abcdef0123456789abcdef"] }) });
+		const { listBySubject: _list, deleteBySubject: _delete, count: _count, ...plain } = memoryStore({ sweepInterval: 0 });
+		const bare = createSessions({ store: { ...plain, name: "bare" } });
+		for (const [name, call] of [
+			["listBySubject", () => bare.listBySubject("u1")],
+			["destroyBySubject", () => bare.destroyBySubject("u1")],
+			["count", () => bare.count()],
+			["destroyById on a sealed cookie", () => sealed.destroyById("0".repeat(64))],
+		] as const) {
+			await assert.rejects(call(), (error: unknown) => error instanceof SessionUsageError && error.code === "SESSION_USAGE" && /needs a store with/.test(error.message), name);
+		}
+	});
+
 	it("listBySubject shows public ids and times, never tokens", async () => {
 		const { sessions } = setup();
 		const made = await request(sessions, undefined, (s) => {
