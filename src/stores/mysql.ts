@@ -141,8 +141,30 @@ function fromRow(row: Row): StoredRecord {
 	};
 }
 
+/**
+ * A string value as bytes, which mysql2 writes as a hex literal (`X'…'`). mysql2 escapes a string
+ * with backslashes whatever the sql_mode: under NO_BACKSLASH_ESCAPES the server keeps them, so
+ * every JSON object was stored mangled, and a `'` in a value ended its literal (SQL injection).
+ * A hex literal reads the same in every mode. `key` and `subject` are VARBINARY, compared as
+ * these bytes; JSON goes through {@link JSON_TEXT}.
+ */
+function bytes(text: string): Buffer {
+	return Buffer.from(text, "utf8");
+}
+
+/** Where a JSON column takes {@link bytes}: MySQL 8 refuses JSON from a binary string. */
+const JSON_TEXT = "CONVERT(? USING utf8mb4)";
+
 function recordValues(record: StoredRecord, expiresAt: number): unknown[] {
-	return [JSON.stringify(record.data), JSON.stringify(record.flash), record.subject, record.createdAt, record.idleExpiresAt, record.absoluteExpiresAt, expiresAt];
+	return [
+		bytes(JSON.stringify(record.data)),
+		bytes(JSON.stringify(record.flash)),
+		record.subject === null ? null : bytes(record.subject),
+		record.createdAt,
+		record.idleExpiresAt,
+		record.absoluteExpiresAt,
+		expiresAt,
+	];
 }
 
 function statements(table: TableName) {
@@ -154,11 +176,11 @@ function statements(table: TableName) {
 		lock: `SELECT ${columns} FROM ${t} WHERE \`key\` = ? AND \`expires_at\` > ? FOR UPDATE`,
 		// REPLACE rather than INSERT … ON DUPLICATE KEY UPDATE: VALUES() there is deprecated in
 		// MySQL 8 and its replacement (a row alias) does not exist in MariaDB.
-		set: `REPLACE INTO ${t} (\`key\`, ${columns}, \`expires_at\`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		set: `REPLACE INTO ${t} (\`key\`, ${columns}, \`expires_at\`) VALUES (?, ${JSON_TEXT}, ${JSON_TEXT}, ?, ?, ?, ?, ?)`,
 		// affectedRows counts matched rows here because mysql2 sets CLIENT_FOUND_ROWS by default.
-		replace: `UPDATE ${t} SET \`data\` = ?, \`flash\` = ?, \`subject\` = ?, \`created_at\` = ?, \`idle_expires_at\` = ?, \`absolute_expires_at\` = ?, \`expires_at\` = ?
+		replace: `UPDATE ${t} SET \`data\` = ${JSON_TEXT}, \`flash\` = ${JSON_TEXT}, \`subject\` = ?, \`created_at\` = ?, \`idle_expires_at\` = ?, \`absolute_expires_at\` = ?, \`expires_at\` = ?
 			WHERE \`key\` = ? AND \`expires_at\` > ?`,
-		update: `UPDATE ${t} SET \`data\` = ?, \`flash\` = ?, \`subject\` = ?, \`idle_expires_at\` = ?, \`expires_at\` = ? WHERE \`key\` = ?`,
+		update: `UPDATE ${t} SET \`data\` = ${JSON_TEXT}, \`flash\` = ${JSON_TEXT}, \`subject\` = ?, \`idle_expires_at\` = ?, \`expires_at\` = ? WHERE \`key\` = ?`,
 		delete: `DELETE FROM ${t} WHERE \`key\` = ?`,
 		touch: `UPDATE ${t} SET \`idle_expires_at\` = ?, \`expires_at\` = ? WHERE \`key\` = ? AND \`expires_at\` > ?`,
 		listBySubject: `SELECT \`key\`, \`created_at\`, \`idle_expires_at\`, \`absolute_expires_at\` FROM ${t} WHERE \`subject\` = ? AND \`expires_at\` > ? ORDER BY \`created_at\``,
@@ -382,7 +404,7 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 	// deleteBySubject has locked, say) rolls all of it back: see retryingDeadlocks.
 	async function mergeRow(connection: PoolConnection, key: string, changes: RecordChanges, expiresAt: number, signal: AbortSignal): Promise<boolean> {
 		await connection.query({ sql: "START TRANSACTION", timeout: timeoutMs });
-		const [found] = await connection.query<Row[]>({ sql: sql.lock, values: [key, Date.now()], timeout: timeoutMs });
+		const [found] = await connection.query<Row[]>({ sql: sql.lock, values: [bytes(key), Date.now()], timeout: timeoutMs });
 		if (!found[0]) {
 			await connection.query({ sql: "ROLLBACK", timeout: timeoutMs });
 			return false;
@@ -390,7 +412,7 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 		const next = applyChanges(fromRow(found[0]), changes);
 		await connection.query({
 			sql: sql.update,
-			values: [JSON.stringify(next.data), JSON.stringify(next.flash), next.subject, next.idleExpiresAt, expiresAt, key],
+			values: [bytes(JSON.stringify(next.data)), bytes(JSON.stringify(next.flash)), next.subject === null ? null : bytes(next.subject), next.idleExpiresAt, expiresAt, bytes(key)],
 			timeout: timeoutMs,
 		});
 		// The caller has been told this merge failed; committing it now would make that a lie.
@@ -403,14 +425,14 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 		name: STORE,
 		table: tableOption,
 		async get(key) {
-			const [row] = await rows<Row>("get", sql.get, [key, Date.now()]);
+			const [row] = await rows<Row>("get", sql.get, [bytes(key), Date.now()]);
 			return row ? fromRow(row) : null;
 		},
 		async set(key, record, expiresAt) {
-			await affected("set", sql.set, [key, ...recordValues(record, expiresAt)]);
+			await affected("set", sql.set, [bytes(key), ...recordValues(record, expiresAt)]);
 		},
 		async replace(key, record, expiresAt) {
-			return (await affected("replace", sql.replace, [...recordValues(record, expiresAt), key, Date.now()])) === 1;
+			return (await affected("replace", sql.replace, [...recordValues(record, expiresAt), bytes(key), Date.now()])) === 1;
 		},
 		merge(key, changes, expiresAt) {
 			return run("merge", async (pool, signal) =>
@@ -420,13 +442,13 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 			);
 		},
 		async delete(key) {
-			await affected("delete", sql.delete, [key]);
+			await affected("delete", sql.delete, [bytes(key)]);
 		},
 		async touch(key, idleExpiresAt, expiresAt) {
-			await affected("touch", sql.touch, [idleExpiresAt, expiresAt, key, Date.now()]);
+			await affected("touch", sql.touch, [idleExpiresAt, expiresAt, bytes(key), Date.now()]);
 		},
 		async listBySubject(subject) {
-			const found = await rows<SubjectRow>("listBySubject", sql.listBySubject, [subject, Date.now()]);
+			const found = await rows<SubjectRow>("listBySubject", sql.listBySubject, [bytes(subject), Date.now()]);
 			return found.map(
 				(row): SubjectSession => ({
 					key: text(row.key),
@@ -437,7 +459,7 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 			);
 		},
 		deleteBySubject(subject) {
-			return affected("deleteBySubject", sql.deleteBySubject, [subject, Date.now()]);
+			return affected("deleteBySubject", sql.deleteBySubject, [bytes(subject), Date.now()]);
 		},
 		async count() {
 			const [row] = await rows<RowDataPacket & { n: number | string }>("count", sql.count, [Date.now()]);

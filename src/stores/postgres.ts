@@ -85,6 +85,9 @@ const FLOAT8_OVERFLOW = "1.79769313486231580793728971405e308";
 // Below this (just above half the smallest double) a number is 0 to JavaScript, and float8's
 // cast refuses it ("1e-400" is out of range) instead of rounding to 0: it counts as 0 too.
 const FLOAT8_UNDERFLOW = "2.4703282292062328e-324";
+// 2^1023. float8's + refuses a sum past the largest double, where JavaScript gives ±Infinity:
+// halved (exactly, for numbers of at least 1) the sum rounds to this or more just when it overflows.
+const FLOAT8_HALF_OVERFLOW = "8.98846567431157953864652595394512366e307";
 
 function quoted(table: TableName): string {
 	return table.schema === null ? `"${table.name}"` : `"${table.schema}"."${table.name}"`;
@@ -242,13 +245,19 @@ function mergeStatement(t: string, shape: number): string {
 		if (shape & DELETE) base = `(${base} - ${next()}::text[])`;
 		if (shape & SET) base = `(${base} || ${next()}::jsonb)`;
 		if (shape & INCREMENT) {
+			// A number below 1 cannot make the sum overflow, and halving it could underflow (an error
+			// too): CASE, not OR, as only CASE fixes the order of evaluation. OFFSET 0 reads each
+			// number once, where the planner would repeat its expression in every use.
 			base = `(SELECT b.base || COALESCE((
 				SELECT jsonb_object_agg(i.key, to_jsonb((
+					CASE WHEN least(abs(p.x), abs(p.y)) < 1 THEN p.x + p.y
+					WHEN abs(p.x / 2 + p.y / 2) < ${FLOAT8_HALF_OVERFLOW}::float8 THEN p.x + p.y
+					ELSE sign(p.x) * 'Infinity'::float8 END
+				)::text))
+				FROM jsonb_each_text(${next()}::jsonb) AS i (key, value), LATERAL (SELECT b.base ->> i.key AS v) AS c, LATERAL (SELECT
 					CASE WHEN c.v ~ '${JSON_NUMBER}' AND length(c.v) <= ${MAX_NUMBER_TEXT} THEN
 						(SELECT CASE WHEN n.a >= ${FLOAT8_UNDERFLOW} AND n.a < ${FLOAT8_OVERFLOW} THEN c.v::float8 ELSE 0 END FROM (SELECT abs(c.v::numeric) AS a) AS n)
-					ELSE 0 END + i.value::float8
-				)::text))
-				FROM jsonb_each_text(${next()}::jsonb) AS i (key, value), LATERAL (SELECT b.base ->> i.key AS v) AS c
+					ELSE 0 END AS x, i.value::float8 AS y OFFSET 0) AS p
 			), '{}'::jsonb) FROM (SELECT ${base} AS base) AS b)`;
 		}
 		columns.push(`data = ${base}`);

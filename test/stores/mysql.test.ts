@@ -161,6 +161,44 @@ describe("mysql store", { skip }, () => {
 		await store.close();
 	});
 
+	it("works on connections whose sql_mode has NO_BACKSLASH_ESCAPES (and ANSI_QUOTES): quotes and backslashes round-trip, and a value cannot end its literal", async () => {
+		// mysql2 escapes values with backslashes whatever the sql_mode: under NO_BACKSLASH_ESCAPES
+		// every write of a JSON object failed, and a ' in a value ended the literal (SQL injection).
+		const pool = newPool({ connectionLimit: 2 });
+		pool.pool.on("connection", (connection) => {
+			connection.query("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES,ANSI_QUOTES')", () => undefined);
+		});
+		const table = newTable();
+		const store = mysqlStore({ pool }, { table, gcInterval: 0 });
+		try {
+			const [[mode]] = await pool.query<RowDataPacket[]>("SELECT @@SESSION.sql_mode AS m");
+			assert.match(String(mode!.m), /NO_BACKSLASH_ESCAPES/, "the pool's connections are as the test meant");
+			const hostile = `it's "quoted" \\ back\\slash \\' \\\\'' \n\r\t\u001a 🍪 '); DELETE FROM \`${table}\`; -- `;
+			const subject = `o'brien \\ ${hostile}`.slice(0, 200);
+			const key = randomKey();
+			const other = randomKey();
+			const record = makeRecord({ subject, data: { [hostile]: JSON.stringify(hostile), n: "1" }, flash: { [`f'\\`]: JSON.stringify(hostile) } });
+			await store.set(key, record, record.idleExpiresAt);
+			await store.set(other, makeRecord({ subject: "someone else" }), Date.now() + HOUR);
+			assert.deepEqual(await store.get(key), record);
+			assert.equal(await rowCount(table), 2);
+
+			const changes = noChanges({ set: { [`${hostile}2`]: JSON.stringify(hostile) }, increment: { n: 1 }, flashDelete: [`f'\\`], flashSet: { [hostile]: '"x"' } });
+			assert.equal(await store.merge(key, changes, Date.now() + HOUR), true);
+			assert.deepEqual(await store.get(key), { ...applyChanges(record, changes), idleExpiresAt: changes.idleExpiresAt });
+			const replaced = makeRecord({ subject, data: { [hostile]: '"replaced"' } });
+			assert.equal(await store.replace(key, replaced, replaced.idleExpiresAt), true);
+			assert.deepEqual(await store.get(key), replaced);
+			assert.deepEqual((await store.listBySubject(subject)).map((session) => session.key), [key]);
+			assert.equal(await store.deleteBySubject(subject), 1);
+			assert.equal(await store.get(key), null);
+			assert.ok(await store.get(other), "another session is untouched");
+		} finally {
+			await store.close();
+			await pool.end();
+		}
+	});
+
 	it("gc() deletes expired rows and keeps live ones, and the gcInterval timer does it unprompted", async () => {
 		const table = newTable();
 		const store = mysqlStore({ pool: admin }, { table, gcInterval: 0.2 });

@@ -309,6 +309,32 @@ describe("postgres store", { skip }, () => {
 		await store.close();
 	});
 
+	it("merge adds as JavaScript does when the sum leaves a double's range (Infinity), instead of failing", async () => {
+		const store = postgresStore({ pool: admin }, { table: newTable(), gcInterval: 0 });
+		// float8's + refuses an overflow ("value out of range"): two parallel requests that each
+		// added 1e308 to a counter of 0 made the second merge fail, where JavaScript gives Infinity.
+		const cases: Array<[string, number]> = [
+			["1e308", 1e308],
+			["-1.5e308", -1e308],
+			["1.7976931348623157e308", 1e292],
+			["1.7976931348623157e308", 9e291],
+			["1.7976931348623157e308", 1],
+			["1e308", -1e308],
+			["5e-324", 5e-324],
+			["-5e-324", 1.7976931348623157e308],
+			["8.98846567431158e307", 8.98846567431158e307],
+		];
+		for (const [stored, by] of cases) {
+			const key = randomKey();
+			const record = makeRecord({ data: { n: stored } });
+			await store.set(key, record, Date.now() + HOUR);
+			const changes = noChanges({ increment: { n: by } });
+			assert.equal(await store.merge(key, changes, Date.now() + HOUR), true, `${stored} + ${by}`);
+			assert.equal((await store.get(key))?.data.n, applyChanges(record, changes).data.n, `${stored} + ${by}`);
+		}
+		await store.close();
+	});
+
 	it("keeps every parallel merge on connections whose default isolation is REPEATABLE READ or SERIALIZABLE", async () => {
 		// There a statement that meets a parallel update of its row fails with a serialization
 		// failure (40001), applying nothing: 20 parallel increments of one session lost about half.
