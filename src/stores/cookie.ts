@@ -38,8 +38,9 @@ const encoder = new TextEncoder();
 // (or another format version) never opens as a session.
 const KEY_INFO = encoder.encode("sessionkit cookie v1");
 const ADDITIONAL_DATA = encoder.encode("sessionkit session cookie v1");
-// Web Crypto hands back bytes: only UTF-8 a seal wrote opens.
-const decoder = new TextDecoder("utf-8", { fatal: true });
+// Web Crypto hands back bytes: only UTF-8 a seal wrote opens. A leading BOM is kept, as Buffer
+// keeps it (and JSON then refuses it): both paths open the same values.
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
  * A store that keeps the session in the cookie itself, encrypted and authenticated with
@@ -169,12 +170,18 @@ function nodeSealer(crypto: typeof NodeCrypto, secrets: readonly string[]): Seal
 				decipher.setAAD(ADDITIONAL_DATA);
 				decipher.setAuthTag(tag);
 				const head = decipher.update(body);
+				let plaintext: Buffer;
 				try {
 					const tail = decipher.final();
-					return tail.length === 0 ? head.toString("utf8") : Buffer.concat([head, tail]).toString("utf8");
+					plaintext = tail.length === 0 ? head : Buffer.concat([head, tail]);
 				} catch {
 					// The tag did not verify under this key: try the next one.
+					continue;
 				}
+				const text = plaintext.toString("utf8");
+				// Buffer turns bytes that are not UTF-8 into U+FFFD where Web Crypto's path refuses them:
+				// only a text holding that character needs the strict look (a one-byte string is skipped at once).
+				return text.includes("\uFFFD") && !isUtf8(plaintext) ? null : text;
 			}
 			return null;
 		},
@@ -213,6 +220,15 @@ function webSealer(secrets: readonly string[]): Sealer {
 			return null;
 		},
 	};
+}
+
+function isUtf8(bytes: Uint8Array): boolean {
+	try {
+		decoder.decode(bytes);
+		return true;
+	} catch {
+		return false;
+	}
 }
 
 async function deriveKey(secret: string): Promise<CryptoKey> {

@@ -335,17 +335,19 @@ export function fileStore(options: FileStoreOptions): FileStore {
 		const temp = `${file}.${randomBytes(8).toString("hex")}.tmp`;
 		const text = JSON.stringify(content);
 		try {
-			// "wx" with a random name: never follow or reuse a file someone else put there.
-			await writeFile(temp, text, { flag: "wx", mode: 0o600 });
-		} catch (error) {
-			if (!isMissing(error)) throw error;
-			await mkdir(shardOf(key), { recursive: true, mode: 0o700 });
-			await writeFile(temp, text, { flag: "wx", mode: 0o600 });
-		}
-		try {
+			try {
+				// "wx" with a random name: never follow or reuse a file someone else put there.
+				await writeFile(temp, text, { flag: "wx", mode: 0o600 });
+			} catch (error) {
+				if (!isMissing(error)) throw error;
+				await mkdir(shardOf(key), { recursive: true, mode: 0o700 });
+				await writeFile(temp, text, { flag: "wx", mode: 0o600 });
+			}
 			await rename(temp, file);
 		} catch (error) {
-			await rm(temp, { force: true });
+			// A write cut short (disk full) leaves a partial temp file: left to gc, it would hold the
+			// space every other write needs for ten minutes. The write's own error is the one to report.
+			await rm(temp, { force: true }).catch(() => undefined);
 			throw error;
 		}
 	}

@@ -12,9 +12,9 @@ export type SQLiteDatabase = BetterSqlite3.Database;
 /** Options of {@link sqliteStore} shared by both ways of giving it a database. */
 export interface SQLiteStoreBaseOptions {
 	/**
-	 * The table name, a plain SQL identifier (`/^[A-Za-z_][A-Za-z0-9_]{0,62}$/`); anything else
-	 * throws `SessionConfigError` at construction. Its indexes are named `<table>_expires_at`
-	 * and `<table>_subject`.
+	 * The table name, a plain SQL identifier (`/^[A-Za-z_][A-Za-z0-9_]{0,62}$/`) not starting with
+	 * `sqlite_` (SQLite reserves those); anything else throws `SessionConfigError` at construction.
+	 * Its indexes are named `<table>_expires_at` and `<table>_subject`.
 	 * @default "sessions"
 	 */
 	table?: string;
@@ -50,11 +50,14 @@ export interface SQLiteStore extends Omit<AsyncSessionStore, Capabilities>, Requ
 const STORE = "sqlite";
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
+// SQLite refuses to create a table so named ("reserved for internal use"): every call would fail.
+const RESERVED = /^sqlite_/i;
+
 function checkTable(table: unknown): string {
-	if (typeof table !== "string" || !IDENTIFIER.test(table)) {
+	if (typeof table !== "string" || !IDENTIFIER.test(table) || RESERVED.test(table)) {
 		throw new SessionConfigError(
 			"table",
-			`must be a plain SQL identifier (a letter or _, then up to 62 letters, digits or _), got ${describe(table)}.`,
+			`must be a plain SQL identifier (a letter or _, then up to 62 letters, digits or _) not starting with "sqlite_", got ${describe(table)}.`,
 		);
 	}
 	return table;
@@ -270,7 +273,8 @@ export function sqliteStore(options: SQLiteStoreOptions): SQLiteStore {
 	if (database !== undefined && (typeof database !== "object" || database === null || typeof database.prepare !== "function")) {
 		throw new SessionConfigError("database", "must be a better-sqlite3 Database.");
 	}
-	if (path !== undefined && (typeof path !== "string" || path === "")) {
+	// better-sqlite3 trims the name, and opens a blank one as a temporary database, deleted on close.
+	if (path !== undefined && (typeof path !== "string" || path.trim() === "")) {
 		throw new SessionConfigError("path", `must be a non-empty file path, got ${describe(path)}.`);
 	}
 

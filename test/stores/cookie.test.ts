@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createCipheriv, createSecretKey, hkdfSync, randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { describe, it } from "node:test";
 import { promisify } from "node:util";
@@ -302,5 +302,40 @@ describe("cookie store", () => {
 		const { sealed, opened } = JSON.parse(stdout) as { sealed: string; opened: unknown };
 		assert.deepEqual(opened, record, "Web Crypto opens a cookie node:crypto sealed");
 		assert.deepEqual(await store.unseal(sealed), record, "node:crypto opens a cookie Web Crypto sealed");
+	});
+
+	it("opens the same values with Web Crypto and node:crypto: a plaintext no seal writes (a BOM, bytes that are not UTF-8) opens on neither", async () => {
+		const secret = newSecret();
+		// Sealed by hand as the store seals, with the secret: only the plaintext bytes differ.
+		const key = createSecretKey(new Uint8Array(hkdfSync("sha256", secret, new Uint8Array(0), Buffer.from("sessionkit cookie v1"), 32)));
+		const sealBytes = (plaintext: Buffer) => {
+			const iv = randomBytes(12);
+			const cipher = createCipheriv("aes-256-gcm", key, iv);
+			cipher.setAAD(Buffer.from("sessionkit session cookie v1"));
+			return `v1.${Buffer.concat([iv, cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]).toString("base64url")}`;
+		};
+		const json = JSON.stringify([1, 2e12, 2e12, null, { a: defaultCodec.encode("x") }, {}]);
+		const values = {
+			plain: sealBytes(Buffer.from(json)),
+			bom: sealBytes(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(json)])),
+			notUtf8: sealBytes(Buffer.concat([Buffer.from(json.slice(0, -8)), Buffer.from([0xff]), Buffer.from(json.slice(-8))])),
+			loneSurrogate: sealBytes(Buffer.concat([Buffer.from(json.slice(0, -8)), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from(json.slice(-8))])),
+		};
+		const script = `
+			delete process.getBuiltinModule;
+			delete globalThis.Buffer;
+			const { cookieStore } = await import("sessionkit/stores/cookie");
+			const store = cookieStore({ secrets: ${JSON.stringify(secret)} });
+			const opened = {};
+			for (const [name, value] of Object.entries(JSON.parse(process.argv[1]))) opened[name] = (await store.unseal(value)) !== null;
+			console.log(JSON.stringify(opened));
+		`;
+		const { stdout } = await promisify(execFile)(process.execPath, ["--conditions=sessionkit-source", "--import", "tsx", "--input-type=module", "-e", script, JSON.stringify(values)]);
+		const store = cookieStore({ secrets: secret });
+		const here: Record<string, boolean> = {};
+		for (const [name, value] of Object.entries(values)) here[name] = (await store.unseal(value)) !== null;
+		const expected = { plain: true, bom: false, notUtf8: false, loneSurrogate: false };
+		assert.deepEqual(here, expected, "node:crypto");
+		assert.deepEqual(JSON.parse(stdout), expected, "Web Crypto");
 	});
 });

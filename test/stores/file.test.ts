@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -138,6 +140,42 @@ describe("file store", () => {
 		const left = await readdir(shard);
 		assert.ok(!left.includes(`${key}.json.00112233aabbccdd.tmp`), "a stale temp file is removed");
 		assert.ok(left.includes(`${key}.json.44556677eeff0011.tmp`), "a fresh one may belong to a write in progress");
+	});
+
+	it("removes its temp file when a write fails midway (disk full), so a failed write takes no space", { skip: process.platform === "win32" }, async () => {
+		const dir = freshDir();
+		const store = fileStore({ dir, gcInterval: 0 });
+		const key = randomKey();
+		const record = makeRecord();
+		await store.set(key, record, Date.now() + HOUR);
+		// A child whose files may not pass about 1 MB (ulimit -f) fails a 4 MB write midway with
+		// EFBIG, after the temp file was created and partly written, as a full disk does with ENOSPC.
+		const script = `
+			process.on("SIGXFSZ", () => {});
+			const { SessionStoreError } = await import("sessionkit");
+			const { fileStore } = await import("sessionkit/stores/file");
+			const [dir, key, record] = process.argv.slice(1);
+			const store = fileStore({ dir, gcInterval: 0 });
+			try {
+				const big = JSON.parse(record);
+				big.data.big = JSON.stringify("x".repeat(4_000_000));
+				await store.set(key, big, Date.now() + 3_600_000);
+				console.log(JSON.stringify({ stored: true }));
+			} catch (error) {
+				console.log(JSON.stringify({ storeError: error instanceof SessionStoreError, message: error.message }));
+			}
+		`;
+		const { stdout } = await promisify(execFile)(
+			"/bin/sh",
+			["-c", 'ulimit -f 2048 && exec "$@"', "sh", process.execPath, "--conditions=sessionkit-source", "--import", "tsx", "--input-type=module", "-e", script, dir, key, JSON.stringify(record)],
+			{ maxBuffer: 1 << 20 },
+		);
+		const outcome = JSON.parse(stdout) as { stored?: boolean; storeError?: boolean; message?: string };
+		assert.equal(outcome.storeError, true, stdout);
+		assert.match(outcome.message ?? "", /EFBIG/);
+		assert.deepEqual(await tree(dir), [key.slice(0, 2), join(key.slice(0, 2), `${key}.json`)], "no temp file (nor lock) is left behind");
+		assert.deepEqual(await store.get(key), record, "the old record is intact");
+		await store.close();
 	});
 
 	it("treats an unreadable session file as no session, and gc removes it", async () => {

@@ -94,6 +94,28 @@ describe("sqlite store", () => {
 		}
 	});
 
+	it("refuses a table name SQLite reserves (sqlite_…), at construction rather than at every call", () => {
+		for (const table of ["sqlite_sessions", "SQLITE_x", "Sqlite_"]) {
+			assert.throws(
+				() => sqliteStore({ database: db, table, gcInterval: 0 }),
+				(error: unknown) => error instanceof SessionConfigError && error.option === "table",
+				table,
+			);
+			assert.throws(() => sqliteSchema(table), SessionConfigError);
+		}
+		sqliteStore({ database: db, table: "sqlitesessions", gcInterval: 0 });
+	});
+
+	it("refuses a path of only spaces, which better-sqlite3 would open as a temporary database", () => {
+		for (const path of [" ", "  \t\n "]) {
+			assert.throws(
+				() => sqliteStore({ path, gcInterval: 0 }),
+				(error: unknown) => error instanceof SessionConfigError && error.option === "path",
+				JSON.stringify(path),
+			);
+		}
+	});
+
 	it("refuses no options at all as a missing database or path", () => {
 		for (const options of [undefined, null]) {
 			assert.throws(() => sqliteStore(options as never), (error: unknown) => error instanceof SessionConfigError && error.option === "database");
