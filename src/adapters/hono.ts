@@ -37,20 +37,22 @@ export interface HonoSessionOptions {
  * out. A response with a body (read once, so the request's own) gets the cookie itself; returned
  * again, it is answered with a copy without it.
  *
- * Changes are committed unless the response is a server error (status 500 or above). A
- * handler that throws is answered by `app.onError` before this middleware resumes, and Hono
- * offers no hook in between, so its changes cannot be told from those `onError` makes: when
- * `onError` answers below 500, both are committed (a `destroy()` answered with a 401 ends the
- * session), as on Express; answered with a server error, neither is. A streamed body is fine as
- * long as the session is changed before the handler returns the response; a change inside the
- * stream callback comes after the commit, and throws `SessionUsageError`.
+ * Changes are committed unless the response is a server error (status 500 or above), or, under
+ * @hono/node-server, an error answer that a middleware above sent without waiting for this one
+ * (`hono/timeout`'s, a 408 say), which went out without the cookie. A handler that throws is
+ * answered by `app.onError` before this middleware resumes, and Hono offers no hook in between,
+ * so its changes cannot be told from those `onError` makes: when `onError` answers below 500,
+ * both are committed (a `destroy()` answered with a 401 ends the session), as on Express;
+ * answered with a server error, neither is. A streamed body is fine as long as the session is
+ * changed before the handler returns the response; a change inside the stream callback comes
+ * after the commit, and throws `SessionUsageError`.
  *
  * Used again further down with the same manager (a sub-app's own middleware, added with
  * `app.route`), it keeps the session the first one made, which commits it: one cookie. One of
  * another manager sets its own session below it (so does any in an app mounted with `mount()`,
- * which has a Context of its own), and both cookies go out. Under @hono/node-server, a
- * `Set-Cookie` the app put on the Node response (`c.env.outgoing`) is kept beside the session
- * cookie.
+ * which has a Context of its own), and both cookies go out; the middlewares above it find their
+ * own session again once its `next()` returns. Under @hono/node-server, a `Set-Cookie` the app
+ * put on the Node response (`c.env.outgoing`) is kept beside the session cookie.
  *
  * Register `etag()` after this middleware: registered before it, its 304 answer keeps only the
  * headers of its `retainedHeaders`, which leave out `Set-Cookie`, so a session created, renewed
@@ -86,9 +88,15 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 		claimSession(session, sessions);
 		c.set("session", session as Session<object> as Session<AppSessionData>);
 		await next();
+		// Below another manager's (a sub-app's, through app.route): the middlewares above resume
+		// after next() and must find their own session, not this one, which is committed by then.
+		if (previous) c.set("session", previous as Session<AppSessionData>);
 		let below = cookiesBelow(c);
 		// Also after onError (c.error is set): what it changes, a destroy() say, must be committed.
 		if (c.res.status >= 500) return;
+		// Unless a middleware above answered the error without waiting for this one (hono/timeout,
+		// even with a 408): that answer went out without the cookie, for a request that failed.
+		if (c.error !== undefined && headSent(c)) return;
 		let setCookie: string | null;
 		try {
 			const committed = sessions.commit(session, new CommitRequest(c, trustProxy, isSecureHono));
@@ -113,8 +121,9 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 		// without a body. A body is read once, so a Response with one is this request's own.
 		// `body` is read only without a Content-Type, which a body has (c.text, c.json, c.html...):
 		// under @hono/node-server reading it turns the light Response into a full one, which cost
-		// a third of the req/s of a route that creates a session.
-		if (!c.res.headers.has("Content-Type") && c.res.body === null) replaceResponse(c, new Response(null, c.res));
+		// a third of the req/s of a route that creates a session. A null-body status has none,
+		// Content-Type or not (`status` is cheap on the light Response).
+		if (isNullBodyStatus(c.res.status) || (!c.res.headers.has("Content-Type") && c.res.body === null)) replaceResponse(c, new Response(null, c.res));
 		// A Set-Cookie the app put on the Node response (`c.env.outgoing`) under @hono/node-server:
 		// node replaces it with the Response's Set-Cookie list, so it joins that list. Only when the
 		// Response has no Set-Cookie of its own, which would have replaced it without sessionkit.
@@ -193,6 +202,11 @@ function replaceWithoutAddedCookies(c: Context, added: string): void {
 	replaceResponse(c, copy);
 }
 
+/** 204, 205 and 304 never have a body. */
+function isNullBodyStatus(status: number): boolean {
+	return status === 204 || status === 304 || status === 205;
+}
+
 /** `c.res = copy`, for a copy of `c.res` with its headers. */
 function replaceResponse(c: Context, copy: Response): void {
 	// Hono's setter would copy the old response's headers, its Set-Cookie list included, over
@@ -202,7 +216,12 @@ function replaceResponse(c: Context, copy: Response): void {
 }
 
 /** The Node request and response under @hono/node-server (its `HttpBindings`). */
-type NodeBindings = { incoming?: { headers?: { cookie?: unknown } }; outgoing?: { getHeader?: (name: string) => unknown } } | undefined;
+type NodeBindings = { incoming?: { headers?: { cookie?: unknown } }; outgoing?: { getHeader?: (name: string) => unknown; headersSent?: boolean } } | undefined;
+
+/** True once the Node response has sent its head (under @hono/node-server; elsewhere unknown, so false). */
+function headSent(c: Context): boolean {
+	return (c.env as NodeBindings)?.outgoing?.headersSent === true;
+}
 
 /**
  * The request's `Cookie` header. Under @hono/node-server it is read from the Node request that

@@ -373,32 +373,38 @@ it("hono: a Response object returned for every request, to requests whose commit
 	}
 });
 
-it("hono: a Response object returned for every request is not given a cookie while an earlier request that returned it is still on its way out", async (t) => {
-	const sessions = createSessions();
-	const app = new Hono();
-	let logged!: () => void;
-	const logging = new Promise<void>((resolve) => (logged = resolve));
-	// e.g. an access log that awaits its write after next(): here, until the login has answered
-	app.use(async (c, next) => {
-		await next();
-		if (c.req.path === "/ping") await logging;
+// A Content-Type does not make a Response without a body any less shareable.
+for (const [what, init] of [
+	["", { status: 204 }],
+	[" (a 204 with a Content-Type)", { status: 204, headers: { "Content-Type": "text/plain" } }],
+] as const) {
+	it(`hono: a Response object returned for every request is not given a cookie while an earlier request that returned it is still on its way out${what}`, async (t) => {
+		const sessions = createSessions();
+		const app = new Hono();
+		let logged!: () => void;
+		const logging = new Promise<void>((resolve) => (logged = resolve));
+		// e.g. an access log that awaits its write after next(): here, until the login has answered
+		app.use(async (c, next) => {
+			await next();
+			if (c.req.path === "/ping") await logging;
+		});
+		app.use(sessionMiddleware(sessions));
+		const noContent = new Response(null, init); // one answer for every request, made once
+		app.post("/login", (c) => {
+			c.get("session").set("user", "alice");
+			return noContent;
+		});
+		app.get("/ping", () => noContent);
+		const server = await listen(createServer(getRequestListener(app.fetch)));
+		t.after(() => Promise.all([server.close(), sessions.close()]));
+		const ping = fetch(`${server.url}/ping`);
+		await new Promise((resolve) => setTimeout(resolve, 50)); // /ping has returned noContent, and waits
+		const login = await fetch(`${server.url}/login`, { method: "POST" });
+		assert.equal(setCookiesOf(login).length, 1);
+		logged();
+		assert.deepEqual((await ping).headers.getSetCookie(), [], "the anonymous request does not get alice's cookie");
 	});
-	app.use(sessionMiddleware(sessions));
-	const noContent = new Response(null, { status: 204 }); // one answer for every request, made once
-	app.post("/login", (c) => {
-		c.get("session").set("user", "alice");
-		return noContent;
-	});
-	app.get("/ping", () => noContent);
-	const server = await listen(createServer(getRequestListener(app.fetch)));
-	t.after(() => Promise.all([server.close(), sessions.close()]));
-	const ping = fetch(`${server.url}/ping`);
-	await new Promise((resolve) => setTimeout(resolve, 50)); // /ping has returned noContent, and waits
-	const login = await fetch(`${server.url}/login`, { method: "POST" });
-	assert.equal(setCookiesOf(login).length, 1);
-	logged();
-	assert.deepEqual((await ping).headers.getSetCookie(), [], "the anonymous request does not get alice's cookie");
-});
+}
 
 it("hono: with etag() registered after sessionMiddleware, a 304 still carries the session cookie", async (t) => {
 	const { etag } = await import("hono/etag");
@@ -425,3 +431,68 @@ it("hono: with etag() registered after sessionMiddleware, a 304 still carries th
 	const visits = await fetch(`${server.url}/visits`, { headers: { Cookie: `sid=${cookie!.value}` } });
 	assert.equal(await visits.text(), "2", "both revalidated requests were committed");
 });
+
+for (const kind of STORE_KINDS) {
+	it(`hono (${kind} store): a handler that hono/timeout answered with a 408 (no cookie) has its changes dropped, not committed once it finishes`, async (t) => {
+		const { HTTPException } = await import("hono/http-exception");
+		const { timeout } = await import("hono/timeout");
+		const sessions = createSessions({ store: await storeOf(kind, t) });
+		const app = new Hono();
+		// Hono's documented custom timeout answer: a 408, which is below 500.
+		app.use(timeout(100, new HTTPException(408, { message: "Request timeout" })));
+		let finished!: () => void;
+		const slowDone = new Promise<void>((resolve) => (finished = resolve));
+		app.use(async (c, next) => {
+			await next();
+			if (c.req.path === "/slow") finished(); // the session middleware below has resumed
+		});
+		app.use(sessionMiddleware(sessions));
+		app.get("/set", (c) => {
+			c.get("session").set("user", "alice");
+			return c.text("in");
+		});
+		app.get("/get", (c) => c.text(JSON.stringify(c.get("session").all())));
+		app.get("/slow", async (c) => {
+			await new Promise((resolve) => setTimeout(resolve, 300));
+			c.get("session").set("sudo", true);
+			c.get("session").renew();
+			return c.text("sudo");
+		});
+		const server = await listen(createServer(getRequestListener(app.fetch)));
+		t.after(() => Promise.all([server.close(), sessions.close()]));
+		const cookie = (await fetch(`${server.url}/set`)).headers.getSetCookie()[0]!.split(";")[0]!;
+		const slow = await fetch(`${server.url}/slow`, { headers: { cookie } });
+		assert.equal(slow.status, 408);
+		assert.deepEqual(slow.headers.getSetCookie(), []);
+		await slowDone;
+		const get = await fetch(`${server.url}/get`, { headers: { cookie } });
+		assert.equal(await get.text(), JSON.stringify({ user: "alice" }), "the browser's cookie still holds its session: the renew was not committed");
+	});
+}
+
+for (const kind of STORE_KINDS) {
+	it(`hono (${kind} store): a middleware of the app finds the app's session again after next() returns from a sub-app with another manager's sessionMiddleware`, async (t) => {
+		const site = createSessions({ store: await storeOf(kind, t) });
+		const admin = createSessions({ store: await storeOf(kind, t), cookie: { name: "admin_sid" } });
+		const { app, panel } = siteWithAdminPanel(site, admin);
+		// e.g. an app-wide "last page seen" record, written once the route has answered
+		app.use(async (c, next) => {
+			await next();
+			c.get("session").set("lastPath", c.req.path);
+		});
+		panel.get("/login", (c) => {
+			c.get("session").set("admin", true);
+			return c.text("admin");
+		});
+		app.route("/admin", panel);
+		const server = await listen(createServer(getRequestListener(app.fetch)));
+		t.after(() => Promise.all([server.close(), site.close(), admin.close()]));
+		const reply = await fetch(`${server.url}/admin/login`);
+		assert.equal(reply.status, 200);
+		assert.equal(await reply.text(), "admin");
+		const cookies = reply.headers.getSetCookie().map((line) => line.split(";")[0]!);
+		assert.deepEqual(cookies.map((cookie) => cookie.split("=")[0]).sort(), ["admin_sid", "sid"], cookies.join(" | "));
+		assert.deepEqual((await site.load(cookies.find((cookie) => cookie.startsWith("sid="))!)).all(), { lastPath: "/admin/login" });
+		assert.deepEqual((await admin.load(cookies.find((cookie) => cookie.startsWith("admin_sid="))!)).all(), { admin: true });
+	});
+}
