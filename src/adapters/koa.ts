@@ -34,7 +34,7 @@ declare module "koa" {
  *
  * Used again further down with the same manager (in a mounted sub-app, on a router), it keeps
  * the session the first one made, and drops the changes of the middleware below it that throws,
- * as the first one does. A `sessionMiddleware` of another manager replaces `ctx.session` below it.
+ * as the first one does. A `sessionMiddleware` of another manager replaces `ctx.session` below it, and puts the app's back once its `next()` returns, for the middlewares above.
  *
  * @example
  * const app = new Koa();
@@ -64,6 +64,10 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 		} catch (error) {
 			commitOnErrorPath(ctx, sessions, session);
 			throw error;
+		} finally {
+			// Below another manager's (a sub-app's): the middlewares above resume after next() and
+			// must find their own session, not this one, which is committed on the way up.
+			if (previous) (ctx as { session: unknown }).session = previous;
 		}
 		if (ctx.status >= 500) return;
 		let setCookie: string | null;

@@ -375,6 +375,38 @@ for (const kind of STORE_KINDS) {
 		assert.deepEqual(await dataOf(server.url, cookie), { lang: "en", user_id: 123, note: "denied" }, "the failed handler's change is dropped, the sub-app's error handler's kept");
 	});
 
+	it(`koa (${kind} store): a middleware of the app finds the app's session again after next() returns from a sub-app with another manager's sessionMiddleware`, async (t) => {
+		const store = await storeOf(kind, t);
+		const site = createSessions({ store });
+		const admin = createSessions({ store, cookie: { name: "admin_sid" } });
+		const panel = new Koa();
+		panel.use(sessionMiddleware(admin));
+		panel.use((ctx) => {
+			ctx.session.set("admin", true);
+			ctx.body = "admin";
+		});
+		const app = new Koa();
+		app.use(sessionMiddleware(site));
+		app.use(async (ctx, next) => {
+			await next();
+			// After the sub-app: this is the site's session, not the admin one (committed by now).
+			ctx.session.set("lastPath", ctx.path);
+		});
+		app.use(mounted(panel));
+		const server = await listen(createServer(app.callback()));
+		t.after(() => Promise.all([server.close(), site.close(), admin.close()]));
+
+		const response = await fetch(`${server.url}/sub/login`);
+		assert.equal(response.status, 200);
+		assert.equal(await response.text(), "admin");
+		const cookies = setCookiesOf(response);
+		assert.deepEqual(cookies.map((cookie) => cookie.name).sort(), ["admin_sid", "sid"]);
+		const sid = cookies.find((cookie) => cookie.name === "sid")!;
+		const adminSid = cookies.find((cookie) => cookie.name === "admin_sid")!;
+		assert.deepEqual((await site.load(`sid=${sid.value}`)).all(), { lastPath: "/sub/login" });
+		assert.deepEqual((await admin.load(`admin_sid=${adminSid.value}`)).all(), { admin: true });
+	});
+
 	it(`koa (${kind} store): a middleware above that fails after the commit: Koa's error answer keeps the session cookie`, async (t) => {
 		const { url, errors } = await serve(
 			t,
