@@ -34,7 +34,8 @@ declare module "koa" {
  *
  * Used again further down with the same manager (in a mounted sub-app, on a router), it keeps
  * the session the first one made, and drops the changes of the middleware below it that throws,
- * as the first one does. A `sessionMiddleware` of another manager replaces `ctx.session` below it, and puts the app's back once its `next()` returns, for the middlewares above.
+ * as the first one does. A `sessionMiddleware` of another manager replaces `ctx.session` below
+ * it, and puts the app's back once its `next()` returns, for the middlewares above.
  *
  * @example
  * const app = new Koa();
