@@ -125,6 +125,8 @@ local function number(value)
 end
 -- Shortest form that reads back as the same double, like JavaScript's String(n).
 local function format(n)
+	-- A sum past the largest double: Lua prints "inf", JavaScript "Infinity".
+	if n == math.huge then return 'Infinity' elseif n == -math.huge then return '-Infinity' end
 	for digits = 15, 16 do
 		local s = string.format('%.' .. digits .. 'g', n)
 		if tonumber(s) == n then return s end

@@ -16,7 +16,7 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import * as nodeTest from "node:test";
-import type { RecordChanges, SessionStore, StoredRecord } from "../index.js";
+import type { RecordChanges, SessionStore, StoredRecord, SubjectSession } from "../index.js";
 import { applyChanges, createSessions, defaultCodec, SessionError, SessionTooLargeError } from "../index.js";
 
 export interface StoreCapabilities {
@@ -131,6 +131,20 @@ function sleep(ms: number): Promise<void> {
 	return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** `value` frozen all the way down, as the core's shared empty parts of `RecordChanges` are. */
+function deepFreeze<T>(value: T): T {
+	if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
+		Object.freeze(value);
+		for (const inner of Object.values(value)) deepFreeze(inner);
+	}
+	return value;
+}
+
+/** The parts of a listed session the contract names, whatever else a store adds. */
+function listed(sessions: SubjectSession[]): SubjectSession[] {
+	return sessions.map(({ key, createdAt, idleExpiresAt, absoluteExpiresAt }) => ({ key, createdAt, idleExpiresAt, absoluteExpiresAt }));
+}
+
 /**
  * Registers the conformance suite for one store. `makeStore` runs once, before the tests; the
  * fixture's `cleanup` once, after them. `capabilities` says which optional parts of the
@@ -167,6 +181,17 @@ export function storeConformance(
 		});
 		after(async () => {
 			await fixture?.cleanup();
+			// The fixture's cleanup has usually closed the store already: closing it again, as an app's
+			// shutdown hooks may, must be a no-op.
+			if (store && typeof store.close === "function") {
+				for (const call of ["a second", "a third"]) {
+					try {
+						await store.close();
+					} catch (error) {
+						assert.fail(`close() rejected on ${call} call (it must be idempotent): ${String(error)}`);
+					}
+				}
+			}
 		});
 
 		it("has a name for error messages", () => {
@@ -236,6 +261,40 @@ export function storeConformance(
 			assert.deepEqual(await store.get(key), second);
 		});
 
+		it("set and replace keep a copy: the record given is left as it was, and later changes to it do not reach the store", async () => {
+			const key = randomKey();
+			const record = makeRecord({ subject: "copy" });
+			const snapshot = structuredClone(record);
+			await store.set(key, record, Date.now() + HOUR);
+			assert.deepEqual(record, snapshot, "set changed the record it was given");
+			record.data.userId = defaultCodec.encode(999);
+			record.flash.notice = defaultCodec.encode("changed by the caller");
+			record.subject = "changed";
+			assert.deepEqual(await store.get(key), snapshot, "set kept the caller's object: a change the caller made after set reached the store");
+			const next = makeRecord({ data: { v: "2" } });
+			const nextSnapshot = structuredClone(next);
+			assert.equal(await store.replace(key, next, Date.now() + HOUR), true);
+			assert.deepEqual(next, nextSnapshot, "replace changed the record it was given");
+			next.data.v = "3";
+			assert.deepEqual(await store.get(key), nextSnapshot, "replace kept the caller's object: a change the caller made after replace reached the store");
+		});
+
+		it("a record get returned is not changed by later writes to its key", async () => {
+			const key = randomKey();
+			await store.set(key, makeRecord({ data: { userId: "1", n: "1" }, subject: "before" }), Date.now() + HOUR);
+			const loaded = await store.get(key);
+			assert.ok(loaded);
+			const snapshot = structuredClone(loaded);
+			const later = Date.now() + 2 * HOUR;
+			await store.touch(key, later, later);
+			if (capabilities.merge) {
+				await store.merge!(key, noChanges({ set: { added: "1" }, delete: ["userId"], increment: { n: 1 }, flashDelete: ["notice"], subject: "after", idleExpiresAt: later }), later);
+			} else {
+				await store.replace(key, makeRecord({ data: { added: "1" }, subject: "after", idleExpiresAt: later }), later);
+			}
+			assert.deepEqual(loaded, snapshot, "a touch or a write changed in place a record that get had returned: a request holding it would see another request's changes");
+		});
+
 		it("keeps records of different keys apart", async () => {
 			const a = randomKey();
 			const b = randomKey();
@@ -281,6 +340,40 @@ export function storeConformance(
 			assert.deepEqual(loaded.data, record.data);
 		});
 
+		it("touch changes only the idle deadline, never data written after the last read", async () => {
+			const key = randomKey();
+			const record = makeRecord({ subject: `touch-${randomKey().slice(0, 8)}` });
+			await store.set(key, record, record.idleExpiresAt);
+			assert.ok(await store.get(key));
+			// Written after that read: a touch must not put back a copy from before it.
+			const written: StoredRecord = { ...record, data: { ...record.data, after: "1" }, flash: { ...record.flash, later: defaultCodec.encode("l") } };
+			if (capabilities.merge) {
+				assert.equal(await store.merge!(key, noChanges({ set: { after: "1" }, flashSet: { later: written.flash.later! }, idleExpiresAt: record.idleExpiresAt }), record.idleExpiresAt), true);
+			} else {
+				assert.equal(await store.replace(key, written, record.idleExpiresAt), true);
+			}
+			const idle = record.idleExpiresAt + 60_000;
+			await store.touch(key, idle, idle);
+			assert.deepEqual(await store.get(key), { ...written, idleExpiresAt: idle }, "touch rewrote more than the idle deadline (an older copy of the data or flash, the subject, or another instant)");
+		});
+
+		it("touch in parallel with writes keeps every write", async () => {
+			const key = randomKey();
+			const record = makeRecord({ data: {} });
+			await store.set(key, record, Date.now() + HOUR);
+			const data: Record<string, string> = {};
+			for (let i = 0; i < 6; i++) {
+				const idle = Date.now() + HOUR;
+				data[`k${i}`] = String(i);
+				const write = capabilities.merge
+					? () => store.merge!(key, noChanges({ set: { [`k${i}`]: String(i) }, idleExpiresAt: idle }), idle)
+					: () => store.replace(key, { ...record, data: { ...data }, idleExpiresAt: idle }, idle);
+				const touch = () => store.touch(key, idle, idle);
+				await Promise.all(i % 2 === 0 ? [touch(), write()] : [write(), touch()]);
+				assert.deepEqual((await store.get(key))?.data, data, "a touch wrote back a copy of the record read before a parallel write: touch must change only the deadlines");
+			}
+		});
+
 		it("touch on a missing key creates nothing", async () => {
 			const key = randomKey();
 			await store.touch(key, Date.now() + HOUR, Date.now() + HOUR);
@@ -302,6 +395,61 @@ export function storeConformance(
 			await store.touch(key, later, later);
 			await sleep(expiryWait);
 			assert.ok(await store.get(key), "touched record still live");
+		});
+
+		it("once a record's deadline has passed, no write brings it back and no listing or count includes it", async () => {
+			const subject = `expired-${randomKey().slice(0, 8)}`;
+			const [replaced, merged, touched, kept] = [randomKey(), randomKey(), randomKey(), randomKey()];
+			const short = [replaced, merged, touched];
+			for (const key of short) await store.set(key, makeRecord({ subject }), Date.now() + ttl);
+			await store.set(kept, makeRecord({ subject }), Date.now() + HOUR);
+			const counted = capabilities.count ? await store.count!() : 0;
+			// Live after the count, so counted by it (a machine slow enough to pass the deadline first
+			// leaves the count unchecked rather than failing a correct store).
+			let countedAll = true;
+			for (const key of short) if ((await store.get(key)) === null) countedAll = false;
+			await sleep(expiryWait);
+			if (capabilities.count && countedAll) {
+				const now = await store.count!();
+				assert.ok(now <= counted - short.length, `count() went from ${counted} to ${now} while ${short.length} of the sessions it counted passed their deadline: it counts expired records`);
+			}
+			const later = Date.now() + HOUR;
+			assert.equal(await store.replace(replaced, makeRecord({ subject }), later), false, "replace resolved true for a record past its deadline");
+			assert.equal(await store.get(replaced), null, "replace brought back a record past its deadline");
+			if (capabilities.merge) {
+				assert.equal(await store.merge!(merged, noChanges({ set: { a: "1" }, idleExpiresAt: later }), later), false, "merge resolved true for a record past its deadline");
+				assert.equal(await store.get(merged), null, "merge brought back a record past its deadline");
+			}
+			await store.touch(touched, later, later);
+			assert.equal(await store.get(touched), null, "touch brought back a record past its deadline");
+			if (capabilities.subjects) {
+				assert.deepEqual((await store.listBySubject!(subject)).map((s) => s.key), [kept], "listBySubject lists sessions past their deadline");
+				const deleted = await store.deleteBySubject!(subject);
+				assert.equal(deleted, 1, `deleteBySubject resolved ${deleted}: it must delete and count the one live session, and count none past its deadline`);
+				assert.equal(await store.get(kept), null);
+			}
+		});
+
+		it("a second set, replace and merge move the deadline, as touch does", async () => {
+			const [overwritten, replaced, merged, touched] = [randomKey(), randomKey(), randomKey(), randomKey()];
+			for (const key of [overwritten, replaced, merged, touched]) await store.set(key, makeRecord(), Date.now() + ttl);
+			const later = Date.now() + HOUR;
+			await store.set(overwritten, makeRecord({ data: { v: "2" } }), later);
+			assert.equal(await store.replace(replaced, makeRecord({ data: { v: "2" } }), later), true);
+			if (capabilities.merge) assert.equal(await store.merge!(merged, noChanges({ set: { v: "2" }, idleExpiresAt: later }), later), true);
+			await store.touch(touched, later, later);
+			await sleep(expiryWait);
+			const check = async (fault: (what: string) => string) => {
+				assert.ok(await store.get(overwritten), fault("a second set"));
+				assert.ok(await store.get(replaced), fault("replace"));
+				if (capabilities.merge) assert.ok(await store.get(merged), fault("merge"));
+				assert.ok(await store.get(touched), fault("touch"));
+			};
+			await check((what) => `${what} did not move the deadline an hour ahead`);
+			if (typeof store.gc === "function") {
+				await store.gc();
+				await check((what) => `gc() deleted a live record whose deadline ${what} had moved an hour ahead (a deadline kept from the first set?)`);
+			}
 		});
 
 		it("does not store a record whose deadline has already passed", async () => {
@@ -437,6 +585,31 @@ export function storeConformance(
 					}
 				});
 
+				it("merges keys of any spelling the core allows: path, quote, pattern and non-ASCII characters, the longest", async () => {
+					const names = ["a.b", "$", "$.a", "a\"b", "a'b", "a\\b", "[0]", "*", "?", "%", "_", " ", "a b", "0", "-1", "{}", "a->b", "a#>b", "@x", "\u00e9", "e\u0301", "\u{1F36A}", "line\nbreak", "k".repeat(256)];
+					const key = randomKey();
+					const data = Object.fromEntries(names.map((name, i) => [name, String(i)]));
+					const flash = Object.fromEntries(names.map((name) => [name, defaultCodec.encode(name)]));
+					const record = makeRecord({ data, flash });
+					await store.set(key, record, Date.now() + HOUR);
+					assert.deepEqual(await store.get(key), record);
+					// Half the names deleted, the other half incremented; each name set again in the flash.
+					const deleted = names.filter((_, i) => i % 2 === 0);
+					const incremented = names.filter((_, i) => i % 2 === 1);
+					const changes = noChanges({
+						delete: deleted,
+						set: Object.fromEntries(deleted.map((name) => [`.${name}`.slice(0, 256), "1"])),
+						increment: Object.fromEntries(incremented.map((name) => [name, 10])),
+						flashDelete: deleted,
+						flashSet: Object.fromEntries(incremented.map((name) => [name, defaultCodec.encode("again")])),
+					});
+					assert.equal(await store.merge!(key, changes, Date.now() + HOUR), true);
+					const loaded = await store.get(key);
+					const expected = applyChanges(record, changes);
+					assert.deepEqual(loaded?.data, expected.data, "a merge of keys with special characters changed other keys or missed its own");
+					assert.deepEqual(loaded?.flash, expected.flash, "a merge of flash keys with special characters changed other keys or missed its own");
+				});
+
 				it("merges 5000 keys set and 5000 deleted in one commit", async () => {
 					const key = randomKey();
 					const old = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`old${i}`, String(i)]));
@@ -467,6 +640,44 @@ export function storeConformance(
 					const loaded = await store.get(key);
 					assert.deepEqual(decodeAll(loaded!.data), decodeAll(applyChanges(record, changes).data));
 					assert.equal(defaultCodec.decode(loaded!.data.tenth!), 0.2 + 0.1);
+				});
+
+				it("merges a sum past a double's range as applyChanges does: Infinity, not an error nor the largest double", async () => {
+					const key = randomKey();
+					const record = makeRecord({ data: { max: "1.7976931348623157e308", min: "-1.7976931348623157e308", kept: "1" } });
+					await store.set(key, record, Date.now() + HOUR);
+					const changes = noChanges({ increment: { max: 1.7976931348623157e308, min: -1.7976931348623157e308, kept: 1 } });
+					assert.equal(await store.merge!(key, changes, Date.now() + HOUR), true, "a merge whose sum leaves a double's range must still apply");
+					const loaded = await store.get(key);
+					assert.equal(loaded?.data.kept, "2", "the other increments of that merge are applied");
+					assert.deepEqual({ max: loaded?.data.max, min: loaded?.data.min }, { max: "Infinity", min: "-Infinity" }, "as JavaScript's String(n) writes a sum past the largest double");
+				});
+
+				it("subject undefined leaves the subject as it was, null removes it", async () => {
+					const key = randomKey();
+					const subject = `merge-${randomKey().slice(0, 8)}`;
+					await store.set(key, makeRecord({ subject }), Date.now() + HOUR);
+					assert.equal(await store.merge!(key, noChanges({ set: { a: "1" } }), Date.now() + HOUR), true);
+					assert.equal((await store.get(key))?.subject, subject, "a merge whose subject is undefined changed the subject");
+					assert.equal(await store.merge!(key, noChanges({ subject: null }), Date.now() + HOUR), true);
+					assert.equal((await store.get(key))?.subject, null, "a merge whose subject is null did not remove the subject");
+					if (capabilities.subjects) assert.deepEqual(await store.listBySubject!(subject), [], "a merge whose subject is null left the session listed under its old subject");
+				});
+
+				it("leaves the changes it is given as they were (read-only: the core shares frozen empty parts)", async () => {
+					const key = randomKey();
+					await store.set(key, makeRecord({ data: { a: "1", n: "1" } }), Date.now() + HOUR);
+					const changes = deepFreeze(noChanges({ delete: ["a"], set: { b: "2" }, increment: { n: 1 }, flashDelete: ["notice"], flashSet: { f: "3" }, subject: "s" }));
+					let ok: boolean;
+					try {
+						ok = await store.merge!(key, changes, Date.now() + HOUR);
+					} catch (error) {
+						assert.fail(`merge rejected frozen changes (it must not change them): ${String(error)}`);
+					}
+					assert.equal(ok, true);
+					const loaded = await store.get(key);
+					assert.deepEqual(loaded?.data, { b: "2", n: "2" });
+					assert.deepEqual(loaded?.flash, { f: "3" });
 				});
 
 				it("keeps every one of 20 parallel increments of one key", async () => {
@@ -582,6 +793,55 @@ export function storeConformance(
 					assert.deepEqual(await store.listBySubject!(alice), []);
 				});
 
+				it("lists each session's key and instants as stored, and the idle deadline a touch or a write moved", async () => {
+					const subject = `instants-${randomKey().slice(0, 8)}`;
+					const key = randomKey();
+					const record = makeRecord({ subject, createdAt: Date.now() - 5000 });
+					await store.set(key, record, record.idleExpiresAt);
+					const expected = { key, createdAt: record.createdAt, idleExpiresAt: record.idleExpiresAt, absoluteExpiresAt: record.absoluteExpiresAt };
+					assert.deepEqual(listed(await store.listBySubject!(subject)), [expected], "listBySubject does not report the session's key, createdAt, idleExpiresAt and absoluteExpiresAt as stored");
+					const touched = record.idleExpiresAt + 60_000;
+					await store.touch(key, touched, touched);
+					assert.deepEqual(listed(await store.listBySubject!(subject)), [{ ...expected, idleExpiresAt: touched }], "listBySubject reports the idle deadline from before a touch");
+					const written = touched + 60_000;
+					if (capabilities.merge) await store.merge!(key, noChanges({ set: { a: "1" }, idleExpiresAt: written }), written);
+					else await store.replace(key, { ...record, idleExpiresAt: written }, written);
+					assert.deepEqual(listed(await store.listBySubject!(subject)), [{ ...expected, idleExpiresAt: written }], "listBySubject reports the idle deadline from before a write");
+				});
+
+				it("matches a subject exactly: never as a prefix or a pattern, nor in another case, spacing or normal form", async () => {
+					const base = `Match-\u00e9-${randomKey().slice(0, 8)}`;
+					const subjects = [base, `${base}x`, `${base}_`, `${base}%`, `${base}*`, `${base}?`, `${base}[x]`, `${base}.`, `${base}\\`, base.toLowerCase(), base.toUpperCase(), `${base} `, base.normalize("NFD")];
+					const keys = new Map(subjects.map((subject) => [subject, randomKey()]));
+					for (const [subject, key] of keys) await store.set(key, makeRecord({ subject }), Date.now() + HOUR);
+					for (const [subject, key] of keys) {
+						assert.deepEqual((await store.listBySubject!(subject)).map((s) => s.key), [key], `listBySubject(${JSON.stringify(subject)}) lists other subjects' sessions`);
+					}
+					assert.equal(await store.deleteBySubject!(`${base}%`), 1, "deleteBySubject deleted sessions of other subjects");
+					assert.equal(await store.deleteBySubject!(`${base}*`), 1, "deleteBySubject deleted sessions of other subjects");
+					for (const [subject, key] of keys) {
+						if (subject.endsWith("%") || subject.endsWith("*")) continue;
+						assert.ok(await store.get(key), `deleteBySubject deleted the session of ${JSON.stringify(subject)}`);
+						await store.delete(key);
+					}
+				});
+
+				it("a second set, a write and a delete keep the subject listing in step", async () => {
+					const first = `first-${randomKey().slice(0, 8)}`;
+					const second = `second-${randomKey().slice(0, 8)}`;
+					const key = randomKey();
+					await store.set(key, makeRecord({ subject: first }), Date.now() + HOUR);
+					await store.set(key, makeRecord({ subject: second }), Date.now() + HOUR);
+					assert.deepEqual((await store.listBySubject!(first)).map((s) => s.key), [], "a second set with another subject left the session listed under the first");
+					assert.deepEqual((await store.listBySubject!(second)).map((s) => s.key), [key]);
+					if (capabilities.merge) await store.merge!(key, noChanges({ subject: first }), Date.now() + HOUR);
+					else await store.replace(key, makeRecord({ subject: first }), Date.now() + HOUR);
+					assert.deepEqual((await store.listBySubject!(second)).map((s) => s.key), [], "a write with another subject left the session listed under the old one");
+					await store.delete(key);
+					assert.deepEqual(await store.listBySubject!(first), [], "delete left the session listed");
+					assert.equal(await store.deleteBySubject!(first), 0, "deleteBySubject counted a deleted session");
+				});
+
 				it("follows a subject change made by a later write", async () => {
 					const before = `before-${randomKey().slice(0, 8)}`;
 					const afterSubject = `after-${randomKey().slice(0, 8)}`;
@@ -622,8 +882,11 @@ export function storeConformance(
 				const before = await store.count!();
 				const keys = [randomKey(), randomKey()];
 				for (const key of keys) await store.set(key, makeRecord(), Date.now() + HOUR);
-				assert.ok((await store.count!()) >= before + 2 - 0, "count grows with new sessions");
+				const grown = await store.count!();
+				assert.ok(grown >= before + 2 - 0, "count grows with new sessions");
 				for (const key of keys) await store.delete(key);
+				const shrunk = await store.count!();
+				assert.ok(shrunk <= grown - 2, `count() went from ${grown} to ${shrunk} after 2 sessions were deleted: it must go down`);
 			});
 		}
 
