@@ -91,7 +91,11 @@ export interface SessionStore {
 	 */
 	readonly synchronous?: boolean;
 
-	/** The record for `key`, or `null` if it is missing or expired at the time of the call. */
+	/**
+	 * The record for `key`, or `null` if it is missing or expired at the time of the call. The
+	 * core never changes a record it gets, so an in-process store may return the one it keeps; a
+	 * later write must not change a record already returned (write a new object instead).
+	 */
 	get(key: string): Awaitable<StoredRecord | null>;
 
 	/** Inserts or replaces the record (a new session, or the new key of a renewed one). */
