@@ -152,13 +152,27 @@ function bytes(text: string): Buffer {
 	return Buffer.from(text, "utf8");
 }
 
-/** Where a JSON column takes {@link bytes}: MySQL 8 refuses JSON from a binary string. */
-const JSON_TEXT = "CONVERT(? USING utf8mb4)";
+/**
+ * Where a JSON column takes {@link jsonValue}: its backslashes come back from byte 01, which a JSON
+ * text never holds raw (JSON escapes every control character). Replaced as bytes, not by a
+ * collation; MySQL 8 refuses JSON from a binary string, hence the outer CONVERT.
+ */
+const JSON_TEXT = "CONVERT(REPLACE(CONVERT(? USING utf8mb4), X'01', X'5C') USING utf8mb4)";
+
+/**
+ * A JSON text as a plain literal without a backslash (each one sent as byte 01, see
+ * {@link JSON_TEXT}), its quotes doubled: it reads the same in every sql_mode, and is never longer
+ * than mysql2's escaping made it. As a hex literal, twice its size, a value of half
+ * max_allowed_packet (16 MB on MariaDB) no longer fitted.
+ */
+function jsonValue(text: string): { toSqlString(): string } {
+	return { toSqlString: () => `'${text.replace(/\\/g, "\x01").replace(/'/g, "''")}'` };
+}
 
 function recordValues(record: StoredRecord, expiresAt: number): unknown[] {
 	return [
-		bytes(JSON.stringify(record.data)),
-		bytes(JSON.stringify(record.flash)),
+		jsonValue(JSON.stringify(record.data)),
+		jsonValue(JSON.stringify(record.flash)),
 		record.subject === null ? null : bytes(record.subject),
 		record.createdAt,
 		record.idleExpiresAt,
@@ -412,7 +426,7 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 		const next = applyChanges(fromRow(found[0]), changes);
 		await connection.query({
 			sql: sql.update,
-			values: [bytes(JSON.stringify(next.data)), bytes(JSON.stringify(next.flash)), next.subject === null ? null : bytes(next.subject), next.idleExpiresAt, expiresAt, bytes(key)],
+			values: [jsonValue(JSON.stringify(next.data)), jsonValue(JSON.stringify(next.flash)), next.subject === null ? null : bytes(next.subject), next.idleExpiresAt, expiresAt, bytes(key)],
 			timeout: timeoutMs,
 		});
 		// The caller has been told this merge failed; committing it now would make that a lie.
