@@ -18,6 +18,15 @@ function newPool(options: PoolOptions = {}): Pool {
 	return mysql.createPool({ uri: serviceURL.mysql, ...options });
 }
 
+/** A pool whose connections run with NO_BACKSLASH_ESCAPES and ANSI_QUOTES added to their sql_mode. */
+function noBackslashEscapesPool(connectionLimit: number): Pool {
+	const pool = newPool({ connectionLimit });
+	pool.pool.on("connection", (connection) => {
+		connection.query("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES,ANSI_QUOTES')", () => undefined);
+	});
+	return pool;
+}
+
 storeConformance(
 	"mysql",
 	async () => {
@@ -164,10 +173,7 @@ describe("mysql store", { skip }, () => {
 	it("works on connections whose sql_mode has NO_BACKSLASH_ESCAPES (and ANSI_QUOTES): quotes and backslashes round-trip, and a value cannot end its literal", async () => {
 		// mysql2 escapes values with backslashes whatever the sql_mode: under NO_BACKSLASH_ESCAPES
 		// every write of a JSON object failed, and a ' in a value ended the literal (SQL injection).
-		const pool = newPool({ connectionLimit: 2 });
-		pool.pool.on("connection", (connection) => {
-			connection.query("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES,ANSI_QUOTES')", () => undefined);
-		});
+		const pool = noBackslashEscapesPool(2);
 		const table = newTable();
 		const store = mysqlStore({ pool }, { table, gcInterval: 0 });
 		try {
@@ -202,10 +208,7 @@ describe("mysql store", { skip }, () => {
 	it("stores a value of more than half max_allowed_packet (9 MB under MariaDB's 16 MB), quotes and backslashes included, in every sql_mode", async () => {
 		// Every JSON text went as a hex literal, twice its size: a record that fitted before failed
 		// with "Got a packet bigger than 'max_allowed_packet' bytes".
-		const pool = newPool({ connectionLimit: 1 });
-		pool.pool.on("connection", (connection) => {
-			connection.query("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES,ANSI_QUOTES')", () => undefined);
-		});
+		const pool = noBackslashEscapesPool(1);
 		const table = newTable();
 		const store = mysqlStore({ pool }, { table, gcInterval: 0 });
 		try {
