@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { setImmediate as tick } from "node:timers/promises";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { memoryStore } from "sessionkit/stores/memory";
 import { SessionConfigError } from "sessionkit";
 import { randomKey } from "../helpers/keys.js";
@@ -86,4 +89,40 @@ describe("memory store", () => {
 		assert.throws(() => memoryStore({ sweepInterval: 30 * 24 * 3600 }), (error: unknown) => error instanceof SessionConfigError && /sweepInterval/.test(error.message));
 		memoryStore({ sweepInterval: 2147483 }).close?.();
 	});
+
+	it("refuses a clock that is not a function at construction, not at the first sweep", () => {
+		// Unchecked, it threw a TypeError from the first lookup, or from the sweep timer: an uncaught exception.
+		assert.throws(() => memoryStore({ clock: 5 as unknown as () => number }), (error: unknown) => error instanceof SessionConfigError && /clock/.test(error.message));
+	});
+
+	for (const workload of ["reads", "writes"] as const) {
+		it(`lets a deleted session be garbage-collected after many ${workload} below maxSessions`, async () => {
+			v8.setFlagsFromString("--expose-gc");
+			const gc = vm.runInNewContext("gc") as () => void;
+			const store = memoryStore({ maxSessions: 1000, sweepInterval: 0 });
+			const others = Array.from({ length: 50 }, () => randomKey());
+			for (const key of others) store.set(key, makeRecord(), Date.now() + 60_000);
+			const gone = randomKey();
+			store.set(gone, makeRecord(), Date.now() + 60_000);
+			const weak = new WeakRef(store.get(gone)!);
+			// Each read moves a key to the Map's end and each write adds one: V8 rebuilds the Map's
+			// table many times over while `gone` is still held.
+			for (let i = 0; i < 100; i++) {
+				for (const key of others) {
+					if (workload === "reads") store.get(key);
+					else {
+						store.delete(key);
+						store.set(key, makeRecord(), Date.now() + 60_000);
+					}
+				}
+			}
+			store.delete(gone);
+			await tick();
+			gc();
+			await tick();
+			gc();
+			assert.equal(weak.deref(), undefined, "the deleted session's record is still reachable");
+			store.close!();
+		});
+	}
 });
