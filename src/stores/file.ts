@@ -6,6 +6,7 @@ import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } f
 import { applyChanges } from "../core/store.js";
 import { describe } from "./internal/describe.js";
 import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
+import { checkClock } from "./internal/clock.js";
 import { checkTimeout } from "./internal/timeout.js";
 
 /** Options of {@link fileStore}. */
@@ -153,8 +154,7 @@ export function fileStore(options: FileStoreOptions): FileStore {
 	}
 	const dir = resolve(options.dir);
 	const gcInterval = validateGCInterval(options.gcInterval, 300);
-	const clock = options.clock ?? Date.now;
-	if (typeof clock !== "function") throw new SessionConfigError("clock", "must be a function returning epoch milliseconds.");
+	const clock = checkClock(options.clock);
 	const lockWaitMs = checkTimeout(options.lockTimeout, 15, "lockTimeout") * 1000;
 
 	// The prefix of this dir's entries in `queues`.

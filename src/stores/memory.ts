@@ -2,6 +2,7 @@ import { SessionConfigError } from "../core/errors.js";
 import type { RecordChanges, StoredRecord, SubjectSession, SyncSessionStore } from "../core/store.js";
 import { applyChanges } from "../core/store.js";
 import { validateGCInterval } from "./internal/gc-timer.js";
+import { checkClock } from "./internal/clock.js";
 
 /** Options of {@link memoryStore}. */
 export interface MemoryStoreOptions {
@@ -45,9 +46,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): MemoryStore {
 		throw new SessionConfigError("maxSessions", `must be a positive whole number, got ${String(maxSessions)}.`);
 	}
 	const sweepInterval = validateGCInterval(options.sweepInterval, 60, "sweepInterval");
-	const clock = options.clock ?? Date.now;
-	// Checked here: unchecked, it failed at the first lookup, or in the sweep timer (uncaught).
-	if (typeof clock !== "function") throw new SessionConfigError("clock", "must be a function returning epoch milliseconds.");
+	const clock = checkClock(options.clock);
 
 	// A Map keeps insertion order: re-inserting on use makes the first entry the least recently used.
 	const entries = new Map<string, Entry>();

@@ -5,6 +5,7 @@ import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } f
 import { applyChanges } from "../core/store.js";
 import { describe } from "./internal/describe.js";
 import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
+import { checkClock } from "./internal/clock.js";
 
 /** A better-sqlite3 database handle (`new Database(path)`). */
 export type SQLiteDatabase = BetterSqlite3.Database;
@@ -264,8 +265,7 @@ export function sqliteStore(options: SQLiteStoreOptions): SQLiteStore {
 	const given: Partial<SQLiteStoreOptions> = typeof options === "object" && options !== null ? options : {};
 	const table = checkTable(given.table ?? "sessions");
 	const gcInterval = validateGCInterval(given.gcInterval, 300);
-	const clock = given.clock ?? Date.now;
-	if (typeof clock !== "function") throw new SessionConfigError("clock", "must be a function returning epoch milliseconds.");
+	const clock = checkClock(given.clock);
 	const { database, path } = given;
 	if ((database === undefined) === (path === undefined)) {
 		throw new SessionConfigError("database", `or "path" must be given, but not both: the app's better-sqlite3 Database, or a file path for the store to open.`);
