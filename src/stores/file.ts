@@ -330,19 +330,13 @@ export function fileStore(options: FileStoreOptions): FileStore {
 		return content && content.expiresAt > clock() ? content : null;
 	}
 
+	/** Writes `key`'s file; run only inside `exclusive`, whose lock lies in the shard directory, so that exists. */
 	async function write(key: string, content: FileContent): Promise<void> {
 		const file = fileOf(key);
 		const temp = `${file}.${randomBytes(8).toString("hex")}.tmp`;
-		const text = JSON.stringify(content);
 		try {
-			try {
-				// "wx" with a random name: never follow or reuse a file someone else put there.
-				await writeFile(temp, text, { flag: "wx", mode: 0o600 });
-			} catch (error) {
-				if (!isMissing(error)) throw error;
-				await mkdir(shardOf(key), { recursive: true, mode: 0o700 });
-				await writeFile(temp, text, { flag: "wx", mode: 0o600 });
-			}
+			// "wx" with a random name: never follow or reuse a file someone else put there.
+			await writeFile(temp, JSON.stringify(content), { flag: "wx", mode: 0o600 });
 			await rename(temp, file);
 		} catch (error) {
 			// A write cut short (disk full) leaves a partial temp file: left to gc, it would hold the
