@@ -160,20 +160,25 @@ function bytes(text: string): Buffer {
 const JSON_TEXT = "CONVERT(REPLACE(CONVERT(? USING utf8mb4), X'01', X'5C') USING utf8mb4)";
 
 /**
- * A JSON text as a plain literal without a backslash (each one sent as byte 01, see
+ * `value`'s JSON text as a plain literal without a backslash (each one sent as byte 01, see
  * {@link JSON_TEXT}), its quotes doubled: it reads the same in every sql_mode, and is never longer
  * than mysql2's escaping made it. As a hex literal, twice its size, a value of half
  * max_allowed_packet (16 MB on MariaDB) no longer fitted.
  */
-function jsonValue(text: string): { toSqlString(): string } {
+function jsonValue(value: Record<string, string>): { toSqlString(): string } {
+	const text = JSON.stringify(value);
 	return { toSqlString: () => `'${text.replace(/\\/g, "\x01").replace(/'/g, "''")}'` };
+}
+
+function subjectValue(subject: string | null): Buffer | null {
+	return subject === null ? null : bytes(subject);
 }
 
 function recordValues(record: StoredRecord, expiresAt: number): unknown[] {
 	return [
-		jsonValue(JSON.stringify(record.data)),
-		jsonValue(JSON.stringify(record.flash)),
-		record.subject === null ? null : bytes(record.subject),
+		jsonValue(record.data),
+		jsonValue(record.flash),
+		subjectValue(record.subject),
 		record.createdAt,
 		record.idleExpiresAt,
 		record.absoluteExpiresAt,
@@ -426,7 +431,7 @@ export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStore
 		const next = applyChanges(fromRow(found[0]), changes);
 		await connection.query({
 			sql: sql.update,
-			values: [jsonValue(JSON.stringify(next.data)), jsonValue(JSON.stringify(next.flash)), next.subject === null ? null : bytes(next.subject), next.idleExpiresAt, expiresAt, bytes(key)],
+			values: [jsonValue(next.data), jsonValue(next.flash), subjectValue(next.subject), next.idleExpiresAt, expiresAt, bytes(key)],
 			timeout: timeoutMs,
 		});
 		// The caller has been told this merge failed; committing it now would make that a lie.
