@@ -4,7 +4,7 @@ import type { DestroyedSession, SessionEvent } from "./events.js";
 import type { ResolvedOptions, SessionOptions } from "./options.js";
 import { resolveOptions } from "./options.js";
 import { CLOSE, changesOf, checkSubject, DISCARD, recordOf, Session, STATE, stateSize, stateSizeBound, USED } from "./session.js";
-import type { LazyLoad, LoadedRecord, SessionState } from "./session.js";
+import type { LazyLoad, LoadedRecord, RetiredKey, SessionState } from "./session.js";
 import { isPromiseLike, runSteps } from "./steps.js";
 import type { Steps } from "./steps.js";
 import type { SealedCookieStore, SessionStore, StoredRecord } from "./store.js";
@@ -30,6 +30,12 @@ export interface SessionInfo {
 const NO_CHANGE: CommitResult = Object.freeze({ setCookie: null });
 
 const NOTHING_TO_LOAD = (): LazyLoad => ({ loaded: null, pending: null });
+
+/**
+ * How many ended sessions' ids a manager remembers, so that `onDestroy` hears of each once:
+ * ids are never reused, and a duplicate comes from an operation that raced the first end.
+ */
+const REMEMBERED_ENDS = 10_000;
 
 // Any well-formed token: tells at start-up whether hashing answers synchronously (node:crypto).
 const PROBE_TOKEN = "A".repeat(43);
@@ -87,7 +93,9 @@ export interface SessionManager<Data extends object = Record<string, unknown>> {
 	 * Drops every change the request made to `session` so far, as if the handler had not run:
 	 * for a handler that failed. The session stays usable, and changes made after this (an
 	 * error handler's, say a `destroy()`) are committed as usual. No effect once the commit
-	 * has started.
+	 * has started. The request still counts as activity if it used the session: when a touch is
+	 * due, the idle deadline is extended (and a persistent cookie sent again), as for a request
+	 * that only read the session.
 	 */
 	discard(session: Session<Data>): void;
 	/**
@@ -100,7 +108,11 @@ export interface SessionManager<Data extends object = Record<string, unknown>> {
 	unavailable(error: unknown): Session<Data>;
 	/** The live sessions of `subject` (needs a store with `listBySubject`). */
 	listBySubject(subject: string): Promise<SessionInfo[]>;
-	/** Ends every session of `subject` ("log out everywhere"); resolves to the number ended. */
+	/**
+	 * Ends every session of `subject` ("log out everywhere"); resolves to the number ended. Two
+	 * `deleteBySubject` calls: the second ends the new copy of a session that a parallel request
+	 * renewed while the first ran (its renewed cookie then leads nowhere).
+	 */
 	destroyBySubject(subject: string): Promise<number>;
 	/** Ends the session with this public id; a no-op if it does not exist. */
 	destroyById(id: string): Promise<void>;
@@ -112,6 +124,9 @@ export interface SessionManager<Data extends object = Record<string, unknown>> {
 	 * Runs `callback` whenever sessionkit ends a session: `destroy()`, an expired session found by
 	 * a request, `destroyById`, `destroyBySubject`. Records that `gc()`, the memory store's sweep
 	 * or the backend's own expiry (Redis, memcached, MongoDB TTLs) remove unseen are not reported.
+	 * Once per session, however many of these end it (a `destroy()` and a `destroyBySubject` in
+	 * one handler, two parallel logouts); across app instances that share a store, only two that
+	 * end one session at the same moment can both report it.
 	 * Returns a function that unsubscribes.
 	 */
 	onDestroy(callback: (session: DestroyedSession) => void | Promise<void>): () => void;
@@ -138,6 +153,8 @@ class Manager<Data extends object> implements SessionManager<Data> {
 	readonly #store: SessionStore | null;
 	readonly #sealed: SealedCookieStore | null;
 	readonly #destroyListeners = new Set<(session: DestroyedSession) => void | Promise<void>>();
+	/** Ids of the sessions `onDestroy` was told of, oldest first (see `REMEMBERED_ENDS`). */
+	readonly #ended = new Set<string>();
 	readonly #maxCookieBytes: number;
 	/** Load on first use: the store answers synchronously and so does hashing. */
 	readonly #lazy: boolean;
@@ -428,11 +445,8 @@ class Manager<Data extends object> implements SessionManager<Data> {
 
 		// Old keys go last: if writing the new record failed, the old session still works.
 		for (const retired of state.retired) {
-			yield* this.#deleteOrFail(store, retired.key);
-			if (retired.reason === "destroyed") {
-				this.#emit({ type: "session-destroyed", id: retired.key });
-				yield this.#notifyDestroyed({ id: retired.key, subject: retired.subject, reason: "destroyed" });
-			}
+			if (retired.reason === "destroyed") yield* this.#endDestroyed(store, retired);
+			else yield* this.#deleteOrFail(store, retired.key);
 		}
 		state.retired.length = 0;
 
@@ -451,6 +465,18 @@ class Manager<Data extends object> implements SessionManager<Data> {
 			throw this.#storeError(store.merge ? "merge" : "replace", error);
 		}
 		return this.#afterUpdate(state, written, request, now, idleExpiresAt);
+	}
+
+	/**
+	 * Deletes the record of a `destroy()`ed session, and tells `onDestroy` only if it was still
+	 * there: a parallel logout, `destroyById` or `destroyBySubject` (in another app instance too)
+	 * that ended it first has told it already. That check costs a read, only with listeners.
+	 */
+	*#endDestroyed(store: SessionStore, retired: RetiredKey): Steps<void> {
+		const live = this.#destroyListeners.size === 0 || ((yield* this.#stillLive(store, retired.key)) as boolean);
+		yield* this.#deleteOrFail(store, retired.key);
+		this.#emit({ type: "session-destroyed", id: retired.key });
+		if (live) yield this.#notifyDestroyed({ id: retired.key, subject: retired.subject, reason: "destroyed" });
 	}
 
 	/** True if `key` still holds a live record. */
@@ -545,10 +571,22 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		if (size > maxSize) throw new SessionTooLargeError(size, maxSize);
 	}
 
-	/** Runs the `onDestroy` callbacks in order; a promise only if one of them returned one. */
+	/**
+	 * Runs the `onDestroy` callbacks in order; a promise only if one of them returned one. Once
+	 * per session: two operations that end it side by side in this instance both get here.
+	 */
 	#notifyDestroyed(session: DestroyedSession): void | Promise<void> {
-		if (this.#destroyListeners.size === 0) return;
+		if (this.#destroyListeners.size === 0 || !this.#firstEnd(session.id)) return;
 		return runSteps(this.#notifySteps(session));
+	}
+
+	/** True the first time `id` is reported ended; it is then remembered (the oldest forgotten past the bound). */
+	#firstEnd(id: string): boolean {
+		const ended = this.#ended;
+		if (ended.has(id)) return false;
+		ended.add(id);
+		if (ended.size > REMEMBERED_ENDS) ended.delete(ended.values().next().value!);
+		return true;
 	}
 
 	*#notifySteps(session: DestroyedSession): Steps<void> {
@@ -592,6 +630,11 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		let deleted: number;
 		try {
 			deleted = await store.deleteBySubject!(subject);
+			// A request renewing one of these sessions writes its new key, then checks that the old
+			// one is still live. A store that reads the subject's keys before that write and deletes
+			// the old key after that check (Redis, MongoDB, a PostgreSQL DELETE still running) leaves
+			// the new key; it was written before the first pass ended, so this second one finds it.
+			deleted += await store.deleteBySubject!(subject);
 		} catch (error) {
 			throw this.#storeError("deleteBySubject", error);
 		}

@@ -433,9 +433,9 @@ export class Session<Data extends object = Record<string, unknown>> {
 	 * Whether the session cookie outlives the browser session ("remember me" at login): a
 	 * persistent cookie carries `Max-Age` (the time left until the session expires, refreshed as
 	 * the session is used), a session cookie ends when the browser closes. The app's
-	 * `cookie.persist` until assigned; the choice is stored with the session, survives `renew()`
-	 * and `clear()`, and `destroy()` forgets it. Assigning a new value sends the cookie again with
-	 * the new lifetime.
+	 * `cookie.persist` until assigned another value; the choice is stored with the session, survives
+	 * `renew()` and `clear()`, and `destroy()` forgets it. Assigning a new value sends the cookie
+	 * again with the new lifetime; assigning the value it has is no change (as with `subject`).
 	 */
 	get rememberMe(): boolean {
 		return this[STATE].rememberMe ?? this.#persistByDefault;
@@ -444,7 +444,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 	set rememberMe(value: boolean) {
 		if (typeof value !== "boolean") throw new SessionUsageError(`session.rememberMe must be true or false, got ${typeof value}.`);
 		const state = this.#changing("rememberMe");
-		if (state.rememberMe === value) return;
+		if ((state.rememberMe ?? this.#persistByDefault) === value) return;
 		state.rememberMe = value;
 		state.rememberMeChanged = true;
 		state.modified = true;
@@ -644,12 +644,14 @@ export class Session<Data extends object = Record<string, unknown>> {
 		const state = this[STATE];
 		const entry = state.flashes.get(key);
 		if (entry === undefined) return undefined;
-		if (entry.source === "stored") this.#changing("flash", key);
+		// Either way the read removes a message that is (or is about to be) stored: a change.
+		const outgoing = entry.source === "now" && state.flashOut.get(key) === entry.encoded;
+		if (entry.source === "stored" || outgoing) this.#changing("flash", key);
 		state.flashes.delete(key);
 		if (entry.source === "stored") {
 			keySet(state, "flashDeleted").add(key);
 			state.modified = true;
-		} else if (state.flashOut.get(key) === entry.encoded) {
+		} else if (outgoing) {
 			state.flashOut.delete(key);
 		}
 		return this.#decodeFlash(entry);

@@ -137,6 +137,30 @@ describe("one request", () => {
 		assert.equal((await request(sessions, cookie)).session.get("a"), 1, "nothing changed in the store");
 	});
 
+	it("refuses the read of a { now: true } flash after the commit, which could no longer remove it", async () => {
+		const { sessions } = setup();
+		const reads: Array<[string, (s: Session) => unknown]> = [
+			["flash(key)", (s) => s.flash("notice")],
+			["flashes()", (s) => s.flashes()],
+		];
+		for (const [name, read] of reads) {
+			const session = await sessions.load(undefined);
+			session.set("a", 1);
+			session.flash("notice", "Saved", { now: true });
+			const cookie = cookieOf((await sessions.commit(session, { secure: false })).setCookie);
+			assert.throws(() => read(session), SessionUsageError, name);
+			assert.equal(session.peekFlash("notice"), "Saved", `${name}: still readable with peekFlash`);
+			assert.equal((await request(sessions, cookie, (s) => s.flash("notice"))).result, "Saved", `${name}: shown in the next request`);
+		}
+		const read = await sessions.load(undefined);
+		read.set("a", 1);
+		read.flash("notice", "Saved", { now: true });
+		assert.equal(read.flash("notice"), "Saved");
+		await sessions.commit(read, { secure: false });
+		assert.equal(read.flash("notice"), undefined, "a message read before the commit is gone: reading again changes nothing");
+		assert.deepEqual(read.flashes(), {});
+	});
+
 	it("discard drops the changes so far, and commits the changes made after it", async () => {
 		const { sessions } = setup();
 		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);
@@ -150,6 +174,29 @@ describe("one request", () => {
 		assert.equal(setCookie, null, "the renew was dropped too: same token");
 		const { session } = await request(sessions, cookie);
 		assert.deepEqual(session.all(), { a: 1, b: 3 });
+	});
+
+	it("discard drops the changes but not the activity: a touch that is due still extends the idle deadline", async () => {
+		const { sessions, clock, calls, reset } = setup({ idleTimeout: 600, touchAfter: 60 });
+		const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);
+		clock.advance(120);
+		reset();
+		const failed = await request(sessions, cookie, (s) => {
+			s.set("a", 2);
+			s.destroy();
+			sessions.discard(s);
+		});
+		assert.deepEqual(calls, { get: 1, touch: 1 }, "a touch, and no write of the dropped changes");
+		assert.equal(failed.setCookie, null);
+		clock.advance(550); // past the deadline as loaded (600 s), within the touched one (720 s)
+		assert.equal((await request(sessions, cookie)).session.get("a"), 1);
+		reset();
+		clock.advance(30);
+		await request(sessions, cookie, (s) => {
+			s.set("a", 3);
+			sessions.discard(s);
+		});
+		assert.deepEqual(calls, { get: 1 }, "no touch before touchAfter, as for a request that only reads");
 	});
 
 	it("writes a modified session with one merge and no new cookie", async () => {
@@ -300,6 +347,82 @@ describe("renew", () => {
 		assert.deepEqual(await sessions.listBySubject("u8"), []);
 	});
 
+	it("that commits while destroyBySubject runs leaves no live session of that subject, wherever the logout lands", async () => {
+		// The logout runs before the commit's first store call, then before its second, and so on,
+		// then after the commit: with a store whose deleteBySubject is atomic, none leaves a session.
+		for (let at = 0; ; at++) {
+			let armed = false;
+			let landed = false;
+			let seen = 0;
+			const inner = memoryStore({ sweepInterval: 0 });
+			const store = new Proxy(inner, {
+				get(target, property, receiver) {
+					if (property === "synchronous") return false;
+					const value = Reflect.get(target, property, receiver);
+					if (typeof value !== "function") return value;
+					return async (...args: unknown[]) => {
+						if (armed && seen++ === at) {
+							armed = false;
+							landed = true;
+							await sessions.destroyBySubject("u8");
+						}
+						return value.apply(target, args);
+					};
+				},
+			});
+			const sessions = createSessions({ store });
+			const made = await request(sessions, undefined, (s) => {
+				s.subject = "u8";
+				s.set("a", 1);
+			});
+			const slow = await sessions.load(cookieOf(made.setCookie));
+			slow.renew();
+			slow.set("b", 2);
+			armed = true;
+			const { setCookie } = await sessions.commit(slow, { secure: false });
+			if (!landed) await sessions.destroyBySubject("u8");
+			assert.deepEqual(await sessions.listBySubject("u8"), [], `logout before store call ${at} of the commit`);
+			assert.equal(await sessions.count(), 0, `logout before store call ${at}`);
+			if (landed && at < 2) assert.equal(setCookie, null, `logout before store call ${at}: no cookie for a session already ended`);
+			if (!landed) break;
+		}
+	});
+
+	it("that commits while a two-step destroyBySubject runs (as Redis's: list, then delete) leaves no live session", async () => {
+		const inner = memoryStore({ sweepInterval: 0 });
+		let listed!: () => void;
+		const keysRead = new Promise<void>((resolve) => (listed = resolve));
+		let release!: () => void;
+		const deleting = new Promise<void>((resolve) => (release = resolve));
+		const store: SessionStore = {
+			...inner,
+			name: "two-step",
+			synchronous: false,
+			// One step reads the subject's keys, a later one deletes them: a session renewed in between is not among them.
+			async deleteBySubject(subject) {
+				const keys = inner.listBySubject!(subject).map((session) => session.key);
+				listed();
+				await deleting;
+				for (const key of keys) inner.delete(key);
+				return keys.length;
+			},
+		};
+		const sessions = createSessions({ store });
+		const made = await request(sessions, undefined, (s) => {
+			s.subject = "u8";
+			s.set("a", 1);
+		});
+		const slow = await sessions.load(cookieOf(made.setCookie));
+		slow.renew();
+		const logout = sessions.destroyBySubject("u8");
+		await keysRead;
+		const renewed = await sessions.commit(slow, { secure: false }); // writes the new key, finds the old one still live
+		release();
+		await logout;
+		assert.deepEqual(await sessions.listBySubject("u8"), [], "log out everywhere leaves no session of u8");
+		assert.equal((await request(sessions, cookieOf(renewed.setCookie))).session.isNew, true, "the renewed token leads nowhere");
+	});
+
 	it("then destroy in the same request ends the session, and onDestroy hears of it", async () => {
 		const { sessions } = setup();
 		const ended: string[] = [];
@@ -373,6 +496,106 @@ describe("destroy", () => {
 		const { setCookie } = await request(sessions, undefined, (s) => s.destroy());
 		assert.match(setCookie!, /Max-Age=0/);
 		assert.deepEqual(calls, {});
+	});
+});
+
+describe("onDestroy", () => {
+	/** `inner` as a store on a server answers: every call a promise, so parallel requests interleave. */
+	function answeringLater(inner: SessionStore): SessionStore {
+		return new Proxy(inner, {
+			get(target, property, receiver) {
+				if (property === "synchronous") return false;
+				const value = Reflect.get(target, property, receiver);
+				return typeof value === "function" ? async (...args: unknown[]) => value.apply(target, args) : value;
+			},
+		});
+	}
+
+	async function aliceLoggedIn(sessions: SessionManager) {
+		const made = await request(sessions, undefined, (s) => {
+			s.subject = "alice";
+			s.set("a", 1);
+		});
+		return { cookie: cookieOf(made.setCookie), id: made.session.id! };
+	}
+
+	function listen(sessions: SessionManager): string[] {
+		const ended: string[] = [];
+		sessions.onDestroy((s) => void ended.push(`${s.reason}:${s.subject}`));
+		return ended;
+	}
+
+	it("hears once of a session the handler destroys and also logs out everywhere, in either order", async () => {
+		const { sessions } = setup();
+		const ended = listen(sessions);
+		const first = await aliceLoggedIn(sessions);
+		await request(sessions, first.cookie, async (s) => {
+			s.destroy();
+			await sessions.destroyBySubject("alice");
+		});
+		const second = await aliceLoggedIn(sessions);
+		await request(sessions, second.cookie, async (s) => {
+			assert.equal(s.get("a"), 1);
+			await sessions.destroyBySubject("alice");
+			s.destroy();
+		});
+		assert.deepEqual(ended, ["by-subject:alice", "by-subject:alice"]);
+	});
+
+	it("hears once of a session two parallel requests destroy (a double-clicked logout)", async () => {
+		const { sessions } = setup();
+		const ended = listen(sessions);
+		const { cookie } = await aliceLoggedIn(sessions);
+		const a = await sessions.load(cookie);
+		const b = await sessions.load(cookie);
+		a.destroy();
+		b.destroy();
+		assert.match((await sessions.commit(a, { secure: false })).setCookie!, /Max-Age=0/);
+		assert.match((await sessions.commit(b, { secure: false })).setCookie!, /Max-Age=0/, "both responses still expire the cookie");
+		assert.deepEqual(ended, ["destroyed:alice"]);
+	});
+
+	it("hears once of a session that two app instances sharing one store destroy", async () => {
+		const store = memoryStore({ sweepInterval: 0 });
+		const instances = [createSessions({ store }), createSessions({ store })];
+		const ended = instances.map(listen);
+		const { cookie } = await aliceLoggedIn(instances[0]!);
+		const [a, b] = await Promise.all(instances.map((sessions) => sessions.load(cookie)));
+		a!.destroy();
+		b!.destroy();
+		await instances[0]!.commit(a!, { secure: false });
+		await instances[1]!.commit(b!, { secure: false });
+		assert.deepEqual(ended.flat(), ["destroyed:alice"]);
+	});
+
+	it("hears once of a session ended by requests and calls running side by side, with a store that answers later", async () => {
+		const clock = testClock();
+		const sessions = createSessions({ store: answeringLater(memoryStore({ sweepInterval: 0, clock: testClock() })), clock, idleTimeout: 600 });
+		const ended = listen(sessions);
+
+		const logout = await aliceLoggedIn(sessions);
+		const [a, b] = await Promise.all([sessions.load(logout.cookie), sessions.load(logout.cookie)]);
+		a.destroy();
+		b.destroy();
+		await Promise.all([sessions.commit(a, { secure: false }), sessions.commit(b, { secure: false })]);
+		assert.deepEqual(ended.splice(0), ["destroyed:alice"], "two logouts");
+
+		const byId = await aliceLoggedIn(sessions);
+		const c = await sessions.load(byId.cookie);
+		c.destroy();
+		await Promise.all([sessions.commit(c, { secure: false }), sessions.destroyById(byId.id)]);
+		assert.equal(ended.splice(0).length, 1, "a logout and destroyById");
+
+		const bySubject = await aliceLoggedIn(sessions);
+		const d = await sessions.load(bySubject.cookie);
+		d.destroy();
+		await Promise.all([sessions.destroyBySubject("alice"), sessions.commit(d, { secure: false })]);
+		assert.equal(ended.splice(0).length, 1, "a logout and destroyBySubject");
+
+		const expired = await aliceLoggedIn(sessions);
+		clock.advance(700); // the store's own clock stands still: both requests find the record, expired
+		await Promise.all([request(sessions, expired.cookie), request(sessions, expired.cookie)]);
+		assert.deepEqual(ended.splice(0), ["expired:alice"], "two requests that find it expired");
 	});
 });
 
@@ -527,6 +750,34 @@ describe("cookies", () => {
 			assert.equal(s.rememberMe, false);
 		});
 		assert.doesNotMatch(destroyed.setCookie!, /Max-Age/, "the fresh session after destroy() follows the app's default");
+	});
+
+	it("are not written nor sent again when rememberMe is assigned the value it has, as with subject", async () => {
+		for (const persist of [false, true]) {
+			const { sessions, calls, reset } = setup({ persist });
+			const fresh = await request(sessions, undefined, (s) => {
+				s.rememberMe = persist; // a login form's unticked (or, with persist, ticked) box
+			});
+			assert.equal(fresh.setCookie, null, `persist ${persist}: a new session that only restates the default is not stored`);
+			assert.deepEqual(calls, {});
+			const cookie = cookieOf((await request(sessions, undefined, (s) => s.set("a", 1))).setCookie);
+			reset();
+			const same = await request(sessions, cookie, (s) => {
+				s.rememberMe = persist;
+			});
+			assert.deepEqual(calls, { get: 1 }, `persist ${persist}: no write`);
+			assert.equal(same.setCookie, null);
+			const chosen = await request(sessions, cookie, (s) => {
+				s.rememberMe = !persist;
+				s.rememberMe = !persist;
+			});
+			assert.ok(chosen.setCookie, "a new value is still sent");
+			reset();
+			await request(sessions, cookie, (s) => {
+				s.rememberMe = !persist;
+			});
+			assert.deepEqual(calls, { get: 1 }, `persist ${persist}: the stored choice restated: no write`);
+		}
 	});
 
 	it("refuse a rememberMe that is not a boolean, and one assigned after the commit", async () => {
