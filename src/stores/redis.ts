@@ -117,9 +117,47 @@ local lengths = {}
 for length in string.gmatch(string.sub(head, 4), '%d+') do lengths[#lengths + 1] = tonumber(length) end
 local pos = 5
 local function take() pos = pos + 1; return ARGV[pos] end
--- Same reading as the core's applyChanges: not a finite number counts as 0.
+-- JavaScript's white space and line terminators in UTF-8, all of which Number() trims.
+local SPACES = { '[\\t-\\r ]', '\\194\\160', '\\225\\154\\128', '\\226\\128[\\128-\\138\\168\\169\\175]', '\\226\\129\\159', '\\227\\128\\128', '\\239\\187\\191' }
+local function trim(text)
+	local before
+	repeat
+		before = text
+		for _, space in ipairs(SPACES) do
+			text = string.gsub(text, '^' .. space, '')
+			text = string.gsub(text, space .. '$', '')
+		end
+	until text == before
+	return text
+end
+local function isDecimal(text)
+	local mantissa = string.match(text, '^[+-]?([%d.]+)$') or string.match(text, '^[+-]?([%d.]+)[eE][+-]?%d+$')
+	return mantissa ~= nil and (string.find(mantissa, '^%d+%.?%d*$') or string.find(mantissa, '^%.%d+$')) ~= nil
+end
+-- Binary or octal digits as a hex literal of the same value, which tonumber rounds correctly:
+-- four digits make one hex digit (binary) or three (octal).
+local function toHex(digits, base)
+	local width = base == 2 and 1 or 3
+	digits = string.rep('0', (4 - #digits % 4) % 4) .. digits
+	local hex = {}
+	for n = 1, #digits, 4 do hex[#hex + 1] = string.format('%0' .. width .. 'x', tonumber(string.sub(digits, n, n + 3), base)) end
+	return '0x' .. table.concat(hex)
+end
+-- The stored value as the core's applyChanges reads it, with Number(); not a finite number
+-- counts as 0. Lua's tonumber alone reads "-0x10", "0x1p3" and "1\\0x" as numbers, "0b11" and
+-- "0o17" not, and trims no Unicode space: a custom codec can store any of these.
 local function number(value)
-	local n = tonumber(value)
+	if not value then return 0 end -- HGET of a missing field
+	local n
+	if string.find(value, '^-?%d+$') then n = tonumber(value) -- what String(n) writes for an integer
+	else
+		local text = trim(value)
+		local radix, digits = string.match(text, '^0([xXbBoO])(.+)$')
+		radix = radix and string.lower(radix)
+		if isDecimal(text) or (radix == 'x' and string.find(digits, '^%x+$')) then n = tonumber(text)
+		elseif radix == 'b' and string.find(digits, '^[01]+$') then n = tonumber(toHex(digits, 2))
+		elseif radix == 'o' and string.find(digits, '^[0-7]+$') then n = tonumber(toHex(digits, 8)) end
+	end
 	if n == nil or n ~= n or n == math.huge or n == -math.huge then return 0 end
 	return n
 end
@@ -396,8 +434,11 @@ async function connect(url: string, onError: (error: Error) => void): Promise<Re
 	} catch (error) {
 		throw new SessionConfigError("url", `needs the "ioredis" package to connect: npm install ioredis (or pass { client }).`, { cause: error });
 	}
-	// One retry, then fail: a request waits for at most one reconnect, never for an outage.
-	const client = new ioredis.Redis(url, { maxRetriesPerRequest: 1 });
+	// A command the connection dropped unanswered may have run: ioredis would send it again once
+	// reconnected (an increment would count twice). Not resent, it is never answered either, so it
+	// is rejected when the connection closes (maxRetriesPerRequest 0), as is a command queued while
+	// reconnecting once that attempt fails: a request waits for one reconnect, never for an outage.
+	const client = new ioredis.Redis(url, { maxRetriesPerRequest: 0, autoResendUnfulfilledCommands: false });
 	// Connection errors reach callers as SessionStoreError (with the last one's message); without
 	// a listener ioredis would also print each one.
 	client.on("error", onError);
@@ -410,8 +451,13 @@ async function connect(url: string, onError: (error: Error) => void): Promise<Re
  * app's clock. `merge` runs as one Lua script, so parallel requests keep each other's changes.
  * Sessions are indexed by subject for "log out everywhere".
  *
- * Pass your own client to control retries, TLS and timeouts: configure it not to queue commands
- * forever (e.g. `maxRetriesPerRequest: 1`), so an outage fails requests instead of piling them up.
+ * Pass your own client to control retries, TLS and timeouts. Set `autoResendUnfulfilledCommands:
+ * false`: by default ioredis sends a command again when the connection dropped before its answer
+ * came, and a merge the server had already run would then apply twice (an increment counts
+ * twice). With `maxRetriesPerRequest: 0` such a command fails at once instead of at `timeout`,
+ * and an outage fails requests instead of piling them up. On a Cluster, put both in
+ * `redisOptions` and set `clusterNodeRetryStrategy`: without it a node's dropped connection
+ * ends, and the Cluster resends its commands itself (`retryDelayOnFailover`).
  * The store never closes a client you pass in, and adds no `error` listener to it: give it your
  * own, as ioredis prints every error of a client without one. A failure that is not Redis's reply
  * names the server and, once you listen, the client's last connection error, as with `{ url }`
@@ -424,7 +470,7 @@ async function connect(url: string, onError: (error: Error) => void): Promise<Re
  *
  * @example
  * import { Redis } from "ioredis";
- * const client = new Redis(process.env.REDIS_URL, { maxRetriesPerRequest: 1 });
+ * const client = new Redis(process.env.REDIS_URL, { maxRetriesPerRequest: 0, autoResendUnfulfilledCommands: false });
  * const sessions = createSessions({ store: redisStore({ client }, { prefix: "myapp:sess:" }) });
  */
 export function redisStore(connection: RedisConnection, options: RedisStoreOptions = {}): AsyncSessionStore {

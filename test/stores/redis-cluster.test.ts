@@ -1,20 +1,25 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Cluster } from "ioredis";
+import { SessionStoreError } from "sessionkit";
 import { redisStore } from "sessionkit/stores/redis";
 import { randomKey, runId, sleep } from "../helpers/keys.js";
+import { startTcpProxy } from "../helpers/tcp-proxy.js";
 import { makeRecord, noChanges, storeConformance } from "sessionkit/testing";
 import { requireService, serviceURL } from "../services.js";
 
 const HOUR = 3_600_000;
 const skip = await requireService("redis-cluster");
 
-function cluster(): Cluster {
-	const nodes = serviceURL["redis-cluster"].split(",").map((hostPort) => {
+function clusterNodes(): Array<{ host: string; port: number }> {
+	return serviceURL["redis-cluster"].split(",").map((hostPort) => {
 		const [host, port] = hostPort.trim().split(":");
 		return { host: host!, port: Number(port) };
 	});
-	const client = new Cluster(nodes, { redisOptions: { maxRetriesPerRequest: 1 } });
+}
+
+function cluster(): Cluster {
+	const client = new Cluster(clusterNodes(), { redisOptions: { maxRetriesPerRequest: 1 } });
 	client.on("error", () => {});
 	return client;
 }
@@ -62,6 +67,43 @@ describe("redis store on a cluster", { skip }, () => {
 		await client.set(`${prefix}{warm}`, "1"); // the slot map is loaded on first use
 	});
 	after(() => dropPrefix(client, prefix));
+
+	it("on a client set up as the docs say, a merge whose answer is lost to a dropped connection rejects at once, applied once, never sent again", async () => {
+		// A proxy in front of every master; natMap sends the client through them.
+		const nodes = clusterNodes();
+		const proxies = await Promise.all(nodes.map((node) => startTcpProxy(node)));
+		const natMap = Object.fromEntries(nodes.map((node, n) => [`${node.host}:${node.port}`, { host: "127.0.0.1", port: proxies[n]!.port }]));
+		const proxied = new Cluster([{ host: "127.0.0.1", port: proxies[0]!.port }], {
+			natMap,
+			clusterNodeRetryStrategy: (times) => Math.min(times * 50, 2000),
+			redisOptions: { maxRetriesPerRequest: 0, autoResendUnfulfilledCommands: false },
+		});
+		proxied.on("error", () => {});
+		try {
+			const store = redisStore({ client: proxied }, { prefix, timeout: 2 });
+			const key = randomKey();
+			const counter = (): Promise<string | null> => client.hget(`${prefix}{${key}}`, "d:n");
+			await store.set(key, makeRecord({ data: { n: "0" } }), Date.now() + HOUR);
+			// Loads the script: the merge below is one EVALSHA, which the server runs.
+			assert.equal(await store.merge!(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), true);
+			const cuts = proxies.map((proxy) => proxy.cutAfterRequest(key));
+			const started = Date.now();
+			const outcome = await store.merge!(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR).then(
+				(merged) => ({ merged }),
+				(error: unknown) => ({ error }),
+			);
+			await Promise.race(cuts);
+			assert.equal(await counter(), "2", "the server ran the increment once, and only once");
+			assert.ok("error" in outcome && outcome.error instanceof SessionStoreError, `the merge whose answer was lost rejects: ${JSON.stringify(outcome)}`);
+			assert.ok(Date.now() - started < 1000, `took ${Date.now() - started} ms: ${outcome.error.message}`);
+			// The node reconnects by itself: the next calls go through, each applied once.
+			assert.equal(await store.merge!(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), true);
+			assert.equal(await counter(), "3");
+		} finally {
+			proxied.disconnect();
+			await Promise.all(proxies.map((proxy) => proxy.close()));
+		}
+	});
 
 	it("keeps each session in one key, in the slot of its own hash tag", async () => {
 		const store = redisStore({ client }, { prefix });

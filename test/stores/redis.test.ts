@@ -3,10 +3,11 @@ import { errorMonitor } from "node:events";
 import { after, before, describe, it } from "node:test";
 import { Cluster, Redis } from "ioredis";
 import type { ClusterOptions } from "ioredis";
-import { SessionConfigError, SessionStoreError, defaultCodec } from "sessionkit";
+import { SessionConfigError, SessionStoreError, applyChanges, defaultCodec } from "sessionkit";
 import { redisStore } from "sessionkit/stores/redis";
 import { eventually, freePort, hasCommand, startChildServer } from "../helpers/child-server.js";
 import { randomKey, runId, sleep } from "../helpers/keys.js";
+import { startTcpProxy } from "../helpers/tcp-proxy.js";
 import { makeRecord, noChanges, storeConformance } from "sessionkit/testing";
 import { requireService, serviceURL } from "../services.js";
 
@@ -133,6 +134,30 @@ describe("redis store", () => {
 			assert.equal(data.text, "5");
 			assert.equal(Number(data.e), 1e21);
 			assert.equal(data.fresh, "0.5");
+		});
+
+		it("increments whatever text a custom codec stored as applyChanges reads it (JavaScript's Number), where Lua's tonumber reads otherwise", async () => {
+			const store = redisStore({ client: redis }, { prefix });
+			const texts = [
+				// Lua's tonumber and JavaScript's Number() read these differently.
+				"-0x10", "+0x10", "0x1p3", "1\u00002", "0b11", "0o17", "0B101", "0O7",
+				`0b${"1".repeat(70)}`, `0o${"7".repeat(30)}`, `0x${"f".repeat(40)}`,
+				"\u00a05", "\u16805", "\u20005", "\u200a5", "\u20285", "\u20295", "\u202f5", "\u205f5", "5\u3000", "\ufeff5", "\u000b9\u000c",
+				// Numbers to neither (U+180E and U+200B are not white space to JavaScript).
+				"\u180e5", "\u200b5", "0b", "0b12", "-0b11", "0x1.8", "1e", ".",
+				// Both agree on these.
+				"0x10", "0X1f", " 12 ", "\t7\n", "", "  ", "012", ".5", "5.", "+5", "-.5e-3", "1E+3", "1e400", "1e-400", "00.5", "Infinity", "-Infinity", "inf", "nan", "0x", "1_0", "12abc", "0.1",
+			];
+			const data = Object.fromEntries(texts.map((text, n) => [`t${n}`, text]));
+			const key = randomKey();
+			const record = makeRecord({ data });
+			await store.set(key, record, Date.now() + HOUR);
+			const changes = noChanges({ increment: Object.fromEntries(texts.map((_, n) => [`t${n}`, 1])) });
+			assert.equal(await store.merge!(key, changes, Date.now() + HOUR), true);
+			const merged = (await store.get(key))!.data;
+			const expected = applyChanges(record, changes).data;
+			const wrong = texts.flatMap((text, n) => (merged[`t${n}`] === expected[`t${n}`] ? [] : [`${JSON.stringify(text)}: ${merged[`t${n}`]}, not ${expected[`t${n}`]}`]));
+			assert.deepEqual(wrong, []);
 		});
 
 		it("reloads its scripts when the server's script cache was flushed", async () => {
@@ -307,6 +332,43 @@ describe("redis store", () => {
 			} finally {
 				starred.disconnect();
 				plain.disconnect();
+			}
+		});
+
+		it("a merge whose answer is lost to a dropped connection rejects at once, applied once, never sent again: with { url }, or a client set up as the docs say", async () => {
+			const { hostname, port } = new URL(serviceURL.redis);
+			const proxy = await startTcpProxy({ host: hostname, port: Number(port || 6379) });
+			const proxied = `redis://127.0.0.1:${proxy.port}`;
+			const yours = new Redis(proxied, { maxRetriesPerRequest: 0, autoResendUnfulfilledCommands: false });
+			yours.on("error", () => {});
+			try {
+				for (const [form, connection] of [["{ url }", { url: proxied }], ["{ client }", { client: yours }]] as const) {
+					const store = redisStore(connection, { prefix, timeout: 2 });
+					const key = randomKey();
+					const counter = (): Promise<string | null> => redis.hget(`${prefix}{${key}}`, "d:n");
+					await store.set(key, makeRecord({ data: { n: "0" } }), Date.now() + HOUR);
+					// Loads the script: the merge below is one EVALSHA, which the server runs.
+					assert.equal(await store.merge!(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), true);
+					const cut = proxy.cutAfterRequest(key);
+					const started = Date.now();
+					const outcome = await store.merge!(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR).then(
+						(merged) => ({ merged }),
+						(error: unknown) => ({ error }),
+					);
+					await cut;
+					assert.equal(await counter(), "2", `${form}: the server ran the increment once, and only once`);
+					assert.ok("error" in outcome && outcome.error instanceof SessionStoreError, `${form}: the merge whose answer was lost rejects: ${JSON.stringify(outcome)}`);
+					// At the drop, not at the store's timeout: a command ioredis does not resend is never answered.
+					assert.ok(Date.now() - started < 1000, `${form}: took ${Date.now() - started} ms: ${outcome.error.message}`);
+					// ioredis reconnects by itself: the next calls go through, each applied once.
+					assert.equal(await store.merge!(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), true, form);
+					assert.equal((await store.get(key))?.data.n, "3", form);
+					assert.equal(await counter(), "3", form);
+					await store.close!();
+				}
+			} finally {
+				yours.disconnect();
+				await proxy.close();
 			}
 		});
 
