@@ -1,14 +1,17 @@
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import type { AppSessionData, SessionManager } from "../index.js";
-import { Session, SessionNotLoadedError } from "../index.js";
+import { Session, SessionNotLoadedError, SessionUsageError } from "../index.js";
 import { isPromiseLike } from "./internal/common.js";
-import { commitBeforeHeaders, commitBeforeHeadersInstead, slotOwner } from "./internal/node-response.js";
+import { carryHook, commitBeforeHeaders, commitBeforeHeadersInstead, slotOwner } from "./internal/node-response.js";
 
 declare global {
 	// biome-ignore lint: Express's own augmentation point is a namespace.
 	namespace Express {
 		interface Request {
-			/** The request's session, set by `sessionMiddleware`. */
+			/**
+			 * The request's session, set by `sessionMiddleware`. Set to `null`, it turns the commit off
+			 * for the request (see `sessionMiddleware`); it does not log out: call `destroy()` for that.
+			 */
 			session: Session<AppSessionData>;
 		}
 	}
@@ -37,6 +40,11 @@ declare global {
  * same manager keeps the request's session: it loads nothing, and what ran in between is
  * committed with the rest. One of another manager sets its own `req.session`; both are committed.
  *
+ * `req.session = null` (cookie-session's way to log out) does not log out: it turns the commit
+ * off for the request, as express-session does. Nothing of the request is saved, not even a
+ * `destroy()` or a `renew()`, and the cookie is left as it is. Set it before writing the
+ * response. To log out, call `req.session.destroy()`.
+ *
  * @example
  * app.use(sessionMiddleware(createSessions({ store })));
  * app.get("/", (req, res) => res.send(`visits: ${req.session.increment("visits")}`));
@@ -64,19 +72,24 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 		try {
 			loaded = sessions.load(req.headers.cookie);
 		} catch (error) {
-			failed(req, next, error);
+			failed(req, next, error, previous);
 			return;
 		}
-		const fail = (error: unknown) => failed(req, next, error);
+		const fail = (error: unknown) => failed(req, next, error, previous);
 		if (previous !== undefined) {
 			if (isPromiseLike(loaded)) loaded.then((session) => startInstead(req, res, next, session, previous), fail);
 			else startInstead(req, res, next, loaded, previous);
 		} else if (isPromiseLike(loaded)) loaded.then((session) => start(req, res, next, session), fail);
 		else start(req, res, next, loaded);
 	}
-	/** The load failed: error handlers find a session that throws the store's error when used. */
-	function failed(req: Request, next: NextFunction, error: unknown): void {
-		(req as { session: unknown }).session = sessions.unavailable(error);
+	/**
+	 * The load failed: error handlers find a session that throws the store's error when used.
+	 * `previous`, another manager's, is still committed with the error handler's response.
+	 */
+	function failed(req: Request, next: NextFunction, error: unknown, previous: Session<object> | undefined): void {
+		const unavailable = sessions.unavailable(error);
+		if (previous !== undefined) carryHook(previous, unavailable as Session<object>, sessions);
+		(req as { session: unknown }).session = unavailable;
 		next(error);
 	}
 	return (req: Request, res: Response, next: NextFunction): void => {
@@ -93,9 +106,13 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 	};
 }
 
-/** `req.session`, or `SessionNotLoadedError` when `sessionMiddleware` did not run for this request. */
+/**
+ * `req.session`, or `SessionNotLoadedError` when `sessionMiddleware` did not run for this request,
+ * or `SessionUsageError` once the handler set `req.session = null`.
+ */
 export function getSession<Data extends object = AppSessionData>(req: Request): Session<Data> {
 	const session = (req as { session?: unknown }).session;
 	if (session === undefined) throw new SessionNotLoadedError("sessionMiddleware(sessions)");
+	if (session === null) throw new SessionUsageError("req.session was set to null, which turns the session off for this request. To log out, call req.session.destroy() instead.");
 	return session as Session<Data>;
 }

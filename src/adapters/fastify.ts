@@ -1,8 +1,9 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import { fastifyPlugin } from "fastify-plugin";
 import type { AppSessionData, CommitResult, Session, SessionManager } from "../index.js";
-import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError } from "../index.js";
+import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError, SessionUsageError } from "../index.js";
 import { assertManager, cancelWebBody, holdErrors, isPromiseLike, isResponse, varyWithCookie } from "./internal/common.js";
+import { commitFor, hookBeforeHeaders } from "./internal/node-response.js";
 
 declare module "fastify" {
 	interface FastifyRequest {
@@ -20,6 +21,9 @@ export interface SessionPluginOptions {
 /** Set on a request whose session went through `commit` already (an error reply runs `onSend` again). */
 const COMMITTED = Symbol("sessionkit.committed");
 
+/** The instance decorator that holds the plugin's manager, for `hijackReply`. */
+const MANAGER = Symbol("sessionkit.manager");
+
 type CommittableRequest = FastifyRequest & { [COMMITTED]?: boolean };
 
 /**
@@ -35,8 +39,14 @@ type CommittableRequest = FastifyRequest & { [COMMITTED]?: boolean };
  * A handler that fails (its error goes to the error handler) has its changes dropped, whatever
  * status the error handler answers with; changes the error handler makes are committed. Nothing
  * is committed for a server error (status 500 or above, that of a returned `Response` too). A
- * hijacked reply (`reply.hijack()`) skips `onSend`, and so is never committed. In `onRequest`
- * hooks added before the plugin, `request.session` is still `null`.
+ * reply hijacked with `reply.hijack()` skips `onSend`, and so is never committed: hijack it with
+ * {@link hijackReply} instead. In `onRequest` hooks added before the plugin, `request.session`
+ * is still `null`.
+ *
+ * Register it once for a route: on the instance that serves it, or on a parent instance.
+ * Registered again for the same routes (on the same instance, or in a child plugin), it throws a
+ * `SessionUsageError` at boot. Sibling plugins, each registering it with its own manager (say,
+ * another cookie name under `/admin`), keep separate sessions.
  *
  * The commit runs in the plugin's `onSend` hook, so `onSend` hooks added before the plugin run
  * first: if one fails, the reply becomes an error reply and nothing is committed for a server
@@ -57,7 +67,9 @@ export const sessionPlugin: FastifyPluginAsync<SessionPluginOptions> = fastifyPl
 async function plugin(fastify: FastifyInstance, options: SessionPluginOptions): Promise<void> {
 	const sessions = options.sessions;
 	assertManager(sessions, "sessionPlugin");
+	assertFirstOnPath(fastify);
 
+	fastify.decorate(MANAGER, sessions);
 	// Fastify 5 refuses reference values as decorators; each request gets its own in onRequest.
 	fastify.decorateRequest("session", null, []);
 	// Declared up front, so that setting it keeps Fastify's request objects on one hidden class.
@@ -151,6 +163,23 @@ async function plugin(fastify: FastifyInstance, options: SessionPluginOptions): 
 }
 
 /**
+ * Throws `SessionUsageError` at boot when `request.session` is decorated already on this instance
+ * or a parent: a second plugin there would load and commit a second session for the same
+ * requests, with one `request.session` to hold both. Sibling plugins (each in its own
+ * encapsulated context) do not see each other's decorator, and each keeps its own sessions.
+ */
+function assertFirstOnPath(fastify: FastifyInstance): void {
+	if (fastify.hasRequestDecorator(COMMITTED)) {
+		throw new SessionUsageError(
+			"sessionPlugin is registered twice for the same routes (on this instance, or on it and a parent instance). Register it once, on the instance whose routes use the session; for separate sessions, register it in sibling plugins, each with its own manager.",
+		);
+	}
+	if (fastify.hasRequestDecorator("session")) {
+		throw new SessionUsageError("request.session is decorated already by another plugin (such as @fastify/session or @fastify/secure-session) on this instance or a parent instance; sessionPlugin cannot share it.");
+	}
+}
+
+/**
  * `reply.header("set-cookie", …)` appends in Fastify, so cookies the handler set are kept. Those
  * set on the raw response (a connect-style middleware under @fastify/middie or @fastify/express,
  * `reply.raw.setHeader`) would be replaced by the reply's own when Fastify writes the head: they
@@ -207,4 +236,47 @@ export function getSession<Data extends object = AppSessionData>(request: Fastif
 	const session = (request as { session?: unknown }).session;
 	if (session === undefined || session === null) throw new SessionNotLoadedError("sessionPlugin (app.register(sessionPlugin, { sessions }))");
 	return session as Session<Data>;
+}
+
+/**
+ * Takes the reply over as `reply.hijack()` does (you write to `reply.raw`), and commits the
+ * session before `reply.raw` sends its head, which `reply.hijack()` alone never does. A change to
+ * the session after the head went out throws a `SessionUsageError`. A commit that fails is
+ * logged with `request.log` and answered with a plain 500 (nothing of the handler's is sent then),
+ * or, once the body has begun, by cutting the response off.
+ *
+ * @example
+ * app.get("/events", async (request, reply) => {
+ *   request.session.set("seen", Date.now());
+ *   hijackReply(request, reply);
+ *   reply.raw.writeHead(200, { "content-type": "text/event-stream" });
+ * });
+ */
+export function hijackReply(request: FastifyRequest, reply: FastifyReply): void {
+	const session = getSession(request);
+	const committable = request as CommittableRequest;
+	reply.hijack();
+	// The load failed, or the reply was committed already: there is nothing to commit.
+	if (committable[COMMITTED]) return;
+	committable[COMMITTED] = true;
+	const sessions = (request.server as unknown as { [MANAGER]: SessionManager<AppSessionData> })[MANAGER];
+	const secure = { secure: request.protocol === "https" };
+	hookBeforeHeaders(
+		reply.raw,
+		(statusCode) => commitFor(reply.raw, sessions, session as Session<AppSessionData>, secure, statusCode),
+		(error) => answerFailedCommit(request, reply, error),
+	);
+}
+
+/** A hijacked reply's failed commit: Fastify's error handler cannot answer it any more. */
+function answerFailedCommit(request: FastifyRequest, reply: FastifyReply, error: unknown): void {
+	request.log.error({ err: error }, "sessionkit: the session of a hijacked reply could not be committed");
+	const res = reply.raw;
+	if (res.headersSent) {
+		if (!res.writableEnded) res.destroy();
+		return;
+	}
+	res.statusCode = 500;
+	res.setHeader("content-type", "text/plain; charset=utf-8");
+	res.end("Internal Server Error");
 }

@@ -33,9 +33,12 @@ export interface HonoSessionOptions {
  * `X-Forwarded-Proto: https`. A response with immutable headers (one returned by `fetch`, or
  * `Response.redirect`) is copied so that the cookie can be added, and so is one without a body:
  * a `Response` object the handler returns for every request (a module-level `new Response(null,
- * { status: 204 })`) never carries one request's cookie to another, even to one still on its way
- * out. A response with a body (read once, so the request's own) gets the cookie itself; returned
- * again, it is answered with a copy without it.
+ * { status: 204 })`, or a 200 with only a Content-Type) never carries one request's cookie to
+ * another, even to one still on its way out or to a route without sessions. A response with a
+ * body (read once, so the request's own) gets the cookie itself; returned again, it is answered
+ * with a copy without it. Under @hono/node-server, a bodyless Response with a Content-Type made
+ * after the server started is its lightweight Response, taken to have a body: make such a shared
+ * Response at startup (module level), or return `c.body(null, …)` for each request.
  *
  * Changes are committed unless the response is a server error (status 500 or above), or, under
  * @hono/node-server, an error answer that a middleware above sent without waiting for this one
@@ -117,13 +120,10 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 		if (setCookie === null) return;
 		// A Response without a body may be one object returned for every request (a module-level
 		// `new Response(null, { status: 204 })`), which a request that returned it earlier may still
-		// be sending (behind a middleware that awaits after next()): the cookie goes on a copy, cheap
-		// without a body. A body is read once, so a Response with one is this request's own.
-		// `body` is read only without a Content-Type, which a body has (c.text, c.json, c.html...):
-		// under @hono/node-server reading it turns the light Response into a full one, which cost
-		// a third of the req/s of a route that creates a session. A null-body status has none,
-		// Content-Type or not (`status` is cheap on the light Response).
-		if (isNullBodyStatus(c.res.status) || (!c.res.headers.has("Content-Type") && c.res.body === null)) replaceResponse(c, new Response(null, c.res));
+		// be sending (behind a middleware that awaits after next()), and a route without sessions may
+		// return: the cookie goes on a copy, cheap without a body. A body is read once, so a Response
+		// with one is this request's own.
+		if (hasNoBody(c.res)) replaceResponse(c, new Response(null, c.res));
 		// A Set-Cookie the app put on the Node response (`c.env.outgoing`) under @hono/node-server:
 		// node replaces it with the Response's Set-Cookie list, so it joins that list. Only when the
 		// Response has no Set-Cookie of its own, which would have replaced it without sessionkit.
@@ -200,6 +200,24 @@ function replaceWithoutAddedCookies(c: Context, added: string): void {
 	copy.headers.delete("Set-Cookie");
 	for (const cookie of kept) copy.headers.append("Set-Cookie", cookie);
 	replaceResponse(c, copy);
+}
+
+/**
+ * True when `res` has no body. Not read from @hono/node-server's lightweight Response with a
+ * Content-Type (what c.text, c.json and c.html return there), taken to have one: reading `body`
+ * turns it into a full Response, which cost a third of the req/s of a route that creates a
+ * session. A bodyless Response made before the server starts is a native one, and is read; a
+ * null-body status has none, Content-Type or not (`status` is cheap on the lightweight Response).
+ */
+function hasNoBody(res: Response): boolean {
+	if (isNullBodyStatus(res.status)) return true;
+	if (res.headers.has("Content-Type") && isLightweight(res)) return false;
+	return res.body === null;
+}
+
+/** @hono/node-server's Response, a subclass of the native one (whose prototype is a plain object's child). */
+function isLightweight(res: Response): boolean {
+	return Object.getPrototypeOf(Object.getPrototypeOf(res)) !== Object.prototype;
 }
 
 /** 204, 205 and 304 never have a body. */

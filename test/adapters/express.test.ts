@@ -13,6 +13,7 @@ import { faultyStore, storeOf } from "../helpers/test-stores.js";
 import { assertErrorPageSeesStoreError, errorPageBody } from "../helpers/error-path-app.js";
 import { assertCountsInPieces, COMPRESSION_VERSIONS } from "../helpers/compression.js";
 import { assertCutOffThenAnswered } from "../helpers/failed-commit.js";
+import { assertCallbacksCalled, type CallbackFailure, writeWithCallbacks } from "../helpers/write-callbacks.js";
 import { assertOneSessionThroughNestedMiddleware } from "../helpers/nested-middleware.js";
 import { answerWithCode, createExpressApp } from "./express-app.js";
 
@@ -458,6 +459,113 @@ for (const [name, framework] of [["express 5", express], ["express 4", express4]
 				await sessions.close();
 			});
 			await assertCountsInPieces(server.url, sessions.cookieName);
+		});
+	}
+}
+
+for (const [name, framework] of [["express 5", express], ["express 4", express4]] as const) {
+	for (const failure of ["store down", "too large", "none"] as const satisfies readonly CallbackFailure[]) {
+		it(`${name}: the callbacks of res.write and res.end are called when the commit ${failure === "none" ? "succeeds" : `fails (${failure})`}`, async (t) => {
+			const store = faultyStore();
+			const sessions = createSessions({ store, maxSize: failure === "too large" ? 256 : undefined });
+			const app = framework();
+			app.use(sessionMiddleware(sessions));
+			const calls: string[] = [];
+			app.get("/", (req, res) => {
+				req.session.set("cart", "x".repeat(1000));
+				writeWithCallbacks(res, calls);
+			});
+			app.use(answerWithCode);
+			const server = await listen(createServer(app));
+			t.after(async () => {
+				await server.close();
+				await sessions.close();
+			});
+			if (failure === "store down") store.failing = "writes";
+			await assertCallbacksCalled(server.url, calls, failure);
+		});
+	}
+}
+
+for (const [name, framework] of [["express 5", express], ["express 4", express4]] as const) {
+	for (const wrapped of [false, true]) {
+		const behind = wrapped ? ", behind a middleware that wrapped res.end" : "";
+		it(`${name}: req.session = null turns the commit off: nothing is saved, no cookie is sent, the session stays, and getSession refuses${behind}`, async (t) => {
+			const sessions = createSessions({ store: memoryStore({ sweepInterval: 0 }) });
+			const app = framework();
+			if (wrapped) app.use(wrapEnd);
+			app.use(sessionMiddleware(sessions));
+			app.get("/login", (req, res) => {
+				req.session.set("user", "ada");
+				res.send("in");
+			});
+			app.get("/user", (req, res) => {
+				res.send(String(req.session.get("user")));
+			});
+			app.get("/null", (req, res) => {
+				req.session.set("user", "bob");
+				req.session.renew();
+				(req as { session: unknown }).session = null;
+				try {
+					getSession(req);
+					res.send("getSession answered");
+				} catch (error) {
+					res.send(error instanceof SessionUsageError ? "nulled" : String(error));
+				}
+			});
+			const server = await listen(createServer(app));
+			t.after(async () => {
+				await server.close();
+				await sessions.close();
+			});
+			const cookie = (await fetch(`${server.url}/login`)).headers.getSetCookie()[0]!.split(";")[0]!;
+			const nulled = await fetch(`${server.url}/null`, { headers: { cookie } });
+			assert.equal(await nulled.text(), "nulled");
+			assert.deepEqual(nulled.headers.getSetCookie(), [], "the commit is off");
+			assert.equal(await (await fetch(`${server.url}/user`, { headers: { cookie } })).text(), "ada", "neither the change nor the renew() was saved");
+			const fresh = await fetch(`${server.url}/null`);
+			assert.deepEqual(fresh.headers.getSetCookie(), [], "a new session is not stored");
+		});
+	}
+}
+
+for (const [name, framework] of [["express 5", express], ["express 4", express4]] as const) {
+	for (const wrapped of [false, true]) {
+		const behind = wrapped ? ", behind a middleware that wrapped res.end" : "";
+		it(`${name}: when the second of two managers cannot load its session, the first one's session is still committed${behind}`, async (t) => {
+			const site = createSessions({ store: memoryStore({ sweepInterval: 0 }) });
+			const adminStore = faultyStore();
+			const admin = createSessions({ store: adminStore, cookie: { name: "admin_sid" } });
+			const app = framework();
+			if (wrapped) app.use(wrapEnd);
+			app.use(sessionMiddleware(site));
+			app.use((req, _res, next) => {
+				req.session.set("visited", true);
+				next();
+			});
+			const router = framework.Router();
+			router.use(sessionMiddleware(admin));
+			router.get("/login", (req, res) => {
+				req.session.set("admin", true);
+				res.send("admin");
+			});
+			app.use("/admin", router);
+			// A page that degrades gracefully while the admin store is down.
+			app.use(((_error, _req, res, _next) => {
+				res.status(200).send("admin is down");
+			}) as ErrorRequestHandler);
+			const server = await listen(createServer(app));
+			t.after(async () => {
+				await server.close();
+				await Promise.all([site.close(), admin.close()]);
+			});
+			const adminCookie = (await fetch(`${server.url}/admin/login`)).headers.getSetCookie().find((line) => line.startsWith("admin_sid="))!.split(";")[0]!;
+			adminStore.failing = "all";
+			const reply = await fetch(`${server.url}/admin/login`, { headers: { cookie: adminCookie } });
+			assert.equal(await reply.text(), "admin is down");
+			const sid = reply.headers.getSetCookie().find((line) => line.startsWith("sid="))?.split(";")[0];
+			assert.ok(sid, `the app's session cookie is sent: ${reply.headers.getSetCookie().join(" | ")}`);
+			assert.deepEqual((await site.load(sid)).all(), { visited: true }, "the app's session was committed");
 		});
 	}
 }

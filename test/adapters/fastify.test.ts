@@ -4,9 +4,10 @@ import { it } from "node:test";
 import type { TestContext } from "node:test";
 import Fastify from "fastify";
 import type { FastifyInstance } from "fastify";
-import { createSessions, SessionConfigError, SessionNotLoadedError } from "sessionkit";
+import { createSessions, SessionConfigError, SessionNotLoadedError, SessionUsageError } from "sessionkit";
+import { memoryStore } from "sessionkit/stores/memory";
 import type { SessionManager, SessionStore } from "sessionkit";
-import { getSession, sessionPlugin } from "sessionkit/fastify";
+import { getSession, hijackReply, sessionPlugin } from "sessionkit/fastify";
 import { createApp } from "../../examples/fastify/app.js";
 import { adapterConformance } from "../adapter-conformance.js";
 import { setCookiesOf } from "../helpers/cookie-jar.js";
@@ -330,4 +331,107 @@ it("fastify: an error page that reads the session when the store cannot load it 
 		app.setErrorHandler(async (_error, request, reply) => reply.code(500).send(errorPageBody(() => request.session!.get("user_id"))));
 	});
 	await assertErrorPageSeesStoreError(url, store);
+});
+
+it("fastify: sibling plugins, each with its own session manager, keep their own sessions", async (t) => {
+	const site = createSessions({ store: memoryStore({ sweepInterval: 0 }) });
+	const admin = createSessions({ store: memoryStore({ sweepInterval: 0 }), cookie: { name: "admin_sid" } });
+	const app = Fastify();
+	const counter = (sessions: SessionManager) => async (child: FastifyInstance) => {
+		await child.register(sessionPlugin, { sessions });
+		child.get("/count", async (request) => String(request.session.increment("n")));
+	};
+	await app.register(counter(site), { prefix: "/site" });
+	await app.register(counter(admin), { prefix: "/admin" });
+	app.get("/plain", async (request) => String((request as { session?: unknown }).session ?? "no session"));
+	const url = await app.listen({ host: "127.0.0.1", port: 0 });
+	t.after(() => app.close());
+
+	const siteReply = await fetch(`${url}/site/count`);
+	assert.equal(await siteReply.text(), "1");
+	assert.deepEqual(setCookiesOf(siteReply).map((c) => c.name), ["sid"]);
+	const adminReply = await fetch(`${url}/admin/count`);
+	assert.equal(await adminReply.text(), "1");
+	assert.deepEqual(setCookiesOf(adminReply).map((c) => c.name), ["admin_sid"]);
+	const cookie = [siteReply, adminReply].map((reply) => reply.headers.getSetCookie()[0]!.split(";")[0]).join("; ");
+	assert.equal(await (await fetch(`${url}/site/count`, { headers: { cookie } })).text(), "2");
+	assert.equal(await (await fetch(`${url}/admin/count`, { headers: { cookie } })).text(), "2");
+	assert.equal(await (await fetch(`${url}/plain`)).text(), "no session", "a route outside both has no session");
+});
+
+for (const [where, build] of [
+	["again on the same instance", async (app: FastifyInstance, sessions: SessionManager) => app.register(sessionPlugin, { sessions })],
+	["again in a child plugin", async (app: FastifyInstance, sessions: SessionManager) => app.register(async (child) => child.register(sessionPlugin, { sessions }), { prefix: "/admin" })],
+] as const) {
+	it(`fastify: registering the plugin ${where} fails at boot with a SessionUsageError naming the problem`, async (t) => {
+		const app = Fastify();
+		t.after(() => app.close());
+		await app.register(sessionPlugin, { sessions: createSessions({ store: memoryStore({ sweepInterval: 0 }) }) });
+		const other = createSessions({ store: memoryStore({ sweepInterval: 0 }), cookie: { name: "admin_sid" } });
+		await assert.rejects(async () => {
+			await build(app, other);
+			await app.ready();
+		}, (error: unknown) => error instanceof SessionUsageError && /registered twice/.test(error.message));
+	});
+}
+
+it("fastify: registering the plugin where another plugin already decorates request.session fails at boot with a SessionUsageError", async (t) => {
+	const app = Fastify();
+	t.after(() => app.close());
+	app.decorateRequest("session", null as never); // as @fastify/session does
+	await assert.rejects(async () => {
+		await app.register(sessionPlugin, { sessions: createSessions({ store: memoryStore({ sweepInterval: 0 }) }) });
+	}, (error: unknown) => error instanceof SessionUsageError && /another plugin/.test(error.message));
+});
+
+for (const kind of STORE_KINDS) {
+	it(`fastify (${kind} store): hijackReply commits the session before the raw response sends its head; a change after it is refused`, async (t) => {
+		const refused: unknown[] = [];
+		const url = await serve(t, await storeOf(kind, t), (app) => {
+			app.get("/raw", async (request, reply) => {
+				request.session.set("user_id", 42);
+				hijackReply(request, reply);
+				reply.raw.writeHead(200, { "content-type": "text/plain" });
+				reply.raw.write("raw ");
+				try {
+					request.session.set("user_id", 43);
+				} catch (error) {
+					refused.push(error);
+				}
+				reply.raw.end("body");
+			});
+			app.get("/plain-hijack", async (request, reply) => {
+				request.session.set("user_id", 44);
+				reply.hijack();
+				reply.raw.end("dropped");
+			});
+		});
+		const raw = await fetch(`${url}/raw`);
+		assert.equal(await raw.text(), "raw body");
+		const cookie = sessionCookieOf(raw);
+		assert.ok(cookie, "the session cookie is sent with the raw head");
+		assert.equal(raw.headers.get("cache-control"), "no-store");
+		assert.equal(await (await fetch(`${url}/get`, { headers: { cookie } })).text(), "42");
+		assert.equal(refused.length, 1);
+		assert.ok(refused[0] instanceof SessionUsageError, String(refused[0]));
+		// reply.hijack() alone is documented to skip the commit.
+		assert.deepEqual(setCookiesOf(await fetch(`${url}/plain-hijack`)), []);
+	});
+}
+
+it("fastify: hijackReply answers a failed commit with a 500 without the cookie, and the server goes on", async (t) => {
+	const store = faultyStore();
+	const url = await serve(t, store, (app) => {
+		app.get("/raw", async (request, reply) => {
+			request.session.set("user_id", 42);
+			hijackReply(request, reply);
+			reply.raw.end("raw body");
+		});
+	});
+	store.failing = "writes";
+	const failed = await fetch(`${url}/raw`);
+	assert.equal(failed.status, 500);
+	assert.deepEqual(setCookiesOf(failed), []);
+	store.failing = "none";
+	assert.equal(await outcomeOf(`${url}/get`), "200: undefined");
 });

@@ -496,3 +496,31 @@ for (const kind of STORE_KINDS) {
 		assert.deepEqual((await admin.load(cookies.find((cookie) => cookie.startsWith("admin_sid="))!)).all(), { admin: true });
 	});
 }
+
+// A module-level Response is made before the server starts: a native one, even where
+// @hono/node-server then puts its lightweight Response in the global's place.
+const NativeResponse: typeof Response = Object.getPrototypeOf(Response) === Function.prototype ? Response : Object.getPrototypeOf(Response);
+
+it("hono: a bodyless 200 Response with a Content-Type returned for every request carries no cookie to a route without sessions", async (t) => {
+	const sessions = createSessions();
+	const app = new Hono();
+	app.use("/app/*", sessionMiddleware(sessions));
+	const ok = new NativeResponse(null, { headers: { "content-type": "text/plain" } }); // one answer for every request, made once
+	app.post("/app/login", (c) => {
+		c.get("session").set("user", c.req.query("user") ?? "");
+		return ok;
+	});
+	app.get("/app/me", (c) => c.text(String(c.get("session").get("user"))));
+	app.get("/health", () => ok);
+	const server = await listen(createServer(getRequestListener(app.fetch)));
+	t.after(() => Promise.all([server.close(), sessions.close()]));
+	const alice = await fetch(`${server.url}/app/login?user=alice`, { method: "POST" });
+	assert.equal(alice.status, 200);
+	const aliceCookie = setCookiesOf(alice)[0];
+	assert.ok(aliceCookie, "the login sets the cookie");
+	assert.equal(await (await fetch(`${server.url}/app/me`, { headers: { cookie: `sid=${aliceCookie.value}` } })).text(), "alice");
+	const health = await fetch(`${server.url}/health`);
+	assert.equal(health.status, 200);
+	assert.deepEqual(health.headers.getSetCookie(), [], "alice's cookie is not handed to anyone who asks");
+	assert.equal(health.headers.get("cache-control"), null);
+});

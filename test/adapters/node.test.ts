@@ -14,6 +14,7 @@ import { sleep } from "../helpers/keys.js";
 import { faultyStore, storeOf, type StoreKind } from "../helpers/test-stores.js";
 import { assertErrorPageSeesStoreError, errorPageBody } from "../helpers/error-path-app.js";
 import { assertCutOffThenAnswered } from "../helpers/failed-commit.js";
+import { assertCallbacksCalled, type CallbackFailure, writeWithCallbacks } from "../helpers/write-callbacks.js";
 
 adapterConformance("node:http", async (sessions, { trustProxy }) =>
 	listen(createServer(createApp(sessions, { trustProxy, logErrors: false }))),
@@ -471,5 +472,54 @@ for (const [version, compressor] of COMPRESSION_VERSIONS) for (const store of ["
 			});
 		}));
 		await assertCountsInPieces(server.url, sessions.cookieName);
+	});
+}
+
+for (const failure of ["store down", "too large", "none"] as const satisfies readonly CallbackFailure[]) {
+	it(`node:http: the callbacks of res.write and res.end are called when the commit ${failure === "none" ? "succeeds" : `fails (${failure})`}`, async (t) => {
+		const store = faultyStore();
+		const sessions = createSessions({ store, maxSize: failure === "too large" ? 256 : undefined });
+		t.after(() => sessions.close());
+		const calls: string[] = [];
+		const server = await serve(t, withSessions(sessions, (req, res) => {
+			getSession(req).set("cart", "x".repeat(1000));
+			writeWithCallbacks(res, calls);
+		}, {
+			onError(_error, _req, res) {
+				res.statusCode = 500;
+				res.end("failed");
+			},
+		}));
+		if (failure === "store down") store.failing = "writes";
+		await assertCallbacksCalled(server.url, calls, failure);
+	});
+}
+
+for (const store of ["memory", "file"] as const) {
+	it(`node:http: when an inner withSessions of another manager cannot load its session, the outer one's session is still committed (${store} store)`, async (t) => {
+		const site = await sessionsOn(t, store);
+		const adminStore = faultyStore();
+		const admin = createSessions({ store: adminStore, cookie: { name: "admin_sid" } });
+		t.after(() => admin.close());
+		const inner = withSessions(admin, (req, res) => {
+			getSession(req).set("admin", true);
+			res.end("admin");
+		}, {
+			// A page that degrades gracefully while the admin store is down.
+			onError(_error, _req, res) {
+				res.end("admin is down");
+			},
+		});
+		const server = await serve(t, withSessions(site, (req, res) => {
+			getSession(req).set("visited", true);
+			return inner(req, res);
+		}));
+		const adminCookie = (await fetch(server.url)).headers.getSetCookie().find((line) => line.startsWith("admin_sid="))!.split(";")[0]!;
+		adminStore.failing = "all";
+		const reply = await fetch(server.url, { headers: { cookie: adminCookie } });
+		assert.equal(await reply.text(), "admin is down");
+		const sid = reply.headers.getSetCookie().find((line) => line.startsWith("sid="))?.split(";")[0];
+		assert.ok(sid, `the outer session's cookie is sent: ${reply.headers.getSetCookie().join(" | ")}`);
+		assert.deepEqual((await site.load(sid)).all(), { visited: true });
 	});
 }

@@ -72,7 +72,7 @@ const PUBLIC_API: Record<string, { entry: string; names: string[] }> = {
 	"./stores/cookie": { entry: "cookieStore", names: ["cookieStore"] },
 	"./node": { entry: "withSessions", names: ["applyCommit", "beforeHeaders", "getSession", "isSecureRequest", "withSessions"] },
 	"./express": { entry: "sessionMiddleware", names: ["getSession", "sessionMiddleware"] },
-	"./fastify": { entry: "sessionPlugin", names: ["getSession", "sessionPlugin"] },
+	"./fastify": { entry: "sessionPlugin", names: ["getSession", "hijackReply", "sessionPlugin"] },
 	"./koa": { entry: "sessionMiddleware", names: ["getSession", "sessionMiddleware"] },
 	"./hono": { entry: "sessionMiddleware", names: ["getSession", "sessionMiddleware"] },
 	"./testing": { entry: "storeConformance", names: ["makeRecord", "noChanges", "sampleValues", "storeConformance"] },

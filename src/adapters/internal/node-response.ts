@@ -46,6 +46,10 @@ interface Hook {
 	phase: "waiting" | "committing" | "done" | "failed";
 	/** Calls made while an asynchronous commit runs, replayed in order after it (made for the first such call). */
 	queue: Array<() => void> | null;
+	/** The callbacks of the queued `write` and `end` calls: called with an error if those calls are dropped. */
+	callbacks: WriteCallback[] | null;
+	/** Why the commit failed: what the callbacks of the handler's calls dropped after it get. */
+	failure: Error | null;
 	/** An `end` is in the queue: the response is over, and later calls are dropped as node would refuse them. */
 	ended: boolean;
 	/** A call that sends the head is queued, but no `end`: `headersSent` reads true meanwhile (see `holdBegun`). */
@@ -53,6 +57,46 @@ interface Hook {
 }
 
 type HookedResponse = ServerResponse & { [HOOK]?: Hook };
+
+/** The callback of a `write` or an `end`, which node calls once the chunk is flushed or refused. */
+type WriteCallback = (error?: Error | null) => void;
+
+/** The callback a `write(chunk, [encoding], cb)` or `end([chunk], [encoding], cb)` was given. */
+function callbackOf(args: unknown[]): WriteCallback | undefined {
+	const last = args[args.length - 1];
+	return typeof last === "function" ? (last as WriteCallback) : undefined;
+}
+
+/**
+ * A call the hook drops never reaches node, which would have called its callback (with an error,
+ * as the chunk is not sent): it is called here instead, as node would, on the next tick, so that
+ * a handler waiting for it (a stream's `_write`, a `pipeline`) does not hang.
+ */
+function refuse(callback: WriteCallback | undefined, error: Error): void {
+	if (callback !== undefined) process.nextTick(callback, error);
+}
+
+/** As node refuses a write after `end` (without its 'error' event, which nobody listens to). */
+function writeAfterEnd(): Error {
+	return Object.assign(new Error("write after end"), { code: "ERR_STREAM_WRITE_AFTER_END" });
+}
+
+/** As node refuses a write to a destroyed response. */
+function destroyedError(): Error {
+	return Object.assign(new Error("Cannot call write after a stream was destroyed"), { code: "ERR_STREAM_DESTROYED" });
+}
+
+function asError(error: unknown): Error {
+	return error instanceof Error ? error : new Error(String(error));
+}
+
+/** The queued calls will never be made: their callbacks hear `error`. */
+function dropQueue(hook: Hook, error: Error): void {
+	const callbacks = hook.callbacks;
+	hook.queue = null;
+	hook.callbacks = null;
+	if (callbacks !== null) for (const callback of callbacks) refuse(callback, error);
+}
 
 /**
  * The hook the shared methods of an Express response use (see beforeHeadersShared): it sits on
@@ -84,7 +128,8 @@ function done(hook: Hook): void {
  */
 function fail(hook: Hook, res: ServerResponse, error: unknown, midBody: boolean): void {
 	hook.phase = "failed";
-	hook.queue = null;
+	hook.failure = asError(error);
+	dropQueue(hook, hook.failure);
 	// Nothing was sent: onError may answer with a whole response, as it does with a synchronous store.
 	releaseBegun(hook, res);
 	hook.onError(error);
@@ -145,10 +190,16 @@ function replay(hook: Hook, res: ServerResponse, sent: SentHead, apply: void | A
 	// Only once the handler's end is queued: while it is still writing, later writes are its own.
 	if (hook.ended) restoreHead(res, sent, ours);
 	if (ours) apply();
+	// An error handler cut the response off (see holdBegun): nothing more can be sent.
+	if (res.destroyed) {
+		dropQueue(hook, destroyedError());
+		return;
+	}
 	const queue = hook.queue;
 	hook.queue = null;
-	// An error handler cut the response off (see holdBegun): nothing more can be sent.
-	if (queue !== null && !res.destroyed) for (const deferred of queue) deferred();
+	// Node calls them now.
+	hook.callbacks = null;
+	if (queue !== null) for (const deferred of queue) deferred();
 }
 
 /** The headers a commit adds to. One given to the public `beforeHeaders` has added to them already: they are left as they are. */
@@ -229,16 +280,23 @@ function takeHeaders(res: ServerResponse, args: unknown[]): unknown[] {
 	return args.slice(0, -1);
 }
 
-/** Queues a call behind the running commit, unless an `end` is queued already (node would refuse the call). */
-function enqueue(hook: Hook, call: () => void): boolean {
-	if (hook.ended) return false;
+/**
+ * Queues a call behind the running commit, unless an `end` is queued already: node would refuse
+ * the call, and its callback hears so.
+ */
+function enqueue(hook: Hook, call: () => void, callback?: WriteCallback): boolean {
+	if (hook.ended) {
+		refuse(callback, writeAfterEnd());
+		return false;
+	}
 	(hook.queue ??= []).push(call);
+	if (callback !== undefined) (hook.callbacks ??= []).push(callback);
 	return true;
 }
 
 /** Queues a call that begins the response (`writeHead`, `write`, `flushHeaders`): see `holdBegun`. */
-function enqueueBegun(hook: Hook, res: ServerResponse, call: () => void): void {
-	if (enqueue(hook, call) && !hook.begun) holdBegun(hook, res);
+function enqueueBegun(hook: Hook, res: ServerResponse, call: () => void, callback?: WriteCallback): void {
+	if (enqueue(hook, call, callback) && !hook.begun) holdBegun(hook, res);
 }
 
 const HEAD_SENT: PropertyDescriptor = { value: true, configurable: true, enumerable: false, writable: false };
@@ -290,15 +348,17 @@ function writeHeadWith(hook: Hook, res: ServerResponse, given: unknown[]): Serve
 function writeWith(hook: Hook, res: ServerResponse, args: unknown[]): boolean {
 	const outcome = settle(hook, res, false);
 	if (outcome === "now") return (hook.write as (...a: unknown[]) => boolean).apply(res, args);
-	if (outcome === "later") enqueueBegun(hook, res, () => (hook.write as (...a: unknown[]) => unknown).apply(res, args));
+	if (outcome === "later") enqueueBegun(hook, res, () => (hook.write as (...a: unknown[]) => unknown).apply(res, args), callbackOf(args));
+	else refuse(callbackOf(args), hook.failure!);
 	return true;
 }
 
 function endWith(hook: Hook, res: ServerResponse, args: unknown[]): ServerResponse {
 	const outcome = settle(hook, res, true);
 	if (outcome === "now") (hook.end as (...a: unknown[]) => unknown).apply(res, args);
-	else if (outcome === "later") {
-		enqueue(hook, () => (hook.end as (...a: unknown[]) => unknown).apply(res, args));
+	else if (outcome === "dropped") refuse(callbackOf(args), hook.failure!);
+	else {
+		enqueue(hook, () => (hook.end as (...a: unknown[]) => unknown).apply(res, args), callbackOf(args));
 		hook.ended = true;
 		// The response is whole now: no longer begun (an `end` alone never was, so costs nothing here).
 		releaseBegun(hook, res);
@@ -334,7 +394,7 @@ function hookedFlushHeaders(this: HookedResponse): void {
 
 /** A hook that has not committed yet; its original methods are those `methods` has now. */
 function waitingHook(commit: Commit, onError: Hook["onError"], methods: ServerResponse, owner: object | null = null): Hook {
-	return { commit, onError, writeHead: methods.writeHead, write: methods.write, end: methods.end, flushHeaders: methods.flushHeaders, owner, phase: "waiting", queue: null, ended: false, begun: false };
+	return { commit, onError, writeHead: methods.writeHead, write: methods.write, end: methods.end, flushHeaders: methods.flushHeaders, owner, phase: "waiting", queue: null, callbacks: null, failure: null, ended: false, begun: false };
 }
 
 /**
@@ -343,7 +403,8 @@ function waitingHook(commit: Commit, onError: Hook["onError"], methods: ServerRe
  * synchronously lets the call through at once; while an asynchronous one runs, calls are
  * queued and replayed in order afterwards. If `commit` fails, the queued calls are dropped,
  * the response is left unsent, and `onError` decides what to send; the handler's calls after
- * that answer ended the response are dropped too. If the handler had begun its body (`write`,
+ * that answer ended the response are dropped too. The callback of a dropped `write` or `end` is
+ * called with the commit's error, so that nothing waits for it forever. If the handler had begun its body (`write`,
  * `writeHead`, `flushHeaders`) without ending it, and `onError` returns without having ended
  * the response (it answers asynchronously), the response is cut off instead, and
  * `res.headersSent` reads true from then on.
@@ -450,7 +511,7 @@ function beforeHeadersShared(res: ServerResponse, session: Session<object>, owne
 	const base = sharedBase(res);
 	const methods = base === null ? null : install(base);
 	if (base === null || methods === null || !resolvesTo(res, methods)) {
-		hookBeforeHeaders(res, commit, onError);
+		hookBeforeHeaders(res, unlessNulled(res, commit), onError);
 		session[ADAPTER_SLOT] = ownerMark(owner);
 		return;
 	}
@@ -461,6 +522,16 @@ function beforeHeadersShared(res: ServerResponse, session: Session<object>, owne
 const NOTHING = (): void => {};
 
 /**
+ * Express: `commit`, unless `req.session` holds no session any more when the headers go out (the
+ * handler set `req.session = null`): then nothing is committed. The shared methods find their
+ * hook through `req.session`, so for them the commit is off then anyway; a hook on the response
+ * itself must agree with them.
+ */
+function unlessNulled(res: ServerResponse, commit: Commit): Commit {
+	return (statusCode) => ((res.req as (IncomingMessage & { session?: unknown }) | undefined)?.session instanceof Session ? commit(statusCode) : undefined);
+}
+
+/**
  * What the slot of a session hooked on its response itself holds: a hook done already, which
  * passes the calls of the shared methods on to node's (as they do with no hook), and names the
  * session's manager (see `slotOwner`). Only responses whose methods another middleware wrapped
@@ -468,7 +539,7 @@ const NOTHING = (): void => {};
  */
 function ownerMark(owner: object): Hook {
 	const node = ServerResponse.prototype;
-	return { commit: NOTHING, onError: NOTHING, writeHead: node.writeHead, write: node.write, end: node.end, flushHeaders: node.flushHeaders, owner, phase: "done", queue: null, ended: false, begun: false };
+	return { commit: NOTHING, onError: NOTHING, writeHead: node.writeHead, write: node.write, end: node.end, flushHeaders: node.flushHeaders, owner, phase: "done", queue: null, callbacks: null, failure: null, ended: false, begun: false };
 }
 
 /** The manager whose Express `sessionMiddleware` made `session` and hooked its commit, or `null`. */
@@ -518,14 +589,24 @@ export function commitBeforeHeadersInstead<Data extends object>(
 	onError: (error: unknown) => void,
 	previous: Session<object>,
 ): void {
+	carryHook(previous, session as Session<object>, sessions);
+	hookBeforeHeaders(res, unlessNulled(res, (statusCode) => commitFor(res, sessions, session, request, statusCode)), onError);
+}
+
+/**
+ * Express: `session`, of the manager `owner`, takes the place of `previous` in `req.session`. The
+ * shared methods find their hook through `req.session`: `previous`'s slot moves to `session`, so
+ * that `previous` is still committed. Also for a session that failed to load (see
+ * `SessionManager.unavailable`), whose error handler's response must commit `previous` all the same.
+ */
+export function carryHook(previous: Session<object>, session: Session<object>, owner: object): void {
 	const carried = previous[ADAPTER_SLOT] as Hook | undefined;
 	previous[ADAPTER_SLOT] = undefined;
 	if (carried === undefined) {
-		session[ADAPTER_SLOT] = ownerMark(sessions);
+		session[ADAPTER_SLOT] = ownerMark(owner);
 	} else {
 		// The slot's owner is that of the session it is on now.
-		carried.owner = sessions;
+		carried.owner = owner;
 		session[ADAPTER_SLOT] = carried;
 	}
-	hookBeforeHeaders(res, (statusCode) => commitFor(res, sessions, session, request, statusCode), onError);
 }
