@@ -27,7 +27,9 @@ declare global {
  * Changes are committed unless the response is a server error (status 500 or above), so a
  * handler that throws after changing the session leaves the session as it was, as long as the
  * error handler answers with a server error too: Express does not tell a middleware that a
- * later handler failed, so one that answers a thrown error with a 4xx keeps the changes.
+ * later handler failed, so one that answers a thrown error with a 4xx keeps the changes. After
+ * a server error, as after a commit, a change (in a `res.on("finish")` listener) throws
+ * `SessionUsageError`.
  *
  * To commit before the headers without writing four methods to each response (slow on
  * Express's responses, whose prototype it swaps per request), the first request gives

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import { fastifyPlugin } from "fastify-plugin";
 import type { AppSessionData, CommitResult, Session, SessionManager } from "../index.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError, SessionUsageError } from "../index.js";
-import { assertManager, cancelWebBody, holdErrors, isPromiseLike, isResponse, varyWithCookie } from "./internal/common.js";
+import { assertManager, cancelWebBody, closeUncommitted, holdErrors, isPromiseLike, isResponse, varyWithCookie } from "./internal/common.js";
 import { commitFor, hookBeforeHeaders } from "./internal/node-response.js";
 
 declare module "fastify" {
@@ -38,7 +38,8 @@ type CommittableRequest = FastifyRequest & { [COMMITTED]?: boolean };
  *
  * A handler that fails (its error goes to the error handler) has its changes dropped, whatever
  * status the error handler answers with; changes the error handler makes are committed. Nothing
- * is committed for a server error (status 500 or above, that of a returned `Response` too). A
+ * is committed for a server error (status 500 or above, that of a returned `Response` too), and a
+ * change after it (in an `onResponse` hook) throws `SessionUsageError`, as one after a commit does. A
  * reply hijacked with `reply.hijack()` skips `onSend`, and so is never committed: hijack it with
  * {@link hijackReply} instead. In `onRequest` hooks added before the plugin, `request.session`
  * is still `null`.
@@ -118,7 +119,14 @@ async function plugin(fastify: FastifyInstance, options: SessionPluginOptions): 
 		const session = request.session as Session<AppSessionData> | null;
 		// A returned Response gives the reply its status only after onSend.
 		const status = isResponse(payload) ? payload.status : reply.statusCode;
-		if (session === null || status >= 500 || request[COMMITTED]) {
+		if (session === null || request[COMMITTED]) {
+			done(null, payload);
+			return;
+		}
+		if (status >= 500) {
+			// Never committed: a change after this (in onResponse) throws, as one after a commit does.
+			request[COMMITTED] = true;
+			closeUncommitted(session);
 			done(null, payload);
 			return;
 		}

@@ -5,7 +5,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError } from "../index.js";
-import { assertManager, cancelWebBody, claimSession, CommitRequest, forwardedHTTPS, isClaimedBy, isPromiseLike, varyWithCookie } from "./internal/common.js";
+import { assertManager, cancelWebBody, claimSession, closeUncommitted, CommitRequest, forwardedHTTPS, isClaimedBy, isPromiseLike, varyWithCookie } from "./internal/common.js";
 
 declare module "hono" {
 	interface ContextVariableMap {
@@ -29,8 +29,12 @@ export interface HonoSessionOptions {
  * adds its cookie to that response. Store errors are thrown, so they reach `app.onError`
  * and the response becomes a 500.
  *
- * `Secure` is set when the request URL is `https:`, or with `trustProxy` when the proxy says
- * `X-Forwarded-Proto: https`. A response with immutable headers (one returned by `fetch`, or
+ * `Secure` (with `cookie.secure: "auto"`) is set when the request came over TLS, or with
+ * `trustProxy` when the proxy says `X-Forwarded-Proto: https`. Under @hono/node-server the socket
+ * says so, not the URL, whose scheme a request line in absolute form (`GET https://…`) chooses;
+ * elsewhere the URL the runtime gives (`https:`) does.
+ *
+ * A response with immutable headers (one returned by `fetch`, or
  * `Response.redirect`) is copied so that the cookie can be added, and so is one without a body:
  * a `Response` object the handler returns for every request (a module-level `new Response(null,
  * { status: 204 })`, or a 200 with only a Content-Type) never carries one request's cookie to
@@ -42,20 +46,33 @@ export interface HonoSessionOptions {
  *
  * Changes are committed unless the response is a server error (status 500 or above), or, under
  * @hono/node-server, an error answer that a middleware above sent without waiting for this one
- * (`hono/timeout`'s, a 408 say), which went out without the cookie. A handler that throws is
- * answered by `app.onError` before this middleware resumes, and Hono offers no hook in between,
- * so its changes cannot be told from those `onError` makes: when `onError` answers below 500,
- * both are committed (a `destroy()` answered with a 401 ends the session), as on Express;
- * answered with a server error, neither is. A streamed body is fine as long as the session is
+ * (`hono/timeout`'s, a 408 say), which went out without the cookie. Either way a change made
+ * afterwards (by a middleware above, once `next()` returns) throws `SessionUsageError`, as one
+ * after a commit does. Elsewhere (Bun, Deno, Workers) such an early answer cannot be told from
+ * an `onError` answer below this middleware: Hono gives both as `c.error` and a finalized `c.res`,
+ * and the runtime does not say that the response went out. Once the handler returns, its changes
+ * are committed and the cookie is added to a response already sent: a `renew()` or a new session
+ * leaves the browser with a cookie that leads nowhere. There, register `hono/timeout` after this
+ * middleware (its answer then carries the cookie of what the handler changed before it, and a
+ * change after it throws), or keep its default answer, a 504, which commits nothing.
+ *
+ * A handler that throws is answered by `app.onError` before this middleware resumes, and Hono
+ * offers no hook in between, so its changes cannot be told from those `onError` makes: when
+ * `onError` answers below 500, both are committed (a `destroy()` answered with a 401 ends the
+ * session), as on Express; answered with a server error, neither is. A streamed body is fine as long as the session is
  * changed before the handler returns the response; a change inside the stream callback comes
  * after the commit, and throws `SessionUsageError`.
  *
  * Used again further down with the same manager (a sub-app's own middleware, added with
  * `app.route`), it keeps the session the first one made, which commits it: one cookie. One of
- * another manager sets its own session below it (so does any in an app mounted with `mount()`,
- * which has a Context of its own), and both cookies go out; the middlewares above it find their
- * own session again once its `next()` returns. Under @hono/node-server, a `Set-Cookie` the app
- * put on the Node response (`c.env.outgoing`) is kept beside the session cookie.
+ * another manager sets its own session below it, and both cookies go out; the middlewares above
+ * it find their own session again once its `next()` returns. Under @hono/node-server, a
+ * `Set-Cookie` the app put on the Node response (`c.env.outgoing`) is kept beside the session
+ * cookie. An app mounted with `mount()` has a Context of its own, so it does not see this
+ * middleware's session: add Hono sub-apps with `app.route`. Its own middleware of another
+ * manager works under @hono/node-server only (elsewhere the parent's takes its cookie off, as
+ * an earlier request's); one of the same manager loads a second copy of the session, and both
+ * copies are committed (a new session gets two cookies, the browser keeps the parent's).
  *
  * Register `etag()` after this middleware: registered before it, its 304 answer keeps only the
  * headers of its `retainedHeaders`, which leave out `Set-Cookie`, so a session created, renewed
@@ -96,10 +113,12 @@ export function sessionMiddleware<Data extends object = AppSessionData>(
 		if (previous) c.set("session", previous as Session<AppSessionData>);
 		let below = cookiesBelow(c);
 		// Also after onError (c.error is set): what it changes, a destroy() say, must be committed.
-		if (c.res.status >= 500) return;
 		// Unless a middleware above answered the error without waiting for this one (hono/timeout,
 		// even with a 408): that answer went out without the cookie, for a request that failed.
-		if (c.error !== undefined && headSent(c)) return;
+		if (c.res.status >= 500 || (c.error !== undefined && headSent(c))) {
+			closeUncommitted(session);
+			return;
+		}
 		let setCookie: string | null;
 		try {
 			const committed = sessions.commit(session, new CommitRequest(c, trustProxy, isSecureHono));
@@ -234,7 +253,7 @@ function replaceResponse(c: Context, copy: Response): void {
 }
 
 /** The Node request and response under @hono/node-server (its `HttpBindings`). */
-type NodeBindings = { incoming?: { headers?: { cookie?: unknown } }; outgoing?: { getHeader?: (name: string) => unknown; headersSent?: boolean } } | undefined;
+type NodeBindings = { incoming?: { headers?: { cookie?: unknown }; socket?: { encrypted?: unknown } }; outgoing?: { getHeader?: (name: string) => unknown; headersSent?: boolean } } | undefined;
 
 /** True once the Node response has sent its head (under @hono/node-server; elsewhere unknown, so false). */
 function headSent(c: Context): boolean {
@@ -253,10 +272,20 @@ function cookieHeaderOf(c: Context): string | undefined {
 	return typeof headers.cookie === "string" ? headers.cookie : undefined;
 }
 
-/** `Secure` for a Hono request: an `https:` URL, or with `trustProxy` the proxy's word. */
+/** `Secure` for a Hono request: it came over TLS, or with `trustProxy` the proxy says so. */
 function isSecureHono(c: Context, trustProxy: boolean): boolean {
-	const req = c.req;
-	return req.url.startsWith("https:") || (trustProxy && forwardedHTTPS(req.header("X-Forwarded-Proto")));
+	return cameOverTLS(c) || (trustProxy && forwardedHTTPS(c.req.header("X-Forwarded-Proto")));
+}
+
+/**
+ * Under @hono/node-server, the socket's word: the URL's scheme there is the one a request line in
+ * absolute form names (`GET https://…`, which any client may write), else the socket's. Elsewhere
+ * the URL is the runtime's, the only word there is.
+ */
+function cameOverTLS(c: Context): boolean {
+	const incoming = (c.env as NodeBindings)?.incoming;
+	if (typeof incoming !== "object" || incoming === null) return c.req.url.startsWith("https:");
+	return incoming.socket?.encrypted === true;
 }
 
 /** Adds the session cookie (after `raw`, the Node response's) and the headers that keep caches from storing it. */

@@ -1,7 +1,7 @@
 import type { Context, ExtendableContext, Middleware } from "koa";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError, SessionUsageError } from "../index.js";
-import { assertManager, cancelWebBody, claimSession, holdErrors, isClaimedBy, isPromiseLike, isResponse } from "./internal/common.js";
+import { assertManager, cancelWebBody, claimSession, closeUncommitted, holdErrors, isClaimedBy, isPromiseLike, isResponse } from "./internal/common.js";
 import { applyCommit, commitFor, hookBeforeHeaders } from "./internal/node-response.js";
 
 declare module "koa" {
@@ -18,7 +18,9 @@ declare module "koa" {
  * `app.proxy`. Store errors are thrown, so they reach Koa's error handling (an upstream
  * `try { await next() } catch` or `app.on("error")`) and the response becomes a 500.
  *
- * Nothing is committed for a server error (status 500 or above). When the downstream
+ * Nothing is committed for a server error (status 500 or above); a change after it (in a
+ * middleware above, once `next()` returns) throws `SessionUsageError`, as one after a commit
+ * does. When the downstream
  * middleware throws, its changes are dropped, and what the error handling above changes (a
  * `destroy()` in an upstream `catch` that answers 401, say) is committed just before that
  * answer's headers go out, whoever answers (an upstream middleware, or Koa's own `ctx.onerror`
@@ -70,7 +72,10 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 			// must find their own session, not this one, which is committed on the way up.
 			if (previous) (ctx as { session: unknown }).session = previous;
 		}
-		if (ctx.status >= 500) return;
+		if (ctx.status >= 500) {
+			closeUncommitted(session);
+			return;
+		}
 		let setCookie: string | null;
 		try {
 			// ctx.secure is a getter: the manager reads it only when a cookie is sent.
@@ -146,7 +151,10 @@ function keepCookieOnError(ctx: Context, setCookie: string): void {
 function commitOnErrorPath<Data extends object>(ctx: Context, sessions: SessionManager<Data>, session: Session<Data>): void {
 	sessions.discard(session);
 	// Headers already sent (ctx.respond = false): nothing can carry a cookie any more.
-	if (ctx.headerSent) return;
+	if (ctx.headerSent) {
+		closeUncommitted(session);
+		return;
+	}
 	const res = ctx.res;
 	hookBeforeHeaders(
 		res,

@@ -62,12 +62,15 @@ class RequestContext {
 	used = false;
 	/** The `withSessions` that made it: one of the same manager inside it keeps its session. */
 	readonly binding: Binding;
+	/** The context of the `withSessions` (of another manager) this one's is inside, if any. */
+	readonly outer: RequestContext | undefined;
 	readonly #req: IncomingMessage;
 
-	constructor(req: IncomingMessage, res: ServerResponse, session: Session<object>, binding: Binding) {
+	constructor(req: IncomingMessage, res: ServerResponse, session: Session<object>, binding: Binding, outer: RequestContext | undefined) {
 		this.session = session;
 		this.res = res;
 		this.binding = binding;
+		this.outer = outer;
 		this.#req = req;
 	}
 
@@ -77,6 +80,25 @@ class RequestContext {
 }
 
 type RequestWithContext = IncomingMessage & { [CONTEXT]?: RequestContext };
+
+/** The context that `sessions`' `withSessions` made for the request: `context`, or one it is inside. */
+function contextOf(context: RequestContext, sessions: SessionManager<object>): RequestContext | undefined {
+	for (let at: RequestContext | undefined = context; at !== undefined; at = at.outer) if (at.binding.sessions === sessions) return at;
+	return undefined;
+}
+
+/**
+ * A nested `withSessions` ran its handler with its own context: once that handler's promise
+ * settles, `getSession` finds `previous` again (the handler around it resumes). Not after a
+ * synchronous return: callbacks the handler left behind (a `req.on("end")` listener) still need
+ * its own.
+ */
+function restoreAfter(req: IncomingMessage, previous: RequestContext, result: void | Promise<void>): void | Promise<void> {
+	if (result === undefined) return;
+	return result.then(() => {
+		(req as RequestWithContext)[CONTEXT] = previous;
+	});
+}
 
 /**
  * Hooks the commit onto the response before the handler runs, used or not. Not on the first
@@ -104,12 +126,19 @@ function handlerFailed(error: unknown, context: RequestContext, req: IncomingMes
  *
  * A handler that throws (or whose promise rejects) has its changes dropped, whatever status
  * `onError` answers with; changes `onError` makes are committed. Nothing is committed for a
- * server error (status 500 or above). A request whose handler never calls `getSession` writes
- * nothing and sets no cookie (with a synchronous store it costs no store call at all).
+ * server error (status 500 or above), and a change after it (in a `res.on("finish")` listener)
+ * throws `SessionUsageError`, as one after a commit does. A request whose handler never calls
+ * `getSession` writes nothing and sets no cookie (with a synchronous store it costs no store call
+ * at all).
  *
  * A `withSessions` of the same manager inside another (a router's handler wrapped on its own,
- * called by the app's wrapped handler) keeps the session the outer one made, which commits it.
- * If the inner handler throws, the request's changes are dropped and its own `onError` answers.
+ * called by the app's wrapped handler), even with one of another manager in between, keeps the
+ * session the outer one made, which commits it. If the inner handler throws, the request's
+ * changes are dropped and its own `onError` answers. One of another manager loads its own
+ * session, and both are committed, each with its cookie: `getSession(req)` gives the session of
+ * the innermost `withSessions` entered, and that of the one around it again once the inner
+ * handler's promise settles. After an inner handler that returns synchronously it still gives
+ * the inner one's, which the callbacks that handler left behind (`req.on("end", …)`) need.
  *
  * @example
  * const server = http.createServer(withSessions(sessions, (req, res) => {
@@ -127,11 +156,12 @@ export function withSessions<Data extends object = AppSessionData>(
 		trustProxy: options.trustProxy ?? false,
 		onError: options.onError ?? defaultOnError,
 	};
-	function run(req: IncomingMessage, res: ServerResponse, session: Session<object>): void | Promise<void> {
-		const context = new RequestContext(req, res, session, binding);
+	function run(req: IncomingMessage, res: ServerResponse, session: Session<object>, outer: RequestContext | undefined): void | Promise<void> {
+		const context = new RequestContext(req, res, session, binding, outer);
 		(req as RequestWithContext)[CONTEXT] = context;
 		hookCommit(req, res, context, binding);
-		return call(req, res, context);
+		const result = call(req, res, context);
+		return outer === undefined ? result : restoreAfter(req, outer, result);
 	}
 	function call(req: IncomingMessage, res: ServerResponse, context: RequestContext): void | Promise<void> {
 		let result: unknown;
@@ -144,28 +174,38 @@ export function withSessions<Data extends object = AppSessionData>(
 		if (isPromiseLike(result)) return Promise.resolve(result).then(undefined, (error: unknown) => handlerFailed(error, context, req, binding));
 	}
 	/** The load failed: `getSession` in `onError` finds a session that throws the store's error when used. */
-	function failed(req: IncomingMessage, res: ServerResponse, error: unknown): void {
-		(req as RequestWithContext)[CONTEXT] = new RequestContext(req, res, binding.sessions.unavailable(error), binding);
+	function failed(req: IncomingMessage, res: ServerResponse, error: unknown, outer: RequestContext | undefined): void {
+		(req as RequestWithContext)[CONTEXT] = new RequestContext(req, res, binding.sessions.unavailable(error), binding, outer);
 		binding.onError(error, req, res);
 	}
-	return (req, res) => {
-		// Inside a withSessions of the same manager (the app's handler wraps a router's, itself
-		// wrapped): the session that one made is kept, and committed by it. Loaded again, it would
-		// miss the changes made before, and both would be committed: two cookies for a new session.
-		const outer = (req as RequestWithContext)[CONTEXT];
-		if (outer !== undefined && outer.binding.sessions === binding.sessions) return call(req, res, outer);
+	function load(req: IncomingMessage, res: ServerResponse, outer: RequestContext | undefined): void | Promise<void> {
 		let loaded: Session<Data> | Promise<Session<Data>>;
 		try {
 			loaded = sessions.load(req.headers.cookie);
 		} catch (error) {
-			failed(req, res, error);
+			failed(req, res, error, outer);
 			return;
 		}
-		if (!isPromiseLike(loaded)) return run(req, res, loaded as Session<object>);
+		if (!isPromiseLike(loaded)) return run(req, res, loaded as Session<object>, outer);
 		return loaded.then(
-			(session) => run(req, res, session as Session<object>),
-			(error: unknown) => failed(req, res, error),
+			(session) => run(req, res, session as Session<object>, outer),
+			(error: unknown) => failed(req, res, error, outer),
 		);
+	}
+	/** Inside another `withSessions`: of the same manager, its session is kept; of another, this one's is loaded too. */
+	function nested(req: IncomingMessage, res: ServerResponse, current: RequestContext): void | Promise<void> {
+		// Loaded again, the session would miss the changes made before, and both copies would be
+		// committed: two cookies for a new session.
+		const own = contextOf(current, binding.sessions);
+		if (own === undefined) return load(req, res, current);
+		if (own === current) return call(req, res, own);
+		// Inside one of another manager, itself inside one of this manager's.
+		(req as RequestWithContext)[CONTEXT] = own;
+		return restoreAfter(req, current, call(req, res, own));
+	}
+	return (req, res) => {
+		const current = (req as RequestWithContext)[CONTEXT];
+		return current === undefined ? load(req, res, undefined) : nested(req, res, current);
 	};
 }
 

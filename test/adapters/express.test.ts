@@ -10,6 +10,8 @@ import { memoryStore } from "sessionkit/stores/memory";
 import { adapterConformance, listen } from "../adapter-conformance.js";
 import { sleep } from "../helpers/keys.js";
 import { faultyStore, storeOf } from "../helpers/test-stores.js";
+import { assertLateChangeRefused, lateChange } from "../helpers/late-change.js";
+import { countingStore } from "../helpers/counting-store.js";
 import { assertErrorPageSeesStoreError, errorPageBody } from "../helpers/error-path-app.js";
 import { assertCountsInPieces, COMPRESSION_VERSIONS } from "../helpers/compression.js";
 import { assertCutOffThenAnswered } from "../helpers/failed-commit.js";
@@ -566,6 +568,74 @@ for (const [name, framework] of [["express 5", express], ["express 4", express4]
 			const sid = reply.headers.getSetCookie().find((line) => line.startsWith("sid="))?.split(";")[0];
 			assert.ok(sid, `the app's session cookie is sent: ${reply.headers.getSetCookie().join(" | ")}`);
 			assert.deepEqual((await site.load(sid)).all(), { visited: true }, "the app's session was committed");
+		});
+	}
+}
+
+for (const [name, framework] of [["express 5", express], ["express 4", express4]] as const) {
+	for (const storeName of ["memory", "file"] as const) {
+		for (const how of ["app.use('/api', subApp)", "subApp(req, res, next) in a handler"] as const) for (const wrapped of [false, true]) {
+			const behind = wrapped ? ", behind a middleware that wrapped res.end" : "";
+			it(`${name}: a sub-app with its own sessionMiddleware of the same manager (${how}) keeps one session, loaded once and committed once${behind} (${storeName} store)`, async (t) => {
+				const counted = countingStore(await storeOf(storeName, t));
+				const sessions = createSessions({ store: counted.store });
+				const app = framework();
+				if (wrapped) app.use(wrapEnd);
+				app.use(sessionMiddleware(sessions));
+				app.use((req, _res, next) => {
+					req.session.set("lastPath", req.originalUrl);
+					next();
+				});
+				const subApp = framework();
+				subApp.use(sessionMiddleware(sessions));
+				subApp.get("/count", (req, res) => {
+					res.json({ n: req.session.increment("n"), lastPath: req.session.get("lastPath") });
+				});
+				if (how === "app.use('/api', subApp)") app.use("/api", subApp);
+				else {
+					app.get("/api/count", (req, res, next) => {
+						req.url = "/count";
+						subApp(req, res, next);
+					});
+				}
+				app.get("/data", (req, res) => {
+					res.json(req.session.all());
+				});
+				const server = await listen(createServer(app));
+				t.after(async () => {
+					await server.close();
+					await sessions.close();
+				});
+				await assertOneSessionThroughNestedMiddleware(server.url);
+				const cookie = (await fetch(`${server.url}/api/count`)).headers.getSetCookie()[0]!.split(";")[0]!;
+				counted.reset();
+				assert.deepEqual(await (await fetch(`${server.url}/api/count`, { headers: { cookie } })).json(), { n: 2, lastPath: "/api/count" });
+				assert.equal(counted.calls.get, 1, "loaded once");
+				assert.equal((counted.calls.merge ?? 0) + (counted.calls.replace ?? 0) + (counted.calls.set ?? 0), 1, `committed once: ${JSON.stringify(counted.calls)}`);
+			});
+		}
+	}
+}
+
+for (const [name, framework] of [["express 5", express], ["express 4", express4]] as const) {
+	for (const storeName of ["memory", "file"] as const) {
+		it(`${name}: a change in res.on("finish") throws SessionUsageError after a 5xx answer too, not only after a commit (${storeName} store)`, async (t) => {
+			const sessions = createSessions({ store: await storeOf(storeName, t) });
+			const late = lateChange();
+			const app = framework();
+			app.use(sessionMiddleware(sessions));
+			app.get("/answer", (req, res) => {
+				const session = req.session;
+				session.set("user", "alice");
+				res.on("finish", () => late.attempt(session));
+				res.status(Number(req.query.status)).send("answered");
+			});
+			const server = await listen(createServer(app));
+			t.after(async () => {
+				await server.close();
+				await sessions.close();
+			});
+			await assertLateChangeRefused(server.url, late);
 		});
 	}
 }

@@ -13,6 +13,7 @@ import { adapterConformance } from "../adapter-conformance.js";
 import { setCookiesOf } from "../helpers/cookie-jar.js";
 import { faultyStore, STORE_KINDS, storeOf } from "../helpers/test-stores.js";
 import { assertErrorPageSeesStoreError, errorPageBody } from "../helpers/error-path-app.js";
+import { assertLateChangeRefused, lateChange } from "../helpers/late-change.js";
 
 adapterConformance("fastify", async (sessions, { trustProxy }) => {
 	const app = await createApp(sessions, { trustProxy, logErrors: false });
@@ -435,3 +436,20 @@ it("fastify: hijackReply answers a failed commit with a 500 without the cookie, 
 	store.failing = "none";
 	assert.equal(await outcomeOf(`${url}/get`), "200: undefined");
 });
+
+for (const kind of STORE_KINDS) {
+	it(`a change in an onResponse hook throws SessionUsageError after a 5xx answer too, not only after a commit (${kind} store)`, async (t) => {
+		const late = lateChange();
+		const url = await serve(t, await storeOf(kind, t), (app) => {
+			app.get("/answer", async (request, reply) => {
+				request.session.set("user", "alice");
+				reply.code(Number((request.query as { status: string }).status));
+				return "answered";
+			});
+			app.addHook("onResponse", async (request) => {
+				if (request.url.startsWith("/answer")) late.attempt(request.session);
+			});
+		});
+		await assertLateChangeRefused(url, late);
+	});
+}

@@ -2,8 +2,12 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
+import type { Server } from "node:http";
+import { connect as connectHttp2, createSecureServer as createSecureHttp2Server } from "node:http2";
+import { createServer as createHttpsServer } from "node:https";
+import type { AddressInfo } from "node:net";
 import { dirname, resolve } from "node:path";
-import { it } from "node:test";
+import { describe, it } from "node:test";
 import type { TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -23,6 +27,8 @@ import { setCookiesOf } from "../helpers/cookie-jar.js";
 import { assertOneSessionThroughNestedMiddleware } from "../helpers/nested-middleware.js";
 import { assertErrorPageSeesStoreError, assertLogOutOnError, dataOf, errorPageBody, loggedIn } from "../helpers/error-path-app.js";
 import { faultyStore, STORE_KINDS, storeOf } from "../helpers/test-stores.js";
+import { assertLateChangeRefused, lateChange } from "../helpers/late-change.js";
+import { hasOpenSSL, rawRequest, selfSignedCert } from "../helpers/raw-http.js";
 
 /**
  * An app with `site`'s sessionMiddleware (`?visit` sets "visited" in its session) and a sub-app,
@@ -524,3 +530,97 @@ it("hono: a bodyless 200 Response with a Content-Type returned for every request
 	assert.deepEqual(health.headers.getSetCookie(), [], "alice's cookie is not handed to anyone who asks");
 	assert.equal(health.headers.get("cache-control"), null);
 });
+
+describe("hono: Secure follows the connection, not the scheme a request line in absolute form names", { skip: hasOpenSSL ? false : "openssl is not installed" }, () => {
+	/** `/set` stores a value, so that the answer sets the cookie; `secure: "auto"` (the default). */
+	async function serveOver(t: TestContext, tls: { key: Buffer; cert: Buffer } | undefined, trustProxy = false): Promise<number> {
+		const sessions = createSessions();
+		const app = new Hono();
+		app.use(sessionMiddleware(sessions, { trustProxy }));
+		app.get("/set", (c) => {
+			c.get("session").set("user_id", 123);
+			return c.text("Succeed");
+		});
+		const listener = getRequestListener(app.fetch);
+		const server = tls === undefined ? createServer(listener) : createHttpsServer(tls, listener);
+		const { url, close } = await listen(server as Server);
+		t.after(() => Promise.all([close(), sessions.close()]));
+		return Number(new URL(url).port);
+	}
+
+	const secureOf = (cookie: string | undefined) => cookie !== undefined && /;\s*Secure(;|$)/i.test(cookie);
+
+	it("plain HTTP: a client that writes `GET https://…` gets no Secure cookie", async (t) => {
+		const port = await serveOver(t, undefined);
+		const reply = await rawRequest(port, `GET https://127.0.0.1:${port}/set HTTP/1.1\r\nHost: 127.0.0.1:${port}`);
+		assert.equal(reply.status, 200);
+		assert.equal(reply.setCookies.length, 1);
+		assert.equal(secureOf(reply.setCookies[0]), false, reply.setCookies[0]);
+	});
+
+	it("TLS: a client that writes `GET http://…` still gets a Secure cookie", async (t) => {
+		const tls = selfSignedCert();
+		const port = await serveOver(t, tls);
+		for (const target of [`http://127.0.0.1:${port}/set`, "/set"]) {
+			const reply = await rawRequest(port, `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}`, tls.cert);
+			assert.equal(reply.status, 200);
+			assert.equal(secureOf(reply.setCookies[0]), true, `${target}: ${reply.setCookies[0]}`);
+		}
+	});
+
+	it("HTTP/2 over TLS: a Secure cookie", async (t) => {
+		const tls = selfSignedCert();
+		const sessions = createSessions();
+		const app = new Hono();
+		app.use(sessionMiddleware(sessions));
+		app.get("/set", (c) => {
+			c.get("session").set("user_id", 123);
+			return c.text("Succeed");
+		});
+		const server = createSecureHttp2Server(tls, getRequestListener(app.fetch));
+		await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+		const client = connectHttp2(`https://127.0.0.1:${(server.address() as AddressInfo).port}`, { ca: tls.cert });
+		t.after(async () => {
+			client.close();
+			await Promise.all([new Promise((resolve) => server.close(resolve)), sessions.close()]);
+		});
+		const cookies = await new Promise<string[]>((resolve, reject) => {
+			const stream = client.request({ ":path": "/set" });
+			stream.on("response", (headers) => resolve((headers["set-cookie"] ?? []) as string[]));
+			stream.on("error", reject);
+			stream.resume();
+			stream.end();
+		});
+		assert.equal(cookies.length, 1);
+		assert.equal(secureOf(cookies[0]), true, cookies[0]);
+	});
+
+	it("trustProxy: X-Forwarded-Proto decides, whatever scheme the request line names", async (t) => {
+		const port = await serveOver(t, undefined, true);
+		const host = `Host: 127.0.0.1:${port}`;
+		const forwarded = await rawRequest(port, `GET http://127.0.0.1:${port}/set HTTP/1.1\r\n${host}\r\nX-Forwarded-Proto: https`);
+		assert.equal(secureOf(forwarded.setCookies[0]), true, forwarded.setCookies[0]);
+		const plain = await rawRequest(port, `GET https://127.0.0.1:${port}/set HTTP/1.1\r\n${host}\r\nX-Forwarded-Proto: http`);
+		assert.equal(secureOf(plain.setCookies[0]), false, plain.setCookies[0]);
+	});
+});
+
+for (const kind of STORE_KINDS) {
+	it(`hono (${kind} store): a change made above the session middleware after next() throws SessionUsageError after a 5xx answer too, not only after a commit`, async (t) => {
+		const sessions = createSessions({ store: await storeOf(kind, t) });
+		const late = lateChange();
+		const app = new Hono();
+		app.use(async (c, next) => {
+			await next();
+			late.attempt(c.get("session"));
+		});
+		app.use(sessionMiddleware(sessions));
+		app.get("/answer", (c) => {
+			c.get("session").set("user", "alice");
+			return c.text("answered", Number(c.req.query("status")) as ContentfulStatusCode);
+		});
+		const server = await listen(createServer(getRequestListener(app.fetch)));
+		t.after(() => Promise.all([server.close(), sessions.close()]));
+		await assertLateChangeRefused(server.url, late);
+	});
+}

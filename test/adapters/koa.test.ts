@@ -14,6 +14,7 @@ import { adapterConformance, listen } from "../adapter-conformance.js";
 import { setCookiesOf } from "../helpers/cookie-jar.js";
 import { assertErrorPageSeesStoreError, assertExpiresSession, assertLogOutOnError, dataOf, errorPageBody, loggedIn } from "../helpers/error-path-app.js";
 import { faultyStore, STORE_KINDS, storeOf } from "../helpers/test-stores.js";
+import { assertLateChangeRefused, lateChange } from "../helpers/late-change.js";
 
 adapterConformance("koa", async (sessions, { trustProxy }) =>
 	listen(createServer(createApp(sessions, { trustProxy, logErrors: false }).callback())),
@@ -493,3 +494,41 @@ it("koa: an error page that reads the session when the store cannot load it gets
 	t.after(() => server.close());
 	await assertErrorPageSeesStoreError(server.url, store);
 });
+
+for (const kind of STORE_KINDS) {
+	it(`koa (${kind} store): a change made above the session middleware after next() throws SessionUsageError after a 5xx answer too, not only after a commit`, async (t) => {
+		const late = lateChange();
+		const upstream: Middleware = async (ctx, next) => {
+			await next();
+			late.attempt(ctx.session);
+		};
+		const { url } = await serve(t, await storeOf(kind, t), upstream, {
+			"/answer": (ctx) => {
+				ctx.session.set("user", "alice");
+				ctx.status = Number(ctx.query.status);
+				ctx.body = "answered";
+			},
+		});
+		await assertLateChangeRefused(url, late);
+	});
+
+	it(`koa (${kind} store): a change made after a thrown error was answered with a 5xx throws SessionUsageError`, async (t) => {
+		const late = lateChange();
+		const upstream: Middleware = async (ctx, next) => {
+			try {
+				await next();
+			} catch {
+				ctx.status = Number(ctx.query.status);
+				ctx.body = "answered";
+				ctx.res.on("finish", () => late.attempt(ctx.session));
+			}
+		};
+		const { url } = await serve(t, await storeOf(kind, t), upstream, {
+			"/answer": (ctx) => {
+				ctx.session.set("user", "alice");
+				throw new Error("boom");
+			},
+		});
+		await assertLateChangeRefused(url, late);
+	});
+}

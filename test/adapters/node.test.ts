@@ -10,8 +10,10 @@ import { adapterConformance, listen, type AdapterServer } from "../adapter-confo
 import { testClock } from "../helpers/clock.js";
 import { assertCountsInPieces, COMPRESSION_VERSIONS } from "../helpers/compression.js";
 import { CookieJar } from "../helpers/cookie-jar.js";
+import { countingStore } from "../helpers/counting-store.js";
 import { sleep } from "../helpers/keys.js";
 import { faultyStore, storeOf, type StoreKind } from "../helpers/test-stores.js";
+import { assertLateChangeRefused, lateChange } from "../helpers/late-change.js";
 import { assertErrorPageSeesStoreError, errorPageBody } from "../helpers/error-path-app.js";
 import { assertCutOffThenAnswered } from "../helpers/failed-commit.js";
 import { assertCallbacksCalled, type CallbackFailure, writeWithCallbacks } from "../helpers/write-callbacks.js";
@@ -521,5 +523,112 @@ for (const store of ["memory", "file"] as const) {
 		const sid = reply.headers.getSetCookie().find((line) => line.startsWith("sid="))?.split(";")[0];
 		assert.ok(sid, `the outer session's cookie is sent: ${reply.headers.getSetCookie().join(" | ")}`);
 		assert.deepEqual((await site.load(sid)).all(), { visited: true });
+	});
+}
+
+for (const store of ["memory", "file"] as const) {
+	it(`node:http: withSessions of two managers, one inside the other, loads and commits both, each with its own cookie (${store} store)`, async (t) => {
+		const site = await sessionsOn(t, store);
+		const admin = await sessionsOn(t, store, { cookie: { name: "admin_sid" } });
+		const inner = withSessions(admin, (req, res) => {
+			res.end(String(getSession(req).increment("adminVisits")));
+		});
+		const server = await serve(t, withSessions(site, (req, res) => {
+			getSession(req).increment("visits");
+			return inner(req, res);
+		}));
+		const jar = new CookieJar();
+		for (const n of [1, 2]) {
+			const reply = await fetch(server.url, { headers: { cookie: jar.header() ?? "" } });
+			assert.equal(await reply.text(), String(n));
+			jar.update(reply);
+		}
+		assert.deepEqual((await site.load(`sid=${jar.get("sid")}`)).all(), { visits: 2 });
+		assert.deepEqual((await admin.load(`admin_sid=${jar.get("admin_sid")}`)).all(), { adminVisits: 2 });
+	});
+
+	it(`node:http: the outer handler finds its own session again once the promise of a withSessions of another manager inside it settles (${store} store)`, async (t) => {
+		const site = await sessionsOn(t, store);
+		const admin = await sessionsOn(t, store, { cookie: { name: "admin_sid" } });
+		// A wrapped helper that only looks at its own session; the outer handler answers.
+		const checkAdmin = withSessions(admin, async (req) => {
+			await sleep(1);
+			(req as IncomingMessage & { isAdmin?: boolean }).isAdmin = getSession(req).get("admin") === true;
+		});
+		const server = await serve(t, withSessions(site, async (req, res) => {
+			await checkAdmin(req, res);
+			getSession(req).set("seen", (req as IncomingMessage & { isAdmin?: boolean }).isAdmin);
+			res.end("ok");
+		}));
+		const reply = await fetch(server.url);
+		assert.equal(await reply.text(), "ok");
+		const cookies = reply.headers.getSetCookie().map((line) => line.split(";")[0]!);
+		assert.deepEqual(cookies.map((cookie) => cookie.split("=")[0]), ["sid"], cookies.join(" | "));
+		assert.deepEqual((await site.load(cookies[0]!)).all(), { seen: false });
+	});
+
+	it(`node:http: the callbacks a synchronous handler inside a withSessions of another manager leaves behind find its session (${store} store)`, async (t) => {
+		const site = await sessionsOn(t, store);
+		const admin = await sessionsOn(t, store, { cookie: { name: "admin_sid" } });
+		const login = withSessions(admin, (req, res) => {
+			let body = "";
+			req.on("data", (chunk: Buffer) => (body += chunk.toString()));
+			req.on("end", () => {
+				getSession(req).set("admin", body);
+				res.end("in");
+			});
+		});
+		const server = await serve(t, withSessions(site, login));
+		const reply = await fetch(server.url, { method: "POST", body: "alice" });
+		assert.equal(await reply.text(), "in");
+		const cookies = reply.headers.getSetCookie().map((line) => line.split(";")[0]!);
+		assert.deepEqual(cookies.map((cookie) => cookie.split("=")[0]), ["admin_sid"], cookies.join(" | "));
+		assert.deepEqual((await admin.load(cookies[0]!)).all(), { admin: "alice" });
+	});
+
+	it(`node:http: a withSessions inside one of another manager, inside one of its own, keeps its session: loaded once, one cookie (${store} store)`, async (t) => {
+		const counted = countingStore(await storeOf(store, t));
+		const site = createSessions<Record<string, unknown>>({ store: counted.store });
+		t.after(() => site.close());
+		const admin = await sessionsOn(t, store, { cookie: { name: "admin_sid" } });
+		const page = withSessions(site, (req, res) => {
+			const session = getSession(req);
+			res.end(JSON.stringify({ n: session.increment("n"), lastPath: session.get("lastPath") }));
+		});
+		const panel = withSessions(admin, (req, res) => {
+			getSession(req).set("admin", true);
+			return page(req, res);
+		});
+		const server = await serve(t, withSessions(site, (req, res) => {
+			getSession(req).set("lastPath", req.url!);
+			return panel(req, res);
+		}));
+		const jar = new CookieJar();
+		for (const n of [1, 2]) {
+			counted.reset();
+			const reply = await fetch(`${server.url}/p${n}`, { headers: { cookie: jar.header() ?? "" } });
+			assert.deepEqual(await reply.json(), { n, lastPath: `/p${n}` }, "the innermost handler sees what the outer one set");
+			const names = reply.headers.getSetCookie().map((line) => line.split("=")[0]);
+			assert.equal(names.filter((name) => name === "sid").length, n === 1 ? 1 : 0, reply.headers.getSetCookie().join(" | "));
+			jar.update(reply);
+		}
+		assert.equal(counted.calls.get, 1, "the second request loaded its session once");
+		assert.deepEqual((await site.load(`sid=${jar.get("sid")}`)).all(), { lastPath: "/p2", n: 2 });
+		assert.deepEqual((await admin.load(`admin_sid=${jar.get("admin_sid")}`)).all(), { admin: true });
+	});
+}
+
+for (const store of ["memory", "file"] as const) {
+	it(`node:http: a change in res.on("finish") throws SessionUsageError after a 5xx answer too, not only after a commit (${store} store)`, async (t) => {
+		const sessions = await sessionsOn(t, store);
+		const late = lateChange();
+		const server = await serve(t, withSessions(sessions, (req, res) => {
+			const session = getSession(req);
+			session.set("user", "alice");
+			res.on("finish", () => late.attempt(session));
+			res.statusCode = Number(new URL(req.url!, "http://localhost").searchParams.get("status"));
+			res.end("answered");
+		}));
+		await assertLateChangeRefused(server.url, late);
 	});
 }

@@ -4,7 +4,7 @@
  */
 import type { SessionManager } from "../../index.js";
 import { SessionConfigError } from "../../index.js";
-import { ADAPTER_SLOT } from "../../core/session.js";
+import { ADAPTER_SLOT, CLOSE } from "../../core/session.js";
 
 // The core's own test for "still running", so adapters and core agree on what a promise is.
 export { isPromiseLike } from "../../core/steps.js";
@@ -24,6 +24,15 @@ export function isClaimedBy<S extends Slotted>(session: S | null | undefined, se
 
 /** A session, as far as `claimSession` needs it. */
 type Slotted = { [ADAPTER_SLOT]: unknown };
+
+/**
+ * Ends the session's request without a commit (a server error's changes are never saved): a
+ * change after this throws `SessionUsageError`, as one after a commit does, instead of being
+ * silently lost. The core's own mark, which `commit` sets as it starts.
+ */
+export function closeUncommitted(session: { [CLOSE](): boolean }): void {
+	session[CLOSE]();
+}
 
 /** A Web `Response` (by its tag, as Fastify tells one, so a polyfill's counts too). */
 export function isResponse(value: unknown): value is Response {

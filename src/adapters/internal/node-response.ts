@@ -7,7 +7,7 @@ import { ServerResponse } from "node:http";
 import { ADAPTER_SLOT } from "../../core/session.js";
 import type { CommitResult, SessionManager } from "../../index.js";
 import { SESSION_RESPONSE_HEADERS, Session } from "../../index.js";
-import { isPromiseLike } from "./common.js";
+import { closeUncommitted, isPromiseLike } from "./common.js";
 
 /** Adds the session cookie and the headers that keep caches from storing or sharing it. */
 export function applyCommit(res: ServerResponse, result: CommitResult): void {
@@ -548,11 +548,15 @@ export function slotOwner(session: Session<object>): object | null {
 }
 
 /**
- * Commits `session`, unless `statusCode` is a server error, and adds the cookie it gives to `res`:
- * at once when the commit completes synchronously, else through the `ApplyCommit` it resolves to.
+ * Commits `session`, unless `statusCode` is a server error (then it is closed uncommitted), and
+ * adds the cookie it gives to `res`: at once when the commit completes synchronously, else
+ * through the `ApplyCommit` it resolves to.
  */
 export function commitFor<Data extends object>(res: ServerResponse, sessions: SessionManager<Data>, session: Session<Data>, request: { readonly secure: boolean }, statusCode: number): void | PromiseLike<ApplyCommit> {
-	if (statusCode >= 500) return;
+	if (statusCode >= 500) {
+		closeUncommitted(session);
+		return;
+	}
 	const result = sessions.commit(session, request);
 	if (isPromiseLike(result)) return result.then((settled) => () => applyCommit(res, settled));
 	applyCommit(res, result);
