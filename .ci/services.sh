@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the services the store tests need, on 127.0.0.1 (see test/services.ts for the URLs):
 # Redis (6379), a 3-master Redis Cluster (7000-7002), two memcached servers (11211, 11212),
-# PostgreSQL (5432) and MariaDB (3306). Run as root on Debian bookworm. Idempotent: a service
+# PostgreSQL (5432), PgBouncer in transaction mode in front of it (6432) and MariaDB (3306). Run as root on Debian bookworm. Idempotent: a service
 # that already answers is left alone, so running it twice is harmless.
 # Prints one line per service; exits 1 if any of them still does not answer after ~30 s.
 set -uo pipefail
@@ -9,6 +9,8 @@ set -uo pipefail
 MEMCACHED_PORTS=(11211 11212)
 CLUSTER_PORTS=(7000 7001 7002)
 CLUSTER_DIR=/var/lib/sessionkit-redis-cluster
+PGBOUNCER_DIR=/var/lib/sessionkit-pgbouncer
+PGBOUNCER_PORT=6432
 WAIT_SECONDS=30
 
 log() { printf '%s\n' "$*"; }
@@ -54,6 +56,12 @@ cluster_empty() {
 
 postgres_answers() { pg_isready -q -h 127.0.0.1 -p 5432 -t 2 2>/dev/null; }
 
+# A query through PgBouncer reaches PostgreSQL: pg_isready alone would accept a bouncer whose
+# server side is down.
+pgbouncer_answers() {
+	[[ $(timeout 3 psql -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U postgres -d test -Atc 'select 1' 2>/dev/null) == 1 ]]
+}
+
 # mariadb-admin ping exits 0 whenever the server runs, even if the login is refused.
 mariadb_answers() { timeout 3 mariadb-admin --protocol=tcp -h 127.0.0.1 -P 3306 -u root --connect-timeout=2 ping >/dev/null 2>&1; }
 
@@ -72,6 +80,7 @@ install_packages() {
 	command -v memcached >/dev/null || missing+=(memcached)
 	command -v redis-server >/dev/null || missing+=(redis-server)
 	command -v redis-cli >/dev/null || missing+=(redis-tools)
+	[[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
 	((${#missing[@]} == 0)) && return 0
 	export DEBIAN_FRONTEND=noninteractive
 	# Refresh the package lists only when installing from the current ones fails (fresh image).
@@ -104,6 +113,28 @@ start_cluster_node() { # port
 	redis-server --daemonize yes --bind 127.0.0.1 --port "$1" --cluster-enabled yes \
 		--cluster-config-file nodes.conf --cluster-node-timeout 5000 --save "" --appendonly no \
 		--dir "$dir" --logfile "$dir/redis.log" --pidfile "$dir/redis.pid"
+}
+
+# Transaction pooling, as apps run it in front of PostgreSQL; trust, as the server here.
+start_pgbouncer() {
+	mkdir -p "$PGBOUNCER_DIR"
+	cat >"$PGBOUNCER_DIR/pgbouncer.ini" <<-INI
+		[databases]
+		test = host=127.0.0.1 port=5432 dbname=test
+		[pgbouncer]
+		listen_addr = 127.0.0.1
+		listen_port = $PGBOUNCER_PORT
+		unix_socket_dir =
+		auth_type = trust
+		auth_file = $PGBOUNCER_DIR/users.txt
+		pool_mode = transaction
+		logfile = $PGBOUNCER_DIR/pgbouncer.log
+		pidfile = $PGBOUNCER_DIR/pgbouncer.pid
+	INI
+	printf '"postgres" ""\n' >"$PGBOUNCER_DIR/users.txt"
+	chown -R postgres: "$PGBOUNCER_DIR"
+	# PgBouncer refuses to run as root.
+	su postgres -s /bin/sh -c "/usr/sbin/pgbouncer -d '$PGBOUNCER_DIR/pgbouncer.ini'" >/dev/null
 }
 
 create_cluster() {
@@ -173,6 +204,13 @@ if [[ -d /etc/postgresql ]] && command -v pg_ctlcluster >/dev/null; then
 	fi
 	wait_for postgres_answers
 	report "postgres 127.0.0.1:5432" $? "$how"
+	how="already running"
+	if ! pgbouncer_answers; then
+		start_pgbouncer
+		how="started"
+	fi
+	wait_for pgbouncer_answers
+	report "pgbouncer 127.0.0.1:$PGBOUNCER_PORT" $? "$how"
 else
 	log "postgres 127.0.0.1:5432: not installed (skipped)"
 fi

@@ -8,6 +8,7 @@ import type * as NodeCrypto from "node:crypto";
 import { fromBase64Url, nodeCrypto, randomBytes, toBase64Url, withRandomBytes } from "../core/crypto.js";
 import { SessionConfigError, SessionTooLargeError } from "../core/errors.js";
 import type { SealedCookieStore, StoredRecord } from "../core/store.js";
+import { checkOptionKeys } from "./internal/option-keys.js";
 
 /** Options of {@link cookieStore}. */
 export interface CookieStoreOptions {
@@ -56,7 +57,8 @@ const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
  * "log out everywhere" is impossible, and `renew()` only re-seals (an old cookie stays valid
  * until its own expiry). Keep the idle timeout short.
  *
- * Throws `SessionConfigError` for a missing or short secret, or a bad `maxCookieBytes`.
+ * Throws `SessionConfigError` for a missing or short secret, a bad `maxCookieBytes`, or an option
+ * it does not know.
  *
  * @example
  * const sessions = createSessions({
@@ -67,6 +69,7 @@ export function cookieStore(options: CookieStoreOptions): SealedCookieStore {
 	if (typeof options !== "object" || options === null) {
 		throw new SessionConfigError("secrets", "is required: cookieStore({ secrets: [\"…at least 32 random characters…\"] }).");
 	}
+	checkOptionKeys(options, ["secrets", "maxCookieBytes"], "cookieStore");
 	const secrets = typeof options.secrets === "string" ? [options.secrets] : options.secrets;
 	if (!Array.isArray(secrets) || secrets.length === 0) {
 		throw new SessionConfigError("secrets", "must be a secret string or a non-empty list of them, newest first.");

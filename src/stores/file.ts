@@ -7,6 +7,7 @@ import { applyChanges } from "../core/store.js";
 import { describe } from "./internal/describe.js";
 import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
 import { checkClock } from "./internal/clock.js";
+import { checkOptionKeys } from "./internal/option-keys.js";
 import { checkTimeout } from "./internal/timeout.js";
 
 /** Options of {@link fileStore}. */
@@ -65,6 +66,14 @@ const queues = new Map<string, Promise<unknown>>();
 
 function isMissing(error: unknown): boolean {
 	return (error as NodeJS.ErrnoException | null)?.code === "ENOENT";
+}
+
+// Why one entry cannot be read, rather than the directory or the process (EMFILE, EIO): a
+// directory, a symlink loop, a file of another owner. A scan passes over such an entry.
+const UNREADABLE_ENTRY = new Set(["EISDIR", "ELOOP", "EACCES", "EPERM"]);
+
+function isUnreadableEntry(error: unknown): boolean {
+	return UNREADABLE_ENTRY.has((error as NodeJS.ErrnoException | null)?.code ?? "");
 }
 
 /** `mkdir` found the directory there already: the lock is held. */
@@ -142,13 +151,14 @@ function parse(text: string): FileContent | null {
  * number of sessions.
  *
  * File-system failures (permission denied, disk full) reject with `SessionStoreError` carrying
- * the error as `cause`. Throws `SessionConfigError` at construction for a missing `dir` or a bad
- * `gcInterval`, `lockTimeout` or `clock`.
+ * the error as `cause`. Throws `SessionConfigError` at construction for a missing `dir`, a bad
+ * `gcInterval`, `lockTimeout` or `clock`, or an option it does not know.
  *
  * @example
  * const sessions = createSessions({ store: fileStore({ dir: "/var/lib/myapp/sessions" }) });
  */
 export function fileStore(options: FileStoreOptions): FileStore {
+	checkOptionKeys(options, ["dir", "gcInterval", "lockTimeout", "clock"], "fileStore");
 	if (typeof options?.dir !== "string" || options.dir === "") {
 		throw new SessionConfigError("dir", `must be a non-empty directory path, got ${describe(options?.dir)}.`);
 	}
@@ -371,7 +381,25 @@ export function fileStore(options: FileStoreOptions): FileStore {
 		if (age !== null && age > STALE_LOCK_MS) await removeDir(lock);
 	}
 
-	/** Calls `visit` for every session file, every stray temp file and every lock directory, shard by shard. */
+	/**
+	 * The session file's content for a scan (`null` if gone, corrupt or of another shape), or
+	 * `undefined` if it cannot be read: see UNREADABLE_ENTRY.
+	 */
+	async function readForScan(file: string): Promise<FileContent | null | undefined> {
+		try {
+			return await read(file);
+		} catch (error) {
+			if (isUnreadableEntry(error)) return undefined;
+			throw error;
+		}
+	}
+
+	/**
+	 * Calls `visit` for every session file, every stray temp file and every lock directory, shard
+	 * by shard. A session file it cannot read (see UNREADABLE_ENTRY) is passed over, so that one
+	 * such entry cannot stop every gc and "log out everywhere": it is no session `get` could load
+	 * either (that fails closed), and removing it could lose a session a fixed permission brings back.
+	 */
 	async function scan(
 		visit: (entry: { key: string; content: FileContent | null } | { temp: string } | { lock: string }) => Promise<void>,
 	): Promise<void> {
@@ -392,8 +420,10 @@ export function fileStore(options: FileStoreOptions): FileStore {
 			}
 			for (const name of names) {
 				const key = RECORD_FILE.exec(name)?.[1];
-				if (key !== undefined && key.startsWith(shard)) await visit({ key, content: await read(join(dir, shard, name)) });
-				else if (TEMP_FILE.test(name)) await visit({ temp: join(dir, shard, name) });
+				if (key !== undefined && key.startsWith(shard)) {
+					const content = await readForScan(join(dir, shard, name));
+					if (content !== undefined) await visit({ key, content });
+				} else if (TEMP_FILE.test(name)) await visit({ temp: join(dir, shard, name) });
 				else if (LOCK_DIR.test(name)) await visit({ lock: join(dir, shard, name) });
 			}
 		}

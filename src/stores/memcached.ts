@@ -4,6 +4,7 @@ import type { AsyncSessionStore, StoredRecord } from "../core/store.js";
 import { applyChanges } from "../core/store.js";
 import { describe } from "./internal/describe.js";
 import { checkTimeout } from "./internal/timeout.js";
+import { checkStoreArguments } from "./internal/option-keys.js";
 
 /** Where {@link memcachedStore} gets its connection: your own memjs client, or servers it connects to. */
 export type MemcachedConnection =
@@ -193,7 +194,8 @@ async function connect(servers: string, timeout: number): Promise<Client> {
  * missing memjs package makes every operation reject with `SessionConfigError`. After `close()`
  * every operation rejects with `SessionStoreError` (it never reconnects).
  *
- * Throws `SessionConfigError` for a bad `prefix`, `timeout` or entry of `servers`, and for a
+ * Throws `SessionConfigError` for a bad `prefix`, `timeout` or entry of `servers`, an option it
+ * does not know (in either argument), and for a
  * client with memjs's `failover` on: it sends a key to another server while its own does not
  * answer, so a session deleted meanwhile comes back with the server.
  *
@@ -203,6 +205,7 @@ async function connect(servers: string, timeout: number): Promise<Client> {
  * const sessions = createSessions({ store: memcachedStore({ client }) });
  */
 export function memcachedStore(connection: MemcachedConnection, options: MemcachedStoreOptions = {}): AsyncSessionStore {
+	checkStoreArguments("memcachedStore", connection, ["client", "servers"], options, ["prefix", "timeout"]);
 	const prefix = validatePrefix(options?.prefix ?? "sess:");
 	const timeoutSeconds = checkTimeout(options?.timeout, 5);
 

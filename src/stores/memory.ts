@@ -3,6 +3,7 @@ import type { RecordChanges, StoredRecord, SubjectSession, SyncSessionStore } fr
 import { applyChanges } from "../core/store.js";
 import { validateGCInterval } from "./internal/gc-timer.js";
 import { checkClock } from "./internal/clock.js";
+import { checkOptionKeys } from "./internal/option-keys.js";
 
 /** Options of {@link memoryStore}. */
 export interface MemoryStoreOptions {
@@ -29,6 +30,75 @@ export interface MemoryStore extends SyncSessionStore {
 	readonly size: number;
 }
 
+/**
+ * Keys by expiry, soonest first: a binary min-heap with lazy deletion. A key gets a node each
+ * time its expiry is set; a node whose key is gone or has another expiry now is stale, and is
+ * dropped when it reaches the top, or when the heap is rebuilt. New expiries are mostly the
+ * latest yet, so a push rarely moves up more than a level.
+ */
+class ExpiryQueue {
+	private readonly times: number[] = [];
+	private readonly keys: string[] = [];
+
+	get size(): number {
+		return this.times.length;
+	}
+
+	/** The soonest expiry held (stale nodes included); Infinity when empty. */
+	soonest(): number {
+		return this.times.length > 0 ? this.times[0]! : Number.POSITIVE_INFINITY;
+	}
+
+	push(key: string, time: number): void {
+		let at = this.times.length;
+		while (at > 0) {
+			const parent = (at - 1) >> 1;
+			if (this.times[parent]! <= time) break;
+			this.times[at] = this.times[parent]!;
+			this.keys[at] = this.keys[parent]!;
+			at = parent;
+		}
+		this.times[at] = time;
+		this.keys[at] = key;
+	}
+
+	/** Removes the soonest node and returns its key (its time is what `soonest()` gave). */
+	pop(): string {
+		const key = this.keys[0]!;
+		const lastTime = this.times.pop()!;
+		const lastKey = this.keys.pop()!;
+		if (this.times.length > 0) this.siftDown(0, lastKey, lastTime);
+		return key;
+	}
+
+	/** Replaces every node with one per entry of `entries`. */
+	rebuild(entries: Map<string, { expiresAt: number }>): void {
+		this.times.length = 0;
+		this.keys.length = 0;
+		for (const [key, entry] of entries) {
+			this.times.push(entry.expiresAt);
+			this.keys.push(key);
+		}
+		for (let at = (this.times.length >> 1) - 1; at >= 0; at--) this.siftDown(at, this.keys[at]!, this.times[at]!);
+	}
+
+	private siftDown(start: number, key: string, time: number): void {
+		const length = this.times.length;
+		let at = start;
+		for (;;) {
+			let child = 2 * at + 1;
+			if (child >= length) break;
+			if (child + 1 < length && this.times[child + 1]! < this.times[child]!) child++;
+			if (this.times[child]! >= time) break;
+			this.times[at] = this.times[child]!;
+			this.keys[at] = this.keys[child]!;
+			at = child;
+		}
+		this.times[at] = time;
+		this.keys[at] = key;
+	}
+}
+
 function copy(record: StoredRecord): StoredRecord {
 	return { ...record, data: { ...record.data }, flash: { ...record.flash } };
 }
@@ -37,10 +107,14 @@ function copy(record: StoredRecord): StoredRecord {
  * Sessions in this process's memory: fast, bounded, and gone on restart. For development,
  * tests and single-process apps; a multi-process deployment needs a shared store.
  *
+ * Past `maxSessions`, sessions that have expired (but were not swept yet) go first, then the
+ * least recently used. Throws `SessionConfigError` for a bad option, or one it does not know.
+ *
  * @example
  * const sessions = createSessions({ store: memoryStore({ maxSessions: 50_000 }) });
  */
 export function memoryStore(options: MemoryStoreOptions = {}): MemoryStore {
+	checkOptionKeys(options, ["maxSessions", "sweepInterval", "clock"], "memoryStore");
 	const maxSessions = options.maxSessions ?? 10_000;
 	if (!Number.isInteger(maxSessions) || maxSessions < 1) {
 		throw new SessionConfigError("maxSessions", `must be a positive whole number, got ${String(maxSessions)}.`);
@@ -51,6 +125,21 @@ export function memoryStore(options: MemoryStoreOptions = {}): MemoryStore {
 	// A Map keeps insertion order: re-inserting on use makes the first entry the least recently used.
 	const entries = new Map<string, Entry>();
 	const bySubject = new Map<string, Set<string>>();
+	// Past maxSessions an expired session goes before any live one, wherever it is in LRU order.
+	const expiries = new ExpiryQueue();
+
+	/** Records that `key` now expires at `expiresAt`: its older node in `expiries`, if any, turns stale. */
+	function scheduleExpiry(key: string, expiresAt: number): void {
+		expiries.push(key, expiresAt);
+		// Stale nodes cost memory only: past twice the entries, one O(n) rebuild drops them all.
+		if (expiries.size > 2 * entries.size + 64) expiries.rebuild(entries);
+	}
+
+	function setExpiry(key: string, entry: Entry, expiresAt: number): void {
+		if (entry.expiresAt === expiresAt) return;
+		entry.expiresAt = expiresAt;
+		scheduleExpiry(key, expiresAt);
+	}
 
 	function unindex(key: string, subject: string | null): void {
 		if (subject === null) return;
@@ -139,8 +228,10 @@ export function memoryStore(options: MemoryStoreOptions = {}): MemoryStore {
 		}
 		index(key, record.subject);
 		entries.set(key, { record, expiresAt });
+		scheduleExpiry(key, expiresAt);
 		newest = key;
 		inserted();
+		if (entries.size > maxSessions) sweep();
 		while (entries.size > maxSessions) evictOldest();
 	}
 
@@ -151,15 +242,18 @@ export function memoryStore(options: MemoryStoreOptions = {}): MemoryStore {
 			index(key, record.subject);
 		}
 		entry.record = record;
-		entry.expiresAt = expiresAt;
+		setExpiry(key, entry, expiresAt);
 		markUsed(key, entry);
 	}
 
+	/** Removes every expired session: O(1) when none has expired, O(log n) per one removed. */
 	function sweep(): number {
 		const now = clock();
 		let removed = 0;
-		for (const [key, entry] of entries) {
-			if (entry.expiresAt <= now && remove(key)) removed++;
+		for (let time = expiries.soonest(); time <= now; time = expiries.soonest()) {
+			const key = expiries.pop();
+			// Otherwise the node is stale: its key is gone, or expires at another time now.
+			if (entries.get(key)?.expiresAt === time && remove(key)) removed++;
 		}
 		return removed;
 	}
@@ -206,7 +300,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): MemoryStore {
 			const entry = live(key);
 			if (!entry) return;
 			entry.record = { ...entry.record, idleExpiresAt };
-			entry.expiresAt = expiresAt;
+			setExpiry(key, entry, expiresAt);
 		},
 		listBySubject(subject): SubjectSession[] {
 			const out: SubjectSession[] = [];

@@ -2,6 +2,7 @@ import type { Collection, Document, Filter, MongoClient } from "mongodb";
 import { SessionConfigError, SessionError, SessionStoreError } from "../core/errors.js";
 import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } from "../core/store.js";
 import { checkTimeout } from "./internal/timeout.js";
+import { checkOptionKeys } from "./internal/option-keys.js";
 
 /**
  * One session as the MongoDB store keeps it. Field names inside `data` and `flash` are
@@ -192,12 +193,6 @@ const SOURCE_KEYS = ["collection", "url", "database", "collectionName"];
 const OPTION_KEYS = ["createIndexes", "timeout"];
 const DRIVER_ERROR_GRACE_MS = 200;
 
-function checkKeys(object: object, known: string[]): void {
-	for (const key of Object.keys(object)) {
-		if (!known.includes(key)) fail(key, `is not an option of mongodbStore. Known: ${known.join(", ")}.`);
-	}
-}
-
 function checkSource(source: unknown): asserts source is MongoDBSource {
 	if (typeof source !== "object" || source === null) fail("collection", "is required: mongodbStore({ collection }) or mongodbStore({ url }).");
 	const given = source as Partial<Record<"collection" | "url" | "database" | "collectionName", unknown>>;
@@ -220,7 +215,7 @@ function checkSource(source: unknown): asserts source is MongoDBSource {
 	} else {
 		fail("collection", "is required: mongodbStore({ collection }) or mongodbStore({ url }).");
 	}
-	checkKeys(source as object, SOURCE_KEYS);
+	checkOptionKeys(source, SOURCE_KEYS, "mongodbStore");
 }
 
 /**
@@ -240,7 +235,7 @@ function checkSource(source: unknown): asserts source is MongoDBSource {
 export function mongodbStore(source: MongoDBSource, options: MongoDBStoreOptions = {}): MongoDBStore {
 	checkSource(source);
 	if (typeof options !== "object" || options === null) fail("options", "must be an object: { createIndexes?, timeout? }.");
-	checkKeys(options, OPTION_KEYS);
+	checkOptionKeys(options, OPTION_KEYS, "mongodbStore");
 	const timeout = checkTimeout(options.timeout, 5);
 	const createIndexes = options.createIndexes ?? true;
 	if (typeof createIndexes !== "boolean") fail("createIndexes", `must be true or false, got ${String(createIndexes)}.`);

@@ -7,6 +7,7 @@ import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
 import type { TableName } from "./internal/sql-common.js";
 import { checkConnection, checkCreateTable, closeOnce, jsonColumn, messageOf, onceUntilSuccess, parseTable, withDeadline } from "./internal/sql-common.js";
 import { checkTimeout } from "./internal/timeout.js";
+import { checkStoreArguments } from "./internal/option-keys.js";
 
 /** How {@link mysqlStore} reaches the database: the app's pool, or a URL for a pool of its own. */
 export type MySQLStoreConnection =
@@ -311,7 +312,8 @@ async function createPool(url: string, timeout: number): Promise<Pool> {
  * than `timeout`.
  *
  * Throws `SessionConfigError` at construction for a bad `table`, `createTable`, `gcInterval` or
- * `timeout`, or unless exactly one of `pool` and `url` is given.
+ * `timeout`, an option it does not know (in either argument), or unless exactly one of `pool`
+ * and `url` is given.
  *
  * @example
  * import mysql from "mysql2/promise";
@@ -319,6 +321,7 @@ async function createPool(url: string, timeout: number): Promise<Pool> {
  * const sessions = createSessions({ store: mysqlStore({ pool }) });
  */
 export function mysqlStore(connection: MySQLStoreConnection, options: MySQLStoreOptions = {}): MySQLStore {
+	checkStoreArguments("mysqlStore", connection, ["pool", "url"], options, ["table", "createTable", "gcInterval", "timeout"]);
 	const kind = checkConnection(connection, "mysql2/promise");
 	if (kind === "pool" && typeof (connection.pool as unknown as { promise?: unknown }).promise === "function") {
 		throw new SessionConfigError("pool", "must be a mysql2/promise pool; pass pool.promise() instead of the callback pool.");

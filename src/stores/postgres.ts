@@ -7,6 +7,7 @@ import { describe } from "./internal/describe.js";
 import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
 import type { TableName } from "./internal/sql-common.js";
 import { checkConnection, checkCreateTable, closeOnce, jsonColumn, messageOf, onceUntilSuccess, parseTable, withDeadline } from "./internal/sql-common.js";
+import { checkStoreArguments } from "./internal/option-keys.js";
 import { checkTimeout } from "./internal/timeout.js";
 
 /** How {@link postgresStore} reaches the database: the app's pool, or a URL for a pool of its own. */
@@ -46,10 +47,22 @@ export interface PostgresStoreOptions {
 	 * `SessionStoreError`. A pool created from `url` also gets it as its connect timeout, and has
 	 * the server cancel each statement before the call's time is up (`statement_timeout` of 90% of
 	 * it, less the time the call already waited), so a call that timed out was not applied, as
-	 * long as a round trip to the server takes under 5% of `timeout`. With `pool`, see the docs.
+	 * long as a round trip to the server takes under 5% of `timeout` (see `setStatementTimeout`).
+	 * With `pool`, see the docs.
 	 * @default 5
 	 */
 	timeout?: number;
+	/**
+	 * With `url`: set `statement_timeout` on the store's connections (see `timeout`), as a startup
+	 * parameter of each connection, and by `SET` on one whose call waited for it. Set `false`
+	 * behind PgBouncer, which refuses that startup parameter ("unsupported startup parameter:
+	 * statement_timeout") and, in transaction mode, would hand a `SET` on to other clients: the
+	 * store then sends neither, and a call that timed out may still be applied afterwards, unless
+	 * the server has a limit of its own (`ALTER ROLE app SET statement_timeout = '4500ms'`, which
+	 * works through PgBouncer). Not an option with `pool`, which keeps the app's own settings.
+	 * @default true
+	 */
+	setStatementTimeout?: boolean;
 	/**
 	 * Run each statement as a named prepared statement: PostgreSQL parses and plans it once per
 	 * connection instead of on every call (a load plus a write took about 30% less time here). Set
@@ -69,6 +82,8 @@ export interface PostgresStore extends Omit<AsyncSessionStore, Capabilities>, Re
 }
 
 const STORE = "postgres";
+const CONNECTION_KEYS = ["pool", "url"];
+const OPTION_KEYS = ["table", "createTable", "gcInterval", "timeout", "prepare", "setStatementTimeout"];
 const GC_BATCH = 1000;
 // What the contract calls a JSON number; anything else counts as 0 when incremented. The
 // exponent (leading zeros aside) has at most 4 digits and the text at most MAX_NUMBER_TEXT
@@ -292,7 +307,17 @@ function statementName(operation: string, text: string): string {
 	return `sessionkit_${operation}_${createHash("sha256").update(text).digest("hex").slice(0, 16)}`;
 }
 
-async function createPool(url: string, timeoutMs: number, statementTimeoutMs: number): Promise<Pool> {
+/** `setStatementTimeout ?? true`, checked: a boolean, and only with `url`. */
+function checkSetStatementTimeout(value: unknown, kind: "pool" | "url"): boolean {
+	if (value === undefined) return kind === "url";
+	if (typeof value !== "boolean") throw new SessionConfigError("setStatementTimeout", `must be true or false, got ${describe(value)}.`);
+	if (kind === "pool") {
+		throw new SessionConfigError("setStatementTimeout", "applies only with url: the store leaves the statement_timeout of the app's pool as the app set it.");
+	}
+	return value;
+}
+
+async function createPool(url: string, timeoutMs: number, statementTimeoutMs: number | undefined): Promise<Pool> {
 	let pg: typeof import("pg");
 	try {
 		pg = await import("pg");
@@ -307,7 +332,8 @@ async function createPool(url: string, timeoutMs: number, statementTimeoutMs: nu
 		connectionString: url,
 		connectionTimeoutMillis: timeoutMs,
 		query_timeout: timeoutMs,
-		statement_timeout: statementTimeoutMs,
+		// A startup parameter: PgBouncer refuses the connection for it (see setStatementTimeout).
+		...(statementTimeoutMs === undefined ? {} : { statement_timeout: statementTimeoutMs }),
 		// Like the gc timer, the store's own idle connections never keep the process alive.
 		allowExitOnIdle: true,
 	});
@@ -332,8 +358,9 @@ async function createPool(url: string, timeoutMs: number, statementTimeoutMs: nu
  * with `SessionStoreError` (the driver's error as `cause`) on a database failure, or when it
  * takes longer than `timeout`.
  *
- * Throws `SessionConfigError` at construction for a bad `table`, `createTable`, `gcInterval` or
- * `timeout`, or unless exactly one of `pool` and `url` is given.
+ * Throws `SessionConfigError` at construction for a bad `table`, `createTable`, `gcInterval`,
+ * `timeout`, `prepare` or `setStatementTimeout`, an option it does not know (in either argument),
+ * or unless exactly one of `pool` and `url` is given.
  *
  * @example
  * import pg from "pg";
@@ -342,6 +369,7 @@ async function createPool(url: string, timeoutMs: number, statementTimeoutMs: nu
  * const sessions = createSessions({ store: postgresStore({ pool }) });
  */
 export function postgresStore(connection: PostgresStoreConnection, options: PostgresStoreOptions = {}): PostgresStore {
+	checkStoreArguments("postgresStore", connection, CONNECTION_KEYS, options, OPTION_KEYS);
 	const kind = checkConnection(connection, "pg");
 	const tableOption = options.table ?? "sessions";
 	const table = parseTable(tableOption);
@@ -351,6 +379,8 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 	const gcInterval = validateGCInterval(options.gcInterval, 300);
 	const timeout = checkTimeout(options.timeout, 5);
 	const timeoutMs = Math.ceil(timeout * 1000);
+	// Whether the server cancels the store's statements in time: only on the store's own pool.
+	const serverCancels = checkSetStatementTimeout(options.setStatementTimeout, kind);
 	// The server's statement_timeout starts when the statement arrives, the call's deadline when
 	// the call is made. On its own pool the store keeps the first within the second: each
 	// statement gets 90% of the timeout less the time the call spent before sending it (pool
@@ -368,7 +398,7 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 	const connect: () => Promise<Pool> =
 		kind === "pool"
 			? () => Promise.resolve(connection.pool!)
-			: onceUntilSuccess(() => (owned = createPool(connection.url!, timeoutMs, statementTimeoutMs)));
+			: onceUntilSuccess(() => (owned = createPool(connection.url!, timeoutMs, serverCancels ? statementTimeoutMs : undefined)));
 	const ensureTable = onceUntilSuccess(async () => {
 		const pool = await connect();
 		const { rows } = await pool.query<{ n: number }>(withQueryTimeout(sql.exists, undefined));
@@ -397,8 +427,11 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 			return `table ${quoted(table)} does not exist. Create it with postgresSchema() (in a migration), or set createTable: true so the store creates it on its first call; see docs/stores/postgres.md.`;
 		}
 		// 57014 is also pg_cancel_backend(); only the store's own pool sets statement_timeout.
-		if (code === "57014" && kind === "url" && /statement timeout/.test(messageOf(error))) {
+		if (code === "57014" && serverCancels && /statement timeout/.test(messageOf(error))) {
 			return `the server cancelled it before the ${timeout} s timeout, so it was not applied. Is the row locked by a long transaction?`;
+		}
+		if (serverCancels && /unsupported startup parameter: statement_timeout/.test(messageOf(error))) {
+			return `${messageOf(error)}. A pooler (PgBouncer) refuses the statement_timeout the store sets on its connections: set the option setStatementTimeout: false (and prepare: false before PgBouncer 1.21 in transaction mode); see docs/stores/postgres.md.`;
 		}
 		return messageOf(error);
 	}
@@ -447,7 +480,7 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 		// On the store's own pool, a call that waited longer than the allowance first lowers the
 		// connection's limit to what is left. The app's pool has the statement_timeout the app
 		// gave it, which the store could not put back.
-		const limitMs = kind === "pool" || waitedMs <= waitAllowanceMs ? undefined : Math.floor(statementTimeoutMs - waitedMs);
+		const limitMs = !serverCancels || waitedMs <= waitAllowanceMs ? undefined : Math.floor(statementTimeoutMs - waitedMs);
 		if (signal.aborted || (limitMs !== undefined && limitMs < 1)) {
 			client.release();
 			throw new SessionStoreError(
@@ -480,7 +513,7 @@ export function postgresStore(connection: PostgresStoreConnection, options: Post
 					// its own transaction, so it is sent again while the call has time; on the store's
 					// own pool, with the limit lowered to what is left, as above.
 					if (!isSerializationFailure(error) || signal.aborted) throw error;
-					if (kind === "url") {
+					if (serverCancels) {
 						const leftMs = Math.floor(statementTimeoutMs - (performance.now() - started));
 						if (leftMs < 1) throw error;
 						await lower(leftMs);

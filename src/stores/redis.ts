@@ -4,6 +4,7 @@ import type { Cluster, Redis } from "ioredis";
 import { SessionConfigError, SessionStoreError } from "../core/errors.js";
 import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } from "../core/store.js";
 import { checkTimeout } from "./internal/timeout.js";
+import { checkStoreArguments } from "./internal/option-keys.js";
 
 /** Where {@link redisStore} gets its connection: your own client, or a URL it connects to itself. */
 export type RedisConnection =
@@ -466,7 +467,8 @@ async function connect(url: string, onError: (error: Error) => void): Promise<Re
  * reject with `SessionConfigError`. Your client's `keyPrefix` option goes before `prefix` in
  * every key.
  *
- * Throws `SessionConfigError` for a bad `prefix` or `timeout`.
+ * Throws `SessionConfigError` for a bad `prefix` or `timeout`, or an option it does not know (in
+ * either argument).
  *
  * @example
  * import { Redis } from "ioredis";
@@ -474,6 +476,7 @@ async function connect(url: string, onError: (error: Error) => void): Promise<Re
  * const sessions = createSessions({ store: redisStore({ client }, { prefix: "myapp:sess:" }) });
  */
 export function redisStore(connection: RedisConnection, options: RedisStoreOptions = {}): AsyncSessionStore {
+	checkStoreArguments("redisStore", connection, ["client", "url"], options, ["prefix", "timeout"]);
 	const prefix = validatePrefix(options.prefix ?? "sess:");
 	const timeoutMs = checkTimeout(options.timeout, 5) * 1000;
 

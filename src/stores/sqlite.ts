@@ -6,6 +6,7 @@ import { applyChanges } from "../core/store.js";
 import { describe } from "./internal/describe.js";
 import { startGCTimer, validateGCInterval } from "./internal/gc-timer.js";
 import { checkClock } from "./internal/clock.js";
+import { checkOptionKeys } from "./internal/option-keys.js";
 
 /** A better-sqlite3 database handle (`new Database(path)`). */
 export type SQLiteDatabase = BetterSqlite3.Database;
@@ -15,7 +16,10 @@ export interface SQLiteStoreBaseOptions {
 	/**
 	 * The table name, a plain SQL identifier (`/^[A-Za-z_][A-Za-z0-9_]{0,62}$/`) not starting with
 	 * `sqlite_` (SQLite reserves those); anything else throws `SessionConfigError` at construction.
-	 * Its indexes are named `<table>_expires_at` and `<table>_subject`.
+	 * Its indexes are named `<table>_expires_at` and `<table>_subject`. SQLite ignores case in
+	 * table names (`Sessions` is `sessions`): a name that matches an existing table in all but
+	 * case makes the first call reject with `SessionConfigError`, so two stores never share a
+	 * table unknowingly.
 	 * @default "sessions"
 	 */
 	table?: string;
@@ -251,8 +255,8 @@ function messageOf(error: unknown): string {
  * on an unref'd timer, or when `gc()` is called. Driver failures reject with `SessionStoreError`
  * carrying the driver's error as `cause`.
  *
- * Throws `SessionConfigError` at construction for a bad `table`, `gcInterval` or `clock`, or
- * unless exactly one of `database` and `path` is given.
+ * Throws `SessionConfigError` at construction for a bad `table`, `gcInterval` or `clock`, an
+ * option it does not know, or unless exactly one of `database` and `path` is given.
  *
  * @example
  * import Database from "better-sqlite3";
@@ -263,6 +267,7 @@ function messageOf(error: unknown): string {
 export function sqliteStore(options: SQLiteStoreOptions): SQLiteStore {
 	// No options at all is a missing database or path, refused below like any other.
 	const given: Partial<SQLiteStoreOptions> = typeof options === "object" && options !== null ? options : {};
+	checkOptionKeys(given, ["database", "path", "table", "gcInterval", "clock"], "sqliteStore");
 	const table = checkTable(given.table ?? "sessions");
 	const gcInterval = validateGCInterval(given.gcInterval, 300);
 	const clock = checkClock(given.clock);
@@ -287,10 +292,24 @@ export function sqliteStore(options: SQLiteStoreOptions): SQLiteStore {
 		const db = database ?? (owned = await openDatabase(path!));
 		try {
 			db.exec(sqliteSchema(table));
+			checkSameCase(db.prepare<[string], string>("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE").pluck().get(table));
 			return prepare(db, table);
 		} catch (error) {
+			if (error instanceof SessionError) throw error;
 			throw new SessionStoreError(STORE, `cannot create or prepare table "${table}": ${messageOf(error)}`, { cause: error });
 		}
+	}
+
+	/**
+	 * SQLite compares table names without case: `"Sessions"` is the table `sessions`, so two
+	 * stores given those names would mix their sessions. The name must be the table's own.
+	 */
+	function checkSameCase(existing: string | undefined): void {
+		if (existing === undefined || existing === table) return;
+		throw new SessionConfigError(
+			"table",
+			`is "${table}", but the database's table of that name is "${existing}": SQLite table names ignore case, so both would be one table. Set table: "${existing}" to use it, or pick a name that differs in more than case.`,
+		);
 	}
 
 	function ready(): Promise<Statements> {

@@ -339,3 +339,10 @@ describe("cookie store", () => {
 		assert.deepEqual(JSON.parse(stdout), expected, "Web Crypto");
 	});
 });
+
+it("cookieStore refuses an option it does not know (a typo would do nothing)", () => {
+	assert.throws(
+		() => cookieStore({ secrets: "x".repeat(32), maxCookieByte: 1024 } as never),
+		(error) => error instanceof SessionConfigError && error.option === "maxCookieByte" && error.message === 'sessionkit: option "maxCookieByte" is not an option of cookieStore. Known: secrets, maxCookieBytes.',
+	);
+});

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, symlink, utimes, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
@@ -64,6 +64,18 @@ describe("file store", () => {
 			);
 		}
 		fileStore({ dir: freshDir(), lockTimeout: 0.05, gcInterval: 0 });
+	});
+
+	it("refuses an option it does not know (a typo would otherwise do nothing), naming it and the known ones", () => {
+		for (const typo of ["gcIntervall", "lock_timeout", "directory"]) {
+			assert.throws(
+				() => fileStore({ dir: freshDir(), gcInterval: 0, [typo]: 1 } as never),
+				(error: unknown) =>
+					error instanceof SessionConfigError &&
+					error.option === typo &&
+					error.message === `sessionkit: option "${typo}" is not an option of fileStore. Known: dir, gcInterval, lockTimeout, clock.`,
+			);
+		}
 	});
 
 	it("quotes a string where an option wants a number, so it cannot pass for one", () => {
@@ -188,6 +200,67 @@ describe("file store", () => {
 		assert.equal(await store.merge(key, noChanges({ set: { a: "1" } }), Date.now() + HOUR), false);
 		assert.equal(await store.gc(), 1);
 		assert.deepEqual(await tree(dir), [key.slice(0, 2)]);
+	});
+
+	/** A key in the same shard as `key`. */
+	const keyInShard = (key: string) => key.slice(0, 2) + randomKey().slice(2);
+
+	it("skips, in every scan, an entry it cannot read (a directory, a symlink loop), does the rest, and leaves the entry in place", async () => {
+		const dir = freshDir();
+		let now = Date.now();
+		const store = fileStore({ dir, gcInterval: 0, clock: () => now });
+		const [first, other] = [randomKey(), randomKey()];
+		const [expired, asDirectory, asLoop] = [keyInShard(first), keyInShard(first), keyInShard(first)];
+		await store.set(expired, makeRecord({ subject: "ada" }), now + 1000);
+		for (const key of [first, other]) await store.set(key, makeRecord({ subject: "ada" }), now + HOUR);
+		const shard = join(dir, first.slice(0, 2));
+		await mkdir(join(shard, `${asDirectory}.json`));
+		await symlink(`${asLoop}.json`, join(shard, `${asLoop}.json`));
+		now += 2000;
+
+		assert.equal(await store.count(), 2);
+		assert.deepEqual((await store.listBySubject("ada")).map((s) => s.key).sort(), [first, other].sort());
+		assert.equal(await store.gc(), 1, "the expired session is removed");
+		assert.equal(await store.deleteBySubject("ada"), 2);
+		assert.equal(await store.count(), 0);
+		assert.deepEqual(await tree(dir), [first.slice(0, 2), other.slice(0, 2), join(first.slice(0, 2), `${asDirectory}.json`), join(first.slice(0, 2), `${asLoop}.json`)].sort());
+		// Such an entry is never a session: loading it still fails closed.
+		await assert.rejects(store.get(asDirectory), SessionStoreError);
+		await store.close();
+	});
+
+	it("skips, in every scan, a session file it may not read (permission denied) and leaves it alone", { skip: process.getuid?.() === 0 ? "root reads a file of mode 000" : false }, async () => {
+		const dir = freshDir();
+		const store = fileStore({ dir, gcInterval: 0 });
+		const [locked, readable] = [randomKey(), randomKey()];
+		for (const key of [locked, readable]) await store.set(key, makeRecord({ subject: "ada" }), Date.now() + HOUR);
+		const lockedFile = join(dir, locked.slice(0, 2), `${locked}.json`);
+		await chmod(lockedFile, 0o000);
+		try {
+			assert.deepEqual((await store.listBySubject("ada")).map((s) => s.key), [readable]);
+			assert.equal(await store.gc(), 0);
+			assert.equal(await store.deleteBySubject("ada"), 1);
+		} finally {
+			await chmod(lockedFile, 0o600);
+		}
+		assert.ok(await store.get(locked), "the session nobody could read is still there");
+		await store.close();
+	});
+
+	it("lets gc remove a corrupt session file without touching the others in its shard", async () => {
+		const dir = freshDir();
+		const store = fileStore({ dir, gcInterval: 0 });
+		const live = randomKey();
+		const [truncated, garbage] = [keyInShard(live), keyInShard(live)];
+		for (const key of [live, truncated, garbage]) await store.set(key, makeRecord(), Date.now() + HOUR);
+		const fileOf = (key: string) => join(dir, key.slice(0, 2), `${key}.json`);
+		await writeFile(fileOf(truncated), (await readFile(fileOf(truncated), "utf8")).slice(0, 20));
+		await writeFile(fileOf(garbage), Buffer.from([0xff, 0xfe, 0x00, 0x7b]));
+		assert.equal(await store.count(), 1);
+		assert.equal(await store.gc(), 2);
+		assert.ok(await store.get(live));
+		assert.deepEqual(await tree(dir), [live.slice(0, 2), join(live.slice(0, 2), `${live}.json`)]);
+		await store.close();
 	});
 
 	it("treats a session file of well-formed JSON but another shape (edited by hand) as no session, and gc removes it", async () => {

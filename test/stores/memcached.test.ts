@@ -550,3 +550,10 @@ describe("memcached store", () => {
 		});
 	});
 });
+
+it("memcachedStore refuses an option it does not know, and one given in the connection, saying where it belongs", () => {
+	const unknown = (error: unknown, option: string, message: string) => error instanceof SessionConfigError && error.option === option && error.message === `sessionkit: option "${option}" ${message}`;
+	assert.throws(() => memcachedStore({ servers: "127.0.0.1:1" }, { timout: 5 } as never), (error) => unknown(error, "timout", "is not an option of memcachedStore. Known: prefix, timeout."));
+	assert.throws(() => memcachedStore({ servers: "127.0.0.1:1", timeout: 5 } as never), (error) => unknown(error, "timeout", "belongs in memcachedStore's second argument, the options: memcachedStore(connection, { timeout }), not in the connection."));
+	assert.throws(() => memcachedStore({ servers: "127.0.0.1:1", server: 1 } as never), (error) => unknown(error, "server", "is not an option of memcachedStore's connection (its first argument). Known: client, servers."));
+});

@@ -72,6 +72,89 @@ describe("memory store", () => {
 		await store.close!();
 	});
 
+	it("evicts an expired session not yet swept before a live one past maxSessions", () => {
+		let now = 1_000_000;
+		const store = memoryStore({ maxSessions: 3, sweepInterval: 0, clock: () => now });
+		const [short, a, b, c] = [randomKey(), randomKey(), randomKey(), randomKey()];
+		store.set(short, makeRecord(), now + 1000);
+		store.set(a, makeRecord(), now + 60_000);
+		store.set(b, makeRecord(), now + 60_000);
+		store.get(short); // the expiring session is now the most recently used
+		now += 2000;
+		store.set(c, makeRecord(), now + 60_000);
+		assert.equal(store.size, 3);
+		assert.ok(store.get(a), "a live session was evicted while an expired one kept its slot");
+		assert.ok(store.get(b));
+		assert.ok(store.get(c));
+		assert.equal(store.get(short), null);
+		store.close!();
+	});
+
+	it("counts an expiry extended by touch, replace or set, not the one the session had before", () => {
+		let now = 1_000_000;
+		const store = memoryStore({ maxSessions: 3, sweepInterval: 0, clock: () => now });
+		const [touched, replaced, reset, d] = [randomKey(), randomKey(), randomKey(), randomKey()];
+		for (const key of [touched, replaced, reset]) store.set(key, makeRecord(), now + 1000);
+		store.touch(touched, now + 60_000, now + 60_000);
+		store.replace(replaced, makeRecord(), now + 60_000);
+		store.set(reset, makeRecord(), now + 60_000);
+		now += 2000;
+		assert.equal(store.gc!(), 0, "no session has expired");
+		store.set(d, makeRecord(), now + 60_000);
+		assert.equal(store.get(touched), null, "past maxSessions the least recently used goes");
+		for (const key of [replaced, reset, d]) assert.ok(store.get(key));
+		store.close!();
+	});
+
+	it("past maxSessions drops expired sessions first, and otherwise the least recently used, through thousands of random calls", () => {
+		const max = 8;
+		let now = 1_000_000;
+		const store = memoryStore({ maxSessions: max, sweepInterval: 0, clock: () => now });
+		const universe = Array.from({ length: 30 }, () => randomKey());
+		// The model: key → expiry, from least to most recently used.
+		const model = new Map<string, number>();
+		const use = (key: string, expiresAt: number) => {
+			model.delete(key);
+			model.set(key, expiresAt);
+		};
+		const isLive = (key: string) => (model.get(key) ?? 0) > now;
+		let seed = 7;
+		const random = () => {
+			seed = (seed * 1103515245 + 12345) % 2147483648;
+			return seed / 2147483648;
+		};
+		for (let step = 0; step < 5000; step++) {
+			const key = universe[Math.floor(random() * universe.length)]!;
+			const roll = random();
+			const expiresAt = now + 1 + Math.floor(random() * 200);
+			if (roll < 0.35) {
+				store.set(key, makeRecord(), expiresAt);
+				use(key, expiresAt);
+				if (model.size > max) {
+					for (const [k] of model) if (!isLive(k)) model.delete(k);
+					if (model.size > max) model.delete(model.keys().next().value!);
+				}
+			} else if (roll < 0.6) {
+				const found = store.get(key) !== null;
+				assert.equal(found, isLive(key), `step ${step}: get`);
+				if (found) use(key, model.get(key)!);
+				else model.delete(key);
+			} else if (roll < 0.75) {
+				const live = isLive(key);
+				store.touch(key, expiresAt, expiresAt);
+				if (live) model.set(key, expiresAt);
+				else model.delete(key);
+			} else if (roll < 0.85) {
+				store.delete(key);
+				model.delete(key);
+			} else {
+				now += Math.floor(random() * 50);
+			}
+		}
+		for (const key of universe) assert.equal(store.get(key) !== null, isLive(key), "the store keeps the live sessions the model keeps");
+		store.close!();
+	});
+
 	it("sweeps expired sessions so memory does not grow without limit", async () => {
 		let now = 1_000_000;
 		const store = memoryStore({ sweepInterval: 0, clock: () => now });
@@ -88,6 +171,17 @@ describe("memory store", () => {
 		// setInterval would clamp a delay past 2^31-1 ms to 1 ms: a sweep every millisecond.
 		assert.throws(() => memoryStore({ sweepInterval: 30 * 24 * 3600 }), (error: unknown) => error instanceof SessionConfigError && /sweepInterval/.test(error.message));
 		memoryStore({ sweepInterval: 2147483 }).close?.();
+	});
+
+	it("refuses an option it does not know (a typo would otherwise do nothing), naming it and the known ones", () => {
+		assert.throws(
+			() => memoryStore({ maxSesions: 5 } as never),
+			(error: unknown) =>
+				error instanceof SessionConfigError &&
+				error.option === "maxSesions" &&
+				error.message === 'sessionkit: option "maxSesions" is not an option of memoryStore. Known: maxSessions, sweepInterval, clock.',
+		);
+		memoryStore({ maxSessions: 5, sweepInterval: 0, clock: undefined }).close!();
 	});
 
 	it("refuses a clock that is not a function at construction, not at the first sweep", () => {

@@ -664,3 +664,10 @@ describe("mysql store", { skip }, () => {
 		});
 	});
 });
+
+it("mysqlStore refuses an option it does not know, and one given in the connection, saying where it belongs", () => {
+	const unknown = (error: unknown, option: string, message: string) => error instanceof SessionConfigError && error.option === option && error.message === `sessionkit: option "${option}" ${message}`;
+	assert.throws(() => mysqlStore({ url: "mysql://root@127.0.0.1:1/test" }, { tabel: "s" } as never), (error) => unknown(error, "tabel", "is not an option of mysqlStore. Known: table, createTable, gcInterval, timeout."));
+	assert.throws(() => mysqlStore({ url: "mysql://root@127.0.0.1:1/test", table: "s" } as never), (error) => unknown(error, "table", "belongs in mysqlStore's second argument, the options: mysqlStore(connection, { table }), not in the connection."));
+	assert.throws(() => mysqlStore({ url: "mysql://root@127.0.0.1:1/test", poool: 1 } as never), (error) => unknown(error, "poool", "is not an option of mysqlStore's connection (its first argument). Known: pool, url."));
+});

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createServer, type Socket } from "node:net";
+import { connect, createServer, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { applyChanges, type RecordChanges, SessionConfigError, SessionStoreError } from "sessionkit";
@@ -10,6 +10,7 @@ import { requireService, serviceURL } from "../services.js";
 import { makeRecord, noChanges, storeConformance } from "sessionkit/testing";
 
 const skip = await requireService("postgres");
+const skipBouncer = skip ?? (await requireService("pgbouncer"));
 const HOUR = 3_600_000;
 
 function newPool(config: pg.PoolConfig = {}): pg.Pool {
@@ -39,6 +40,80 @@ for (const prepare of [true, false]) {
 		{ merge: true, subjects: true, count: true, selfExpiring: false, expiryResolutionMs: 1 },
 		{ skip },
 	);
+}
+
+// Through a real PgBouncer in transaction mode: each statement may run on another server connection.
+storeConformance(
+	"postgres through PgBouncer (transaction mode; url, setStatementTimeout: false, prepare: false)",
+	async () => {
+		const table = `sessions_test_${runId()}`;
+		const store = postgresStore({ url: serviceURL.pgbouncer }, { table, gcInterval: 0, setStatementTimeout: false, prepare: false });
+		return {
+			store,
+			async cleanup() {
+				await store.close();
+				const pool = newPool();
+				await pool.query(`DROP TABLE IF EXISTS "${table}"`);
+				await pool.end();
+			},
+		};
+	},
+	{ merge: true, subjects: true, count: true, selfExpiring: false, expiryResolutionMs: 1 },
+	{ skip: skipBouncer },
+);
+
+/** A FATAL ErrorResponse of the wire protocol, as PgBouncer sends it for a startup packet it refuses. */
+function fatal(code: string, message: string): Buffer {
+	const fields = Buffer.from(`SFATAL\0VFATAL\0C${code}\0M${message}\0\0`, "utf8");
+	const head = Buffer.alloc(5);
+	head.write("E", 0, "latin1");
+	head.writeInt32BE(fields.length + 4, 1);
+	return Buffer.concat([head, fields]);
+}
+
+/**
+ * What PgBouncer does with a client's startup packet, in front of the real server: it refuses
+ * one that sets statement_timeout ("unsupported startup parameter"), as PgBouncer 1.x does,
+ * and relays any other after `delayMs` (a slow new connection). Records what clients sent.
+ */
+async function pgbouncerStandIn(delayMs: number): Promise<{ url: string; sent(): string; close(): Promise<void> }> {
+	const target = new URL(serviceURL.postgres);
+	const sockets = new Set<Socket>();
+	let sent = "";
+	const server = createServer((client) => {
+		sockets.add(client);
+		client.on("error", () => undefined);
+		client.once("data", (startup) => {
+			sent += startup.toString("latin1");
+			if (startup.includes("statement_timeout")) {
+				client.end(fatal("08P01", "unsupported startup parameter: statement_timeout"));
+				return;
+			}
+			setTimeout(() => {
+				const upstream = connect(Number(target.port || 5432), target.hostname);
+				sockets.add(upstream);
+				upstream.on("error", () => client.destroy());
+				client.on("data", (chunk) => {
+					sent += chunk.toString("latin1");
+					upstream.write(chunk);
+				});
+				client.on("close", () => upstream.destroy());
+				upstream.on("close", () => client.destroy());
+				upstream.write(startup);
+				upstream.pipe(client);
+			}, delayMs);
+		});
+	});
+	await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+	const { port } = server.address() as { port: number };
+	return {
+		url: `postgres://${target.username}@127.0.0.1:${port}${target.pathname}`,
+		sent: () => sent,
+		async close() {
+			for (const socket of sockets) socket.destroy();
+			await new Promise((resolve) => server.close(resolve));
+		},
+	};
 }
 
 function assertStoreError(error: unknown): true {
@@ -93,10 +168,41 @@ describe("postgres store", { skip }, () => {
 		assert.throws(() => postgresStore({ pool }, { gcInterval: -1 }), SessionConfigError);
 		assert.throws(() => postgresStore({ pool }, { createTable: "yes" as unknown as boolean }), SessionConfigError);
 		assert.throws(() => postgresStore({ pool }, { prepare: "yes" as unknown as boolean }), SessionConfigError);
+		assert.throws(() => postgresStore({ url: serviceURL.postgres }, { setStatementTimeout: "no" as unknown as boolean }), SessionConfigError);
+		// The app's pool keeps its own settings: the option would do nothing there.
+		assert.throws(
+			() => postgresStore({ pool }, { setStatementTimeout: false }),
+			(error: unknown) => error instanceof SessionConfigError && error.option === "setStatementTimeout",
+		);
 		assert.throws(() => postgresStore({} as never), SessionConfigError);
 		assert.throws(() => postgresStore({ pool, url: serviceURL.postgres } as never), SessionConfigError);
 		assert.throws(() => postgresStore({ url: "" }), SessionConfigError);
 		assert.throws(() => postgresStore({ pool: {} as pg.Pool }), SessionConfigError);
+		return pool.end();
+	});
+
+	it("refuses an option it does not know (a typo would otherwise do nothing), naming it and the known ones", () => {
+		const pool = newPool();
+		assert.throws(
+			() => postgresStore({ pool }, { tabel: "other" } as never),
+			(error: unknown) =>
+				error instanceof SessionConfigError &&
+				error.option === "tabel" &&
+				error.message === 'sessionkit: option "tabel" is not an option of postgresStore. Known: table, createTable, gcInterval, timeout, prepare, setStatementTimeout.',
+		);
+		assert.throws(
+			() => postgresStore({ pool, client: pool } as never),
+			(error: unknown) => error instanceof SessionConfigError && error.option === "client" && /Known: pool, url\.$/.test(error.message),
+		);
+		return pool.end();
+	});
+
+	it("refuses an option given in the connection argument, where it would be ignored, saying where it belongs", () => {
+		const pool = newPool();
+		assert.throws(
+			() => postgresStore({ pool, table: "app_sessions" } as never),
+			(error: unknown) => error instanceof SessionConfigError && error.option === "table" && /second argument/.test(error.message),
+		);
 		return pool.end();
 	});
 
@@ -380,6 +486,58 @@ describe("postgres store", { skip }, () => {
 		}
 		await store.close();
 		await pool.end();
+	});
+
+	describe("behind PgBouncer (a stand-in that refuses the statement_timeout startup parameter, as PgBouncer does)", () => {
+		it("with url and the defaults, fails with an error that says which option to set", async () => {
+			const bouncer = await pgbouncerStandIn(0);
+			const store = postgresStore({ url: bouncer.url }, { table: newTable(), timeout: 2, gcInterval: 0 });
+			try {
+				await assert.rejects(store.get(randomKey()), (error: unknown) => {
+					assertStoreError(error);
+					assert.match((error as Error).message, /unsupported startup parameter: statement_timeout/);
+					assert.match((error as Error).message, /setStatementTimeout: false/);
+					return true;
+				});
+			} finally {
+				await store.close();
+				await bouncer.close();
+			}
+		});
+
+		it("with setStatementTimeout: false, works and never sends statement_timeout, at startup or by SET after a slow connect", async () => {
+			// A new connection takes 150 ms, past the 5% of the 1 s timeout a call may wait before
+			// the store would lower its connection's limit with a SET.
+			const bouncer = await pgbouncerStandIn(150);
+			const store = postgresStore({ url: bouncer.url }, { table: newTable(), timeout: 1, gcInterval: 0, setStatementTimeout: false, prepare: false });
+			try {
+				const key = randomKey();
+				const record = makeRecord({ data: { n: "0" } });
+				await store.set(key, record, record.idleExpiresAt);
+				await Promise.all(Array.from({ length: 4 }, () => store.merge(key, noChanges({ increment: { n: 1 } }), record.idleExpiresAt)));
+				assert.deepEqual((await store.get(key))?.data, { n: "4" });
+				assert.ok(bouncer.sent().includes("UPDATE"), "the calls went through the stand-in");
+				assert.ok(!bouncer.sent().includes("statement_timeout"), "statement_timeout was sent");
+			} finally {
+				await store.close();
+				await bouncer.close();
+			}
+		});
+
+		it("through a real PgBouncer in transaction mode, with setStatementTimeout and prepare off", { skip: skipBouncer }, async () => {
+			const url = serviceURL.pgbouncer;
+			const refused = postgresStore({ url }, { table: newTable(), timeout: 2, gcInterval: 0 });
+			await assert.rejects(refused.get(randomKey()), /setStatementTimeout: false/);
+			await refused.close();
+			const store = postgresStore({ url }, { table: newTable(), timeout: 2, gcInterval: 0, setStatementTimeout: false, prepare: false });
+			const key = randomKey();
+			const record = makeRecord({ data: { n: "0" } });
+			await store.set(key, record, record.idleExpiresAt);
+			await Promise.all(Array.from({ length: 8 }, () => store.merge(key, noChanges({ increment: { n: 1 } }), record.idleExpiresAt)));
+			assert.deepEqual((await store.get(key))?.data, { n: "8" });
+			assert.equal(await store.gc(), 0);
+			await store.close();
+		});
 	});
 
 	describe("faults", () => {

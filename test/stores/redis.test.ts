@@ -605,3 +605,10 @@ describe("redis store on a fresh Cluster client", { skip: clusterSkip }, () => {
 		}
 	});
 });
+
+it("redisStore refuses an option it does not know, and one given in the connection, saying where it belongs", () => {
+	const unknown = (error: unknown, option: string, message: string) => error instanceof SessionConfigError && error.option === option && error.message === `sessionkit: option "${option}" ${message}`;
+	assert.throws(() => redisStore({ url: "redis://127.0.0.1:1" }, { prefx: "a:" } as never), (error) => unknown(error, "prefx", "is not an option of redisStore. Known: prefix, timeout."));
+	assert.throws(() => redisStore({ url: "redis://127.0.0.1:1", prefix: "a:" } as never), (error) => unknown(error, "prefix", "belongs in redisStore's second argument, the options: redisStore(connection, { prefix }), not in the connection."));
+	assert.throws(() => redisStore({ url: "redis://127.0.0.1:1", clinet: 1 } as never), (error) => unknown(error, "clinet", "is not an option of redisStore's connection (its first argument). Known: client, url."));
+});

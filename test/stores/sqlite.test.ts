@@ -122,6 +122,20 @@ describe("sqlite store", () => {
 		}
 	});
 
+	it("refuses an option it does not know (a typo would otherwise do nothing), naming it and the known ones", () => {
+		for (const options of [{ database: db, tabel: "other" }, { databse: db }, { path: join(temp.dir, "typo.db"), gcIntervall: 0 }]) {
+			const typo = Object.keys(options).find((key) => !["database", "path"].includes(key))!;
+			assert.throws(
+				() => sqliteStore(options as never),
+				(error: unknown) =>
+					error instanceof SessionConfigError &&
+					error.option === typo &&
+					error.message === `sessionkit: option "${typo}" is not an option of sqliteStore. Known: database, path, table, gcInterval, clock.`,
+				typo,
+			);
+		}
+	});
+
 	it("quotes a string where an option wants a number, so it cannot pass for one", () => {
 		const cases: Array<[Record<string, unknown>, RegExp]> = [
 			[{ database: db, gcInterval: "300" }, /option "gcInterval" must be .*, got "300"\.$/],
@@ -152,6 +166,31 @@ describe("sqlite store", () => {
 		await sqliteStore({ database: db, table, gcInterval: 0 }).set(key, makeRecord({ subject: "s" }), Date.now() + HOUR);
 		const other = sqliteStore({ database: db, table, gcInterval: 0 });
 		assert.equal((await other.get(key))?.subject, "s");
+	});
+
+	it("refuses, at first use, a table name that differs only in case from an existing table (SQLite would make them one table)", async () => {
+		const id = runId();
+		const lower = sqliteStore({ database: db, table: `sessions_${id}`, gcInterval: 0 });
+		const key = randomKey();
+		await lower.set(key, makeRecord({ subject: "lower" }), Date.now() + HOUR);
+		const upper = sqliteStore({ database: db, table: `Sessions_${id}`, gcInterval: 0 });
+		await assert.rejects(
+			upper.get(key),
+			(error: unknown) => error instanceof SessionConfigError && error.option === "table" && error.message.includes(`"sessions_${id}"`),
+		);
+		await assert.rejects(upper.set(randomKey(), makeRecord(), Date.now() + HOUR), SessionConfigError);
+		assert.equal(await lower.count(), 1, "nothing was written through the other name");
+		await upper.close();
+		await lower.close();
+	});
+
+	it("uses a table the app created without quotes, under the name it was created with", async () => {
+		const table = `Created_${runId()}`;
+		db.exec(sqliteSchema(table).replaceAll(`"${table}"`, table));
+		const store = sqliteStore({ database: db, table, gcInterval: 0 });
+		await store.set(randomKey(), makeRecord(), Date.now() + HOUR);
+		assert.equal(await store.count(), 1);
+		await store.close();
 	});
 
 	it("opens a path in WAL mode and closes only the database it opened", async () => {
