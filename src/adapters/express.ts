@@ -2,7 +2,7 @@ import type { NextFunction, Request, RequestHandler, Response } from "express";
 import type { AppSessionData, SessionManager } from "../index.js";
 import { Session, SessionNotLoadedError, SessionUsageError } from "../index.js";
 import { isPromiseLike } from "./internal/common.js";
-import { carryHook, commitBeforeHeaders, commitBeforeHeadersInstead, slotOwner } from "./internal/node-response.js";
+import { carryHook, commitBeforeHeaders, commitBeforeHeadersInstead, earlierSession, slotOwner } from "./internal/node-response.js";
 
 declare global {
 	// biome-ignore lint: Express's own augmentation point is a namespace.
@@ -40,7 +40,9 @@ declare global {
  *
  * Used twice on one request (on the app and again on a router), the second middleware of the
  * same manager keeps the request's session: it loads nothing, and what ran in between is
- * committed with the rest. One of another manager sets its own `req.session`; both are committed.
+ * committed with the rest. One of another manager sets its own `req.session`; both are committed,
+ * each once, with its own cookie. After that one, a middleware of the first manager again (a, b,
+ * a) sets `req.session` back to the first manager's session, as it was, and loads nothing.
  *
  * `req.session = null` (cookie-session's way to log out) does not log out: it turns the commit
  * off for the request, as express-session does. Nothing of the request is saved, not even a
@@ -103,8 +105,19 @@ export function sessionMiddleware<Data extends object = AppSessionData>(sessions
 		// This middleware ran already for the request (on the app, and now on a router): loaded
 		// again, the session would miss the changes made since, and replaced, it would take its
 		// hook along (the shared methods find it through req.session).
-		if (slotOwner(previous) === sessions) next();
-		else load(req, res, next, previous);
+		if (slotOwner(previous) === sessions) {
+			next();
+			return;
+		}
+		// It ran before one of another manager's (a, b, a): its session comes back, with the hook.
+		const own = earlierSession(previous, sessions);
+		if (own === undefined) {
+			load(req, res, next, previous);
+			return;
+		}
+		carryHook(previous, own, sessions);
+		(req as { session: unknown }).session = own;
+		next();
 	};
 }
 

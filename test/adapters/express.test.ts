@@ -17,6 +17,8 @@ import { assertCountsInPieces, COMPRESSION_VERSIONS } from "../helpers/compressi
 import { assertCutOffThenAnswered } from "../helpers/failed-commit.js";
 import { assertCallbacksCalled, type CallbackFailure, writeWithCallbacks } from "../helpers/write-callbacks.js";
 import { assertOneSessionThroughNestedMiddleware } from "../helpers/nested-middleware.js";
+import { assertBackpressureWhileCommitting, CountedSource, gatedStore } from "../helpers/backpressure.js";
+import { assertHeadSentOnce, EARLY_HEADS, END_TIMES, lateEnd, sendHeadEarly } from "../helpers/early-head.js";
 import { answerWithCode, createExpressApp } from "./express-app.js";
 
 adapterConformance("express 5", async (sessions, options) => listen(createServer(createExpressApp(express, sessions, options))));
@@ -637,5 +639,117 @@ for (const [name, framework] of [["express 5", express], ["express 4", express4]
 			});
 			await assertLateChangeRefused(server.url, late);
 		});
+	}
+}
+
+for (const [name, framework] of [["express 5", express], ["express 4", express4]] as const) {
+	for (const [behind, compress] of [["", undefined], ...COMPRESSION_VERSIONS.map(([version, compress]) => [`, behind compression ${version}`, compress] as const)] as const) {
+		it(`${name}: source.pipe(res) keeps its backpressure while an asynchronous commit holds the headers back${behind}`, { timeout: 20_000 }, async (t) => {
+			const gate = gatedStore();
+			const sessions = createSessions({ store: gate.store });
+			let resolve!: (value: { source: CountedSource; res: ServerResponse }) => void;
+			const started = new Promise<{ source: CountedSource; res: ServerResponse }>((done) => (resolve = done));
+			const app = framework();
+			if (compress !== undefined) app.use(compress({ threshold: 0 }));
+			app.use(sessionMiddleware(sessions));
+			app.get("/download", (req, res) => {
+				req.session.set("downloading", true);
+				const source = new CountedSource(compress === undefined ? undefined : 16 * 1024 * 1024);
+				resolve({ source, res });
+				res.type("text/plain");
+				source.pipe(res);
+			});
+			const server = await listen(createServer(app));
+			t.after(async () => {
+				await server.close();
+				await sessions.close();
+			});
+			const held = await assertBackpressureWhileCommitting(`${server.url}/download`, gate, started);
+			t.diagnostic(`while committing: ${JSON.stringify(held)}`);
+		});
+	}
+}
+
+for (const [name, framework] of [["express 5", express], ["express 4", express4]] as const) {
+	for (const storeName of ["memory", "file"] as const) {
+		for (const wrapped of [false, true]) {
+			const behind = wrapped ? ", behind a middleware that wrapped res.end" : "";
+			it(`${name}: sessionMiddleware of a manager again after one of another manager (a, b, a) gives back its session: each loaded once, committed once, with its own cookie${behind} (${storeName} store)`, async (t) => {
+				const countedSite = countingStore(await storeOf(storeName, t));
+				const site = createSessions({ store: countedSite.store });
+				const countedAdmin = countingStore(await storeOf(storeName, t));
+				const admin = createSessions({ store: countedAdmin.store, cookie: { name: "admin_sid" } });
+				const app = framework();
+				if (wrapped) app.use(wrapEnd);
+				app.use(sessionMiddleware(site));
+				app.use((req, _res, next) => {
+					req.session.set("lastPath", req.originalUrl);
+					next();
+				});
+				const router = framework.Router();
+				router.use(sessionMiddleware(admin));
+				router.use((req, _res, next) => {
+					req.session.increment("adminVisits");
+					next();
+				});
+				router.use(sessionMiddleware(site));
+				router.get("/count", (req, res) => {
+					res.json({ n: req.session.increment("n"), lastPath: req.session.get("lastPath") });
+				});
+				app.use("/admin", router);
+				const server = await listen(createServer(app));
+				t.after(async () => {
+					await server.close();
+					await Promise.all([site.close(), admin.close()]);
+				});
+				let cookies: string[] = [];
+				for (const n of [1, 2]) {
+					countedSite.reset();
+					countedAdmin.reset();
+					const reply = await fetch(`${server.url}/admin/count`, { headers: { cookie: cookies.join("; ") } });
+					assert.deepEqual(await reply.json(), { n, lastPath: "/admin/count" }, "req.session is the app's session again, with what was set before");
+					const names = reply.headers.getSetCookie().map((line) => line.split("=")[0]).sort();
+					assert.deepEqual(names, n === 1 ? ["admin_sid", "sid"] : [], reply.headers.getSetCookie().join(" | "));
+					if (n === 1) cookies = reply.headers.getSetCookie().map((line) => line.split(";")[0]!);
+					else {
+						assert.equal(countedSite.calls.get, 1, "the app's session was loaded once");
+						assert.equal(countedAdmin.calls.get, 1, "the router's session was loaded once");
+					}
+					const writes = (calls: Record<string, number>) => (calls.merge ?? 0) + (calls.replace ?? 0) + (calls.set ?? 0);
+					assert.equal(writes(countedSite.calls), 1, `the app's session was committed once: ${JSON.stringify(countedSite.calls)}`);
+					assert.equal(writes(countedAdmin.calls), 1, `the router's session was committed once: ${JSON.stringify(countedAdmin.calls)}`);
+				}
+				const sid = cookies.find((cookie) => cookie.startsWith("sid="))!;
+				const adminSid = cookies.find((cookie) => cookie.startsWith("admin_sid="))!;
+				assert.deepEqual((await site.load(sid)).all(), { lastPath: "/admin/count", n: 2 });
+				assert.deepEqual((await admin.load(adminSid)).all(), { adminVisits: 2 });
+			});
+		}
+	}
+}
+
+for (const [name, framework] of [["express 5", express], ["express 4", express4]] as const) {
+	for (const how of EARLY_HEADS) {
+		for (const when of END_TIMES) {
+			it(`${name}: res.${how} while an asynchronous commit runs, with res.end ${when}, sends one head with the cookie and the body once`, { timeout: 10_000 }, async (t) => {
+				const gate = gatedStore();
+				const sessions = createSessions({ store: gate.store });
+				const end = lateEnd();
+				const app = framework();
+				app.use(sessionMiddleware(sessions));
+				app.get("/", async (req, res) => {
+					req.session.set("userId", 7);
+					sendHeadEarly(res, how);
+					await end.wait;
+					res.end("the body");
+				});
+				const server = await listen(createServer(app));
+				t.after(async () => {
+					await server.close();
+					await sessions.close();
+				});
+				await assertHeadSentOnce(server.url, gate, end, how, when, sessions.cookieName);
+			});
+		}
 	}
 }

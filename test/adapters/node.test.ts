@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createServer, IncomingMessage, ServerResponse } from "node:http";
 import { connect, Socket } from "node:net";
+import { pipeline } from "node:stream";
 import { it, type TestContext } from "node:test";
 import { createSessions, SessionNotLoadedError, SessionTooLargeError, SessionUsageError } from "sessionkit";
 import type { SessionManager, SessionOptions } from "sessionkit";
@@ -17,6 +18,8 @@ import { assertLateChangeRefused, lateChange } from "../helpers/late-change.js";
 import { assertErrorPageSeesStoreError, errorPageBody } from "../helpers/error-path-app.js";
 import { assertCutOffThenAnswered } from "../helpers/failed-commit.js";
 import { assertCallbacksCalled, type CallbackFailure, writeWithCallbacks } from "../helpers/write-callbacks.js";
+import { assertBackpressureWhileCommitting, CountedSource, type GatedStore, gatedStore } from "../helpers/backpressure.js";
+import { assertHeadSentOnce, EARLY_HEADS, END_TIMES, lateEnd, sendHeadEarly } from "../helpers/early-head.js";
 
 adapterConformance("node:http", async (sessions, { trustProxy }) =>
 	listen(createServer(createApp(sessions, { trustProxy, logErrors: false }))),
@@ -631,4 +634,74 @@ for (const store of ["memory", "file"] as const) {
 		}));
 		await assertLateChangeRefused(server.url, late);
 	});
+}
+
+// Node's own write returns false at the replay, and node emits 'drain' once the socket drains.
+for (const [name, pipe] of [
+	["source.pipe(res)", (source: CountedSource, res: ServerResponse) => void source.pipe(res)],
+	["pipeline(source, res)", (source: CountedSource, res: ServerResponse) => void pipeline(source, res, () => {})],
+] as const) {
+	it(`node:http: ${name} keeps its backpressure while an asynchronous commit holds the headers back`, { timeout: 20_000 }, async (t) => {
+		const { server, gate, started } = await servePiped(t, pipe);
+		const held = await assertBackpressureWhileCommitting(server.url, gate, started);
+		t.diagnostic(`while committing: ${JSON.stringify(held)}`);
+	});
+}
+
+// A wrapper around node's write that holds the body until `end` (a caching layer, say): node's
+// write is never called during the replay, so node never emits 'drain'; the hook must.
+it("node:http: a piped body resumes after the commit when the write under the hook never reaches node", { timeout: 20_000 }, async (t) => {
+	const holdBody = (res: ServerResponse) => {
+		const chunks: Buffer[] = [];
+		const end = res.end.bind(res);
+		res.write = ((chunk: Buffer) => chunks.push(chunk) > 0) as ServerResponse["write"];
+		res.end = (() => end(Buffer.concat(chunks))) as ServerResponse["end"];
+	};
+	const { server, gate, started } = await servePiped(t, (source, res) => source.pipe(res), { total: 4 * 1024 * 1024, wrap: holdBody });
+	await assertBackpressureWhileCommitting(server.url, gate, started);
+});
+
+/**
+ * A server whose handler changes the session, on a gated store, then hands a `CountedSource` of
+ * `total` bytes to `pipe`; `wrap` gets the response before `withSessions` hooks it.
+ */
+async function servePiped(
+	t: TestContext,
+	pipe: (source: CountedSource, res: ServerResponse) => void,
+	options: { total?: number; wrap?: (res: ServerResponse) => void } = {},
+): Promise<{ server: AdapterServer; gate: GatedStore; started: Promise<{ source: CountedSource; res: ServerResponse }> }> {
+	const gate = gatedStore();
+	const sessions = createSessions({ store: gate.store });
+	t.after(() => sessions.close());
+	let resolve!: (value: { source: CountedSource; res: ServerResponse }) => void;
+	const started = new Promise<{ source: CountedSource; res: ServerResponse }>((done) => (resolve = done));
+	const handler = withSessions(sessions, (req, res) => {
+		getSession(req).set("downloading", true);
+		const source = new CountedSource(options.total);
+		resolve({ source, res });
+		pipe(source, res);
+	});
+	const server = await serve(t, (req, res) => {
+		options.wrap?.(res);
+		return handler(req, res);
+	});
+	return { server, gate, started };
+}
+
+for (const how of EARLY_HEADS) {
+	for (const when of END_TIMES) {
+		it(`node:http: res.${how} while an asynchronous commit runs, with res.end ${when}, sends one head with the cookie and the body once`, { timeout: 10_000 }, async (t) => {
+			const gate = gatedStore();
+			const sessions = createSessions({ store: gate.store });
+			t.after(() => sessions.close());
+			const end = lateEnd();
+			const server = await serve(t, withSessions(sessions, async (req, res) => {
+				getSession(req).set("userId", 7);
+				sendHeadEarly(res, how);
+				await end.wait;
+				res.end("the body");
+			}));
+			await assertHeadSentOnce(server.url, gate, end, how, when, sessions.cookieName);
+		});
+	}
 }

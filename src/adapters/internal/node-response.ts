@@ -42,6 +42,12 @@ interface Hook {
 	 * `sessionMiddleware` can tell its own manager's session (see `slotOwner`); `null` elsewhere.
 	 */
 	owner: object | null;
+	/**
+	 * Express: the sessions of other managers that this request's `req.session` held before,
+	 * each with its manager (see `carryHook`), so that a `sessionMiddleware` of one of them gives
+	 * its session back instead of loading another copy; `null` while there are none.
+	 */
+	earlier: Array<[owner: object, session: Session<object>]> | null;
 	/** "failed": the commit failed and `onError` answered; calls go on only until the response has ended (see `fail`). */
 	phase: "waiting" | "committing" | "done" | "failed";
 	/** Calls made while an asynchronous commit runs, replayed in order after it (made for the first such call). */
@@ -54,6 +60,10 @@ interface Hook {
 	ended: boolean;
 	/** A call that sends the head is queued, but no `end`: `headersSent` reads true meanwhile (see `holdBegun`). */
 	begun: boolean;
+	/** The bytes of the queued `write` calls: `writableLength` counts them meanwhile (see `holdBuffered`). */
+	queuedBytes: number;
+	/** A queued `write` returned false (see `enqueueWrite`): a 'drain' is owed once the queue is replayed. */
+	needDrain: boolean;
 }
 
 type HookedResponse = ServerResponse & { [HOOK]?: Hook };
@@ -91,8 +101,10 @@ function asError(error: unknown): Error {
 }
 
 /** The queued calls will never be made: their callbacks hear `error`. */
-function dropQueue(hook: Hook, error: Error): void {
+function dropQueue(hook: Hook, res: ServerResponse, error: Error): void {
 	const callbacks = hook.callbacks;
+	releaseBuffered(hook, res);
+	hook.needDrain = false;
 	hook.queue = null;
 	hook.callbacks = null;
 	if (callbacks !== null) for (const callback of callbacks) refuse(callback, error);
@@ -129,7 +141,7 @@ function done(hook: Hook): void {
 function fail(hook: Hook, res: ServerResponse, error: unknown, midBody: boolean): void {
 	hook.phase = "failed";
 	hook.failure = asError(error);
-	dropQueue(hook, hook.failure);
+	dropQueue(hook, res, hook.failure);
 	// Nothing was sent: onError may answer with a whole response, as it does with a synchronous store.
 	releaseBegun(hook, res);
 	hook.onError(error);
@@ -185,6 +197,7 @@ function settle(hook: Hook, res: ServerResponse, ending: boolean, statusCode?: n
 function replay(hook: Hook, res: ServerResponse, sent: SentHead, apply: void | ApplyCommit): void {
 	done(hook);
 	releaseBegun(hook, res);
+	releaseBuffered(hook, res);
 	// A public `beforeHeaders` commit may resolve to anything: only a function is ours.
 	const ours = typeof apply === "function";
 	// Only once the handler's end is queued: while it is still writing, later writes are its own.
@@ -192,7 +205,7 @@ function replay(hook: Hook, res: ServerResponse, sent: SentHead, apply: void | A
 	if (ours) apply();
 	// An error handler cut the response off (see holdBegun): nothing more can be sent.
 	if (res.destroyed) {
-		dropQueue(hook, destroyedError());
+		dropQueue(hook, res, destroyedError());
 		return;
 	}
 	const queue = hook.queue;
@@ -200,6 +213,7 @@ function replay(hook: Hook, res: ServerResponse, sent: SentHead, apply: void | A
 	// Node calls them now.
 	hook.callbacks = null;
 	if (queue !== null) for (const deferred of queue) deferred();
+	if (hook.needDrain) drainAfterReplay(hook, res);
 }
 
 /** The headers a commit adds to. One given to the public `beforeHeaders` has added to them already: they are left as they are. */
@@ -299,6 +313,62 @@ function enqueueBegun(hook: Hook, res: ServerResponse, call: () => void, callbac
 	if (enqueue(hook, call, callback) && !hook.begun) holdBegun(hook, res);
 }
 
+/**
+ * Queues a `write` behind the running commit. Past the response's high-water mark it returns
+ * false, as node's would, so that a piped body pauses until the replay has flushed the queue
+ * (see `drainAfterReplay`), instead of being read whole into memory while the store answers.
+ */
+function enqueueWrite(hook: Hook, res: ServerResponse, args: unknown[]): boolean {
+	if (!enqueue(hook, () => (hook.write as (...a: unknown[]) => unknown).apply(res, args), callbackOf(args))) return true;
+	if (!hook.begun) holdBegun(hook, res);
+	const bytes = lengthOf(args[0]);
+	if (hook.queuedBytes === 0 && bytes > 0) holdBuffered(hook, res);
+	hook.queuedBytes += bytes;
+	if (hook.queuedBytes < res.writableHighWaterMark) return true;
+	hook.needDrain = true;
+	return false;
+}
+
+/** A chunk's length as node counts it in `writableLength` (a string's in characters). */
+function lengthOf(chunk: unknown): number {
+	if (typeof chunk === "string") return chunk.length;
+	return ArrayBuffer.isView(chunk) ? chunk.byteLength : 0;
+}
+
+/**
+ * While writes are queued, `writableLength` counts them and `writableNeedDrain` says whether a
+ * queued `write` returned false, as node's would (its own read nothing: the queue has not
+ * reached it). Own properties, as `headersSent` in `holdBegun`: only a response whose body is
+ * queued pays for them.
+ */
+function holdBuffered(hook: Hook, res: ServerResponse): void {
+	const behind = Object.getPrototypeOf(res) as ServerResponse;
+	Object.defineProperty(res, "writableLength", { get: () => hook.queuedBytes + Reflect.get(behind, "writableLength", res), configurable: true, enumerable: false });
+	Object.defineProperty(res, "writableNeedDrain", { get: () => hook.needDrain && !hook.ended && !res.destroyed, configurable: true, enumerable: false });
+}
+
+/** Back to node's getters: the queue goes to node now, or is dropped. */
+function releaseBuffered(hook: Hook, res: ServerResponse): void {
+	if (hook.queuedBytes === 0) return;
+	hook.queuedBytes = 0;
+	delete (res as { writableLength?: number }).writableLength;
+	delete (res as { writableNeedDrain?: boolean }).writableNeedDrain;
+}
+
+/**
+ * A queued `write` returned false: the writer waits for 'drain'. If one of node's writes in the
+ * replay returned false too, node emits it once the socket drains; else the queue is flushed to
+ * node already, and it is emitted here, on the next tick, as node would.
+ */
+function drainAfterReplay(hook: Hook, res: ServerResponse): void {
+	hook.needDrain = false;
+	process.nextTick(emitDrain, res);
+}
+
+function emitDrain(res: ServerResponse): void {
+	if (!res.writableNeedDrain && !res.writableEnded && !res.destroyed) res.emit("drain");
+}
+
 const HEAD_SENT: PropertyDescriptor = { value: true, configurable: true, enumerable: false, writable: false };
 
 /**
@@ -348,8 +418,8 @@ function writeHeadWith(hook: Hook, res: ServerResponse, given: unknown[]): Serve
 function writeWith(hook: Hook, res: ServerResponse, args: unknown[]): boolean {
 	const outcome = settle(hook, res, false);
 	if (outcome === "now") return (hook.write as (...a: unknown[]) => boolean).apply(res, args);
-	if (outcome === "later") enqueueBegun(hook, res, () => (hook.write as (...a: unknown[]) => unknown).apply(res, args), callbackOf(args));
-	else refuse(callbackOf(args), hook.failure!);
+	if (outcome === "later") return enqueueWrite(hook, res, args);
+	refuse(callbackOf(args), hook.failure!);
 	return true;
 }
 
@@ -394,14 +464,17 @@ function hookedFlushHeaders(this: HookedResponse): void {
 
 /** A hook that has not committed yet; its original methods are those `methods` has now. */
 function waitingHook(commit: Commit, onError: Hook["onError"], methods: ServerResponse, owner: object | null = null): Hook {
-	return { commit, onError, writeHead: methods.writeHead, write: methods.write, end: methods.end, flushHeaders: methods.flushHeaders, owner, phase: "waiting", queue: null, callbacks: null, failure: null, ended: false, begun: false };
+	return { commit, onError, writeHead: methods.writeHead, write: methods.write, end: methods.end, flushHeaders: methods.flushHeaders, owner, earlier: null, phase: "waiting", queue: null, callbacks: null, failure: null, ended: false, begun: false, queuedBytes: 0, needDrain: false };
 }
 
 /**
  * Runs `commit` once, before the response's headers go out, however the handler writes
  * (`writeHead`, `write`, `end`, `flushHeaders`, a piped stream). A commit that completes
  * synchronously lets the call through at once; while an asynchronous one runs, calls are
- * queued and replayed in order afterwards. If `commit` fails, the queued calls are dropped,
+ * queued and replayed in order afterwards. A `write` that takes the queue past the response's
+ * `writableHighWaterMark` returns false, and 'drain' follows the replay, so that a piped body
+ * waits for the commit instead of being read into memory (`writableLength` and
+ * `writableNeedDrain` count the queue meanwhile). If `commit` fails, the queued calls are dropped,
  * the response is left unsent, and `onError` decides what to send; the handler's calls after
  * that answer ended the response are dropped too. The callback of a dropped `write` or `end` is
  * called with the commit's error, so that nothing waits for it forever. If the handler had begun its body (`write`,
@@ -539,7 +612,7 @@ function unlessNulled(res: ServerResponse, commit: Commit): Commit {
  */
 function ownerMark(owner: object): Hook {
 	const node = ServerResponse.prototype;
-	return { commit: NOTHING, onError: NOTHING, writeHead: node.writeHead, write: node.write, end: node.end, flushHeaders: node.flushHeaders, owner, phase: "done", queue: null, callbacks: null, failure: null, ended: false, begun: false };
+	return { commit: NOTHING, onError: NOTHING, writeHead: node.writeHead, write: node.write, end: node.end, flushHeaders: node.flushHeaders, owner, earlier: null, phase: "done", queue: null, callbacks: null, failure: null, ended: false, begun: false, queuedBytes: 0, needDrain: false };
 }
 
 /** The manager whose Express `sessionMiddleware` made `session` and hooked its commit, or `null`. */
@@ -601,16 +674,31 @@ export function commitBeforeHeadersInstead<Data extends object>(
  * Express: `session`, of the manager `owner`, takes the place of `previous` in `req.session`. The
  * shared methods find their hook through `req.session`: `previous`'s slot moves to `session`, so
  * that `previous` is still committed. Also for a session that failed to load (see
- * `SessionManager.unavailable`), whose error handler's response must commit `previous` all the same.
+ * `SessionManager.unavailable`), whose error handler's response must commit `previous` all the
+ * same, and for one of `owner`'s that `previous` replaced earlier (see `earlierSession`).
  */
 export function carryHook(previous: Session<object>, session: Session<object>, owner: object): void {
 	const carried = previous[ADAPTER_SLOT] as Hook | undefined;
 	previous[ADAPTER_SLOT] = undefined;
 	if (carried === undefined) {
 		session[ADAPTER_SLOT] = ownerMark(owner);
-	} else {
-		// The slot's owner is that of the session it is on now.
-		carried.owner = owner;
-		session[ADAPTER_SLOT] = carried;
+		return;
 	}
+	// `session` is in req.session now, and `previous` among the earlier ones.
+	const earlier = carried.earlier?.filter(([manager]) => manager !== owner) ?? [];
+	if (carried.owner !== null) earlier.push([carried.owner, previous]);
+	carried.earlier = earlier;
+	// The slot's owner is that of the session it is on now.
+	carried.owner = owner;
+	session[ADAPTER_SLOT] = carried;
+}
+
+/**
+ * Express: the session of `owner` that `req.session` held before `current`, another manager's,
+ * took its place, if any: a `sessionMiddleware` of `owner` after one of another manager's
+ * (a, b, a on one request) gives it back, instead of loading and committing a second copy.
+ */
+export function earlierSession(current: Session<object>, owner: object): Session<object> | undefined {
+	const earlier = (current[ADAPTER_SLOT] as Hook | undefined)?.earlier;
+	return earlier?.find(([manager]) => manager === owner)?.[1];
 }
