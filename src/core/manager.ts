@@ -109,9 +109,10 @@ export interface SessionManager<Data extends object = Record<string, unknown>> {
 	/** The live sessions of `subject` (needs a store with `listBySubject`). */
 	listBySubject(subject: string): Promise<SessionInfo[]>;
 	/**
-	 * Ends every session of `subject` ("log out everywhere"); resolves to the number ended. Two
-	 * `deleteBySubject` calls: the second ends the new copy of a session that a parallel request
-	 * renewed while the first ran (its renewed cookie then leads nowhere).
+	 * Ends every session of `subject` ("log out everywhere"); resolves to the number of records
+	 * deleted. Two `deleteBySubject` calls: the second ends the new copy of a session that a
+	 * parallel request renewed while the first ran (its renewed cookie then leads nowhere; such a
+	 * session counts twice, and `onDestroy` hears of both its ids).
 	 */
 	destroyBySubject(subject: string): Promise<number>;
 	/** Ends the session with this public id; a no-op if it does not exist. */
@@ -468,15 +469,30 @@ class Manager<Data extends object> implements SessionManager<Data> {
 	}
 
 	/**
-	 * Deletes the record of a `destroy()`ed session, and tells `onDestroy` only if it was still
-	 * there: a parallel logout, `destroyById` or `destroyBySubject` (in another app instance too)
-	 * that ended it first has told it already. That check costs a read, only with listeners.
+	 * Deletes the record of a `destroy()`ed session, and tells `onDestroy` unless a parallel
+	 * logout, `destroyById` or `destroyBySubject` (in another app instance too) ended it first and
+	 * told it already. That check costs a read, only with listeners.
 	 */
 	*#endDestroyed(store: SessionStore, retired: RetiredKey): Steps<void> {
-		const live = this.#destroyListeners.size === 0 || ((yield* this.#stillLive(store, retired.key)) as boolean);
+		const untold = this.#destroyListeners.size > 0 && ((yield* this.#notEndedElsewhere(store, retired)) as boolean);
 		yield* this.#deleteOrFail(store, retired.key);
 		this.#emit({ type: "session-destroyed", id: retired.key });
-		if (live) yield this.#notifyDestroyed({ id: retired.key, subject: retired.subject, reason: "destroyed" });
+		if (untold) yield this.#notifyDestroyed({ id: retired.key, subject: retired.subject, reason: "destroyed" });
+	}
+
+	/**
+	 * True unless another request or instance ended the session: its record is still there (live,
+	 * or expired and not yet reaped), or it is gone only because it expired during this request
+	 * (a backend's TTL), which nobody reports.
+	 */
+	*#notEndedElsewhere(store: SessionStore, retired: RetiredKey): Steps<boolean> {
+		let record: StoredRecord | null;
+		try {
+			record = (yield store.get(retired.key)) as StoredRecord | null;
+		} catch (error) {
+			throw this.#storeError("get", error);
+		}
+		return record !== null || this.options.clock() >= retired.expiresAt;
 	}
 
 	/** True if `key` still holds a live record. */
@@ -619,28 +635,36 @@ class Manager<Data extends object> implements SessionManager<Data> {
 	async destroyBySubject(subject: string): Promise<number> {
 		const store = this.#requireStore("destroyBySubject", "deleteBySubject");
 		checkSubject(subject, "sessions.destroyBySubject(subject)");
-		let ids: string[] = [];
-		if (this.#destroyListeners.size > 0 && store.listBySubject) {
-			try {
-				ids = (await store.listBySubject(subject)).map((s) => s.key);
-			} catch (error) {
-				throw this.#storeError("listBySubject", error);
-			}
-		}
+		const ids = await this.#idsToTell(store, subject);
 		let deleted: number;
 		try {
 			deleted = await store.deleteBySubject!(subject);
-			// A request renewing one of these sessions writes its new key, then checks that the old
-			// one is still live. A store that reads the subject's keys before that write and deletes
-			// the old key after that check (Redis, MongoDB, a PostgreSQL DELETE still running) leaves
-			// the new key; it was written before the first pass ended, so this second one finds it.
+		} catch (error) {
+			throw this.#storeError("deleteBySubject", error);
+		}
+		// A request renewing one of these sessions writes its new key, then checks that the old
+		// one is still live. A store that reads the subject's keys before that write and deletes
+		// the old key after that check (Redis, MongoDB, a PostgreSQL DELETE still running) leaves
+		// the new key; it was written before the first pass ended, so this second one finds it.
+		const survivors = await this.#idsToTell(store, subject);
+		try {
 			deleted += await store.deleteBySubject!(subject);
 		} catch (error) {
 			throw this.#storeError("deleteBySubject", error);
 		}
 		// Outside the store's try: a failing onDestroy callback is the app's error, not the store's.
-		for (const id of ids) await this.#notifyDestroyed({ id, subject, reason: "by-subject" });
+		for (const id of [...ids, ...survivors]) await this.#notifyDestroyed({ id, subject, reason: "by-subject" });
 		return deleted;
+	}
+
+	/** The ids of `subject`'s sessions, for `onDestroy`: listed only when someone listens (and the store can). */
+	async #idsToTell(store: SessionStore, subject: string): Promise<string[]> {
+		if (this.#destroyListeners.size === 0 || !store.listBySubject) return [];
+		try {
+			return (await store.listBySubject(subject)).map((s) => s.key);
+		} catch (error) {
+			throw this.#storeError("listBySubject", error);
+		}
 	}
 
 	async destroyById(id: string): Promise<void> {

@@ -34,6 +34,8 @@ export interface RetiredKey {
 	key: string;
 	subject: string | null;
 	reason: "renewed" | "destroyed";
+	/** When the session expires by its own deadlines (as loaded or last set): see `#endDestroyed`. */
+	expiresAt: number;
 }
 
 /** Everything the manager reads at commit time. Not part of the public API. */
@@ -592,7 +594,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 	 */
 	renew(): void {
 		const state = this.#changing("renew()");
-		if (state.stored && state.key !== null) state.retired.push({ key: state.key, subject: this.#storedSubject(), reason: "renewed" });
+		if (state.stored && state.key !== null) state.retired.push({ key: state.key, subject: this.#storedSubject(), reason: "renewed", expiresAt: this.expiresAt });
 		state.stored = false;
 		state.token = null;
 		state.key = null;
@@ -606,7 +608,7 @@ export class Session<Data extends object = Record<string, unknown>> {
 	 */
 	destroy(): void {
 		const state = this.#changing("destroy()");
-		if (state.stored && state.key !== null) state.retired.push({ key: state.key, subject: this.#storedSubject(), reason: "destroyed" });
+		if (state.stored && state.key !== null) state.retired.push({ key: state.key, subject: this.#storedSubject(), reason: "destroyed", expiresAt: this.expiresAt });
 		// renew() earlier in this request retired the key already: it ends now, not renewed.
 		for (const retired of state.retired) retired.reason = "destroyed";
 		const now = this.#now();

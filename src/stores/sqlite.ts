@@ -291,8 +291,9 @@ export function sqliteStore(options: SQLiteStoreOptions): SQLiteStore {
 	async function open(): Promise<Statements> {
 		const db = database ?? (owned = await openDatabase(path!));
 		try {
-			db.exec(sqliteSchema(table));
+			// Before the schema: its IF NOT EXISTS would take the other table as this one, and index it.
 			checkSameCase(db.prepare<[string], string>("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE").pluck().get(table));
+			db.exec(sqliteSchema(table));
 			return prepare(db, table);
 		} catch (error) {
 			if (error instanceof SessionError) throw error;

@@ -408,6 +408,8 @@ describe("renew", () => {
 			},
 		};
 		const sessions = createSessions({ store });
+		const ended: string[] = [];
+		sessions.onDestroy((s) => void ended.push(s.id));
 		const made = await request(sessions, undefined, (s) => {
 			s.subject = "u8";
 			s.set("a", 1);
@@ -421,6 +423,7 @@ describe("renew", () => {
 		await logout;
 		assert.deepEqual(await sessions.listBySubject("u8"), [], "log out everywhere leaves no session of u8");
 		assert.equal((await request(sessions, cookieOf(renewed.setCookie))).session.isNew, true, "the renewed token leads nowhere");
+		assert.deepEqual(ended.sort(), [made.session.id!, slow.id!].sort(), "onDestroy hears of the session under both its ids, once each");
 	});
 
 	it("then destroy in the same request ends the session, and onDestroy hears of it", async () => {
@@ -524,6 +527,23 @@ describe("onDestroy", () => {
 		sessions.onDestroy((s) => void ended.push(`${s.reason}:${s.subject}`));
 		return ended;
 	}
+
+	it("hears of a session destroyed by a request during which it expired, whether the store still holds the record or reaped it", async () => {
+		// The store's clock stands still (the record is still there) or moves with the app's (reaped, as a TTL does).
+		for (const reaped of [false, true]) {
+			const clock = testClock();
+			const store = memoryStore({ sweepInterval: 0, clock: reaped ? clock : testClock() });
+			const sessions = createSessions({ store, clock, idleTimeout: 60 });
+			const ended = listen(sessions);
+			const { cookie } = await aliceLoggedIn(sessions);
+			await request(sessions, cookie, (s) => {
+				s.get("a");
+				clock.advance(61); // a slow handler: the idle deadline passes before the logout commits
+				s.destroy();
+			});
+			assert.deepEqual(ended, ["destroyed:alice"], `reaped: ${reaped}`);
+		}
+	});
 
 	it("hears once of a session the handler destroys and also logs out everywhere, in either order", async () => {
 		const { sessions } = setup();

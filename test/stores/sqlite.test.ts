@@ -184,6 +184,16 @@ describe("sqlite store", () => {
 		await lower.close();
 	});
 
+	it("refuses a name that differs only in case from an app's own table before touching it: the case message, no index added", async () => {
+		const id = runId();
+		db.exec(`CREATE TABLE "Orders_${id}" (id INTEGER PRIMARY KEY, total REAL)`);
+		const store = sqliteStore({ database: db, table: `orders_${id}`, gcInterval: 0 });
+		await assert.rejects(store.get(randomKey()), (error: unknown) => error instanceof SessionConfigError && error.option === "table" && error.message.includes(`"Orders_${id}"`));
+		const indexes = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?").all(`Orders_${id}`);
+		assert.deepEqual(indexes, [], "the app's table got no index of the store");
+		await store.close();
+	});
+
 	it("uses a table the app created without quotes, under the name it was created with", async () => {
 		const table = `Created_${runId()}`;
 		db.exec(sqliteSchema(table).replaceAll(`"${table}"`, table));
