@@ -1,6 +1,8 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, readdir, readFile, rename, rm, rmdir, stat, unlink, writeFile } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { readFileSync, readlinkSync } from "node:fs";
+import { lstat, mkdir, readdir, readFile, rename, rm, rmdir, unlink, writeFile } from "node:fs/promises";
+import { hostname } from "node:os";
+import { dirname, join, resolve } from "node:path";
 import { SessionConfigError, SessionError, SessionStoreError } from "../core/errors.js";
 import type { AsyncSessionStore, RecordChanges, StoredRecord, SubjectSession } from "../core/store.js";
 import { applyChanges } from "../core/store.js";
@@ -20,8 +22,9 @@ export interface FileStoreOptions {
 	clock?: () => number;
 	/**
 	 * Seconds a write may wait for another process's lock on its session file before it rejects
-	 * with `SessionStoreError` (fractions allowed). Longer than the 10 s after which a lock counts as
-	 * left by a crash, so such a lock delays the next write of its session instead of failing it.
+	 * with `SessionStoreError` (fractions allowed). A lock whose holder crashed is taken at once if
+	 * that holder ran on this machine; one of another host counts as left by a crash after 10 s,
+	 * shorter than this default, so such a lock delays the next write of its session instead of failing it.
 	 * @default 15
 	 */
 	lockTimeout?: number;
@@ -47,12 +50,13 @@ const KEY = /^[0-9a-f]{64}$/;
 const SHARD = /^[0-9a-f]{2}$/;
 const RECORD_FILE = /^([0-9a-f]{64})\.json$/;
 const TEMP_FILE = /^[0-9a-f]{64}\.json\.[0-9a-f]+\.tmp$/;
-// `<key>.json.lock` and `<key>.json.lock.breaking`: see `acquire` and `breakStaleLock`.
+// `<key>.json.lock` and `<key>.json.lock.breaking`, directories holding a `<random>.owner` file:
+// see `takeLockDir` and `breakStaleLock`.
 const LOCK_DIR = /^[0-9a-f]{64}\.json\.lock(\.breaking)?$/;
 // A temp file lives for the milliseconds of one write; one this old was left by a crash.
 const STALE_TEMP_MS = 10 * 60_000;
-// A lock is held for the milliseconds of one read and one write; one this old was left by a
-// crash (or its holder has been frozen that long: see breakStaleLock).
+// A lock is held for the milliseconds of one read and one write; one this old whose holder
+// cannot be checked (see inspect) was left by a crash.
 const STALE_LOCK_MS = 10_000;
 // Waiting for a lock: the first retry after about 1 ms, doubling up to about 25 ms.
 const FIRST_RETRY_MS = 1;
@@ -89,6 +93,190 @@ function sleep(ms: number): Promise<void> {
 function backoff(retry: number): number {
 	const ceiling = Math.min(LAST_RETRY_MS, FIRST_RETRY_MS * 2 ** retry);
 	return ceiling / 2 + Math.random() * (ceiling / 2);
+}
+
+/** Milliseconds since `path` was last modified, or `null` if it is gone. */
+async function ageOf(path: string): Promise<number | null> {
+	try {
+		// mtime is wall-clock time (the file server's, on a network file system), whatever the injected clock says.
+		// lstat: a symlink put there (a dangling one would read as gone forever) ages as itself.
+		return Date.now() - (await lstat(path)).mtimeMs;
+	} catch (error) {
+		if (isMissing(error)) return null;
+		throw error;
+	}
+}
+
+async function removeDir(path: string): Promise<void> {
+	await rm(path, { recursive: true, force: true });
+}
+
+/**
+ * Who holds a lock, in the owner file its holder writes into it: enough to tell, on the same
+ * machine, whether that process still runs.
+ */
+interface LockOwner {
+	pid: number;
+	/** `os.hostname()`, for the error message and to tell another host on a shared folder. */
+	host: string;
+	/** Linux: the boot id and the pid namespace (containers), within which `pid` means one process; "" elsewhere. */
+	space: string;
+	/** Linux: the process's start time in clock ticks since boot, which tells a reused pid; `null` elsewhere. */
+	start: string | null;
+}
+
+// Lock timeouts, among the SessionStoreErrors, each with the lock and who holds it: gc passes over
+// their sessions, deleteBySubject retries them.
+const lockTimeouts = new WeakMap<object, string>();
+
+function isLockTimeout(error: unknown): boolean {
+	return typeof error === "object" && error !== null && lockTimeouts.has(error);
+}
+
+/** What `read` gives, or `null` if it throws (no /proc: not Linux; or the process is gone). */
+function fromProc(read: () => string): string | null {
+	try {
+		return read();
+	} catch {
+		return null;
+	}
+}
+
+function readProc(path: string): string | null {
+	return fromProc(() => readFileSync(path, "utf8").trim());
+}
+
+/** Field 22 of `/proc/<pid>/stat`, the start time; the fields are counted after the command name, which may hold spaces and parentheses. */
+function startTimeIn(stat: string | null): string | null {
+	return stat?.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? null;
+}
+
+let self: { owner: LockOwner; text: string } | undefined;
+
+/** This process as a lock owner, worked out once. */
+function selfOwner(): { owner: LockOwner; text: string } {
+	if (!self) {
+		const boot = readProc("/proc/sys/kernel/random/boot_id");
+		const pidNamespace = fromProc(() => readlinkSync("/proc/self/ns/pid"));
+		const owner: LockOwner = {
+			pid: process.pid,
+			host: hostname(),
+			space: boot !== null && pidNamespace !== null ? `${boot} ${pidNamespace}` : "",
+			start: startTimeIn(readProc("/proc/self/stat")),
+		};
+		self = { owner, text: JSON.stringify(owner) };
+	}
+	return self;
+}
+
+function parseOwner(text: string): LockOwner | null {
+	try {
+		const owner = JSON.parse(text) as Partial<LockOwner> | null;
+		const wellFormed =
+			Number.isSafeInteger(owner?.pid) &&
+			owner!.pid! > 0 &&
+			typeof owner!.host === "string" &&
+			typeof owner!.space === "string" &&
+			(owner!.start === null || typeof owner!.start === "string");
+		return wellFormed ? (owner as LockOwner) : null;
+	} catch {
+		// Half-written: read in the instant its holder writes it.
+		return null;
+	}
+}
+
+/**
+ * Creates the lock directory `path` (a key's lock or a breaker) and writes an owner file naming
+ * this process into it; resolves that file's path (to `release`), or `null` if `path` is held.
+ * Rejects with ENOENT if the shard directory is missing.
+ *
+ * `mkdir` rather than `open(..., "wx")`: it is atomic on every OS and on network file systems (old
+ * NFS clients emulate O_EXCL with a racy check). The owner file comes a moment after the
+ * directory; until then `inspect` sees a lock being created, and waits for it as for one of
+ * another host. Its name is random, so a release removes only its own owner file, and then the
+ * directory only if that is empty: a holder whose lock was broken cannot remove the next holder's.
+ */
+async function takeLockDir(path: string): Promise<string | null> {
+	try {
+		await mkdir(path, { mode: 0o700 });
+	} catch (error) {
+		if (isHeld(error)) return null;
+		throw error;
+	}
+	const owner = join(path, `${randomBytes(8).toString("hex")}.owner`);
+	try {
+		await writeFile(owner, selfOwner().text, { flag: "wx", mode: 0o600 });
+		return owner;
+	} catch (error) {
+		// Gone: broken as ownerless in that instant (we were frozen), so it is someone else's now.
+		if (isMissing(error)) return null;
+		// Not written (disk full): give the lock back, a partial owner file with it.
+		await release(owner);
+		throw error;
+	}
+}
+
+/**
+ * Releases a lock taken by takeLockDir, whatever that gives (see exclusive). A directory that
+ * cannot be removed (as Windows refuses while something has it open) is left without an owner
+ * file, so it is broken as stale after STALE_LOCK_MS.
+ */
+async function release(owner: string): Promise<void> {
+	await unlink(owner).catch(() => undefined);
+	await rmdir(dirname(owner)).catch(() => undefined);
+}
+
+/** The owner named in lock directory `path`, or `null` if none is (yet), or `path` is gone. */
+async function ownerOf(path: string): Promise<LockOwner | null> {
+	try {
+		const name = (await readdir(path)).find((entry) => entry.endsWith(".owner"));
+		return name === undefined ? null : parseOwner(await readFile(join(path, name), "utf8"));
+	} catch (error) {
+		const code = (error as NodeJS.ErrnoException | null)?.code;
+		if (code === "ENOENT" || code === "ENOTDIR") return null;
+		throw error;
+	}
+}
+
+/** Whether `owner` runs in this machine's pid space, so its pid can be checked. */
+function isLocal(owner: LockOwner): boolean {
+	const { host, space } = selfOwner().owner;
+	return owner.host === host && owner.space === space;
+}
+
+/** Whether the local process `owner` still runs: its pid exists and, where the start time is known, started when the owner did. */
+async function isRunning(owner: LockOwner): Promise<boolean> {
+	if (owner.pid === process.pid) {
+		// Another store in this process (another worker thread, a symlinked dir), unless this pid
+		// belonged to an earlier process (a restarted container's app often gets the same pid).
+		const { start } = selfOwner().owner;
+		return owner.start === null || start === null || owner.start === start;
+	}
+	try {
+		process.kill(owner.pid, 0);
+	} catch (error) {
+		// EPERM: it runs, as another user.
+		if ((error as NodeJS.ErrnoException).code === "ESRCH") return false;
+	}
+	if (owner.start === null) return true;
+	const start = startTimeIn(readProc(`/proc/${owner.pid}/stat`));
+	return start === null || start === owner.start;
+}
+
+/**
+ * What lock directory `path` is now: `"gone"`; `"stale"` if its holder on this machine no longer
+ * runs (a crash: at once), or, if no holder on this machine is named in it (another host on a
+ * shared folder, a lock still being created, one of an older version), if it is older than
+ * STALE_LOCK_MS; else held, by `holder` if known. A running holder is never stale, however long
+ * it holds the lock (a debugger, a GC pause, a stopped container): taking over its lock would
+ * make two writers.
+ */
+async function inspect(path: string): Promise<"gone" | "stale" | { holder: LockOwner | null }> {
+	const owner = await ownerOf(path);
+	if (owner && isLocal(owner)) return (await isRunning(owner)) ? { holder: owner } : "stale";
+	const age = await ageOf(path);
+	if (age === null) return "gone";
+	return age > STALE_LOCK_MS ? "stale" : { holder: owner };
 }
 
 function isMap(value: unknown): boolean {
@@ -134,18 +322,23 @@ function parse(text: string): FileContent | null {
  * crash mid-write leaves the previous record readable; there is no fsync, so a power cut can
  * lose the latest write. A record past its expiry is never returned; gc deletes its file every
  * `gcInterval` seconds (unref'd timer) or when `gc()` is called, along with temp files
- * older than ten minutes and locks older than 10 seconds.
+ * older than ten minutes and stale locks. `close()` stops a gc scan in progress before its next
+ * file (that one is finished), so a gc stopped that way resolves with what it deleted so far.
  *
  * `set`, `replace`, `merge`, `touch` and `delete` on one key run one after another, so parallel
  * merges add up and a slow write never brings back a deleted session: within this process
  * through a queue per key shared by every file store on the same `dir` (the path as resolved),
  * and across processes on one `dir` (node cluster, pm2 workers) through a lock per key, the
- * directory `<key>.json.lock`, created before the write and removed after it: one create and one
- * remove per write; `get` takes no lock. A write waits up to `lockTimeout` seconds for another
- * process's lock, then rejects with `SessionStoreError`. A lock older than 10 seconds counts as
- * left by a crash and is removed, so a crash delays the next write of its session by at most
- * that; a process frozen longer than that in the middle of a write (a paused VM, an event loop
- * blocked for seconds) can lose its lock and race the next writer.
+ * directory `<key>.json.lock` holding an owner file that names its process, created before the
+ * write and removed after it: two creates and two removes per write; `get` takes no lock. A
+ * write waits up to `lockTimeout` seconds for another process's lock, then rejects with
+ * `SessionStoreError` naming the holder's pid and host. A lock whose holder on this machine has
+ * exited (a crash) is removed at once; one whose holder still runs is never taken over, however
+ * long it is held (a debugger, a stopped container); one whose holder cannot be checked (another
+ * host on a shared folder, a lock being created) is removed once older than 10 seconds.
+ * gc passes over a session whose lock stays held (the next run collects it); `deleteBySubject`
+ * waits for such locks after deleting the other sessions and rejects, saying how many it could
+ * not delete, if some stay held past `lockTimeout`.
  *
  * `listBySubject`, `deleteBySubject`, `count` and `gc` read every session file: O(n) in the
  * number of sessions.
@@ -208,105 +401,89 @@ export function fileStore(options: FileStoreOptions): FileStore {
 		return `${fileOf(key)}.lock`;
 	}
 
-	/** Milliseconds since `path` was last modified, or `null` if it is gone. */
-	async function ageOf(path: string): Promise<number | null> {
-		try {
-			// mtime is wall-clock time (the file server's, on a network file system), whatever the injected clock says.
-			return Date.now() - (await stat(path)).mtimeMs;
-		} catch (error) {
-			if (isMissing(error)) return null;
-			throw error;
-		}
-	}
-
-	async function removeDir(path: string): Promise<void> {
-		await rm(path, { recursive: true, force: true });
-	}
-
 	/**
-	 * Takes `key`'s lock against other processes by creating the directory `<key>.json.lock`;
-	 * resolves its path. `mkdir` rather than `open(..., "wx")`: it is atomic on every OS and on
-	 * network file systems (old NFS clients emulate O_EXCL with a racy check), and it leaves no
-	 * descriptor to close, so a write costs one create and one remove. A held lock is retried with
-	 * backoff until `lockTimeout`, breaking it if it is stale.
+	 * Takes `key`'s lock against other processes (see takeLockDir); resolves its owner file, to
+	 * pass to `release`. A held lock is retried with backoff for up to `waitMs`, breaking it if it
+	 * is stale (see breakStaleLock), then rejects with a lock timeout (see isLockTimeout).
 	 *
 	 * Resolves `null` if `key`'s shard directory does not exist and `makeShard` is false: no file
 	 * of `key` exists then either, so there is nothing to lock (and no directory is created).
 	 */
-	async function acquire(key: string, makeShard: boolean): Promise<string | null> {
+	async function acquire(key: string, makeShard: boolean, waitMs: number): Promise<string | null> {
 		const lock = lockOf(key);
-		const deadline = Date.now() + lockWaitMs;
+		const deadline = Date.now() + waitMs;
+		let late = 0;
 		for (let retry = 0; ; retry++) {
 			try {
-				await mkdir(lock, { mode: 0o700 });
-				return lock;
+				const owner = await takeLockDir(lock);
+				if (owner !== null) return owner;
 			} catch (error) {
-				if (isMissing(error)) {
-					if (!makeShard) return null;
-					await mkdir(shardOf(key), { recursive: true, mode: 0o700 });
-					continue;
-				}
-				if (!isHeld(error)) throw error;
+				if (!isMissing(error)) throw error;
+				if (!makeShard) return null;
+				await mkdir(shardOf(key), { recursive: true, mode: 0o700 });
+				continue;
 			}
-			const retryNow = await breakStaleLock(lock);
+			const holder = await breakStaleLock(lock);
+			// Released or broken meanwhile: try again at once, a few times even past the deadline (as gc's wait of 0 needs).
+			if (holder === "retry" && (Date.now() < deadline || ++late <= 3)) continue;
 			const left = deadline - Date.now();
-			if (left <= 0) {
-				throw new SessionStoreError(STORE, `a lock on the session file could not be taken within ${lockWaitMs} ms (lockTimeout): ${lock} is held by another writer.`);
-			}
-			if (!retryNow) await sleep(Math.min(backoff(retry), left));
+			if (left <= 0) throw lockTimeout(lock, holder === "retry" ? null : holder);
+			await sleep(Math.min(backoff(retry), left));
 		}
+	}
+
+	function lockTimeout(lock: string, holder: LockOwner | null): SessionStoreError {
+		const held = `${lock} is held by ${holder ? `process ${holder.pid} on ${holder.host}` : "another writer"}`;
+		const error = new SessionStoreError(STORE, `a lock on the session file could not be taken within ${lockWaitMs} ms (lockTimeout): ${held}.`);
+		lockTimeouts.set(error, held);
+		return error;
 	}
 
 	/**
-	 * Removes `lock` if it is older than STALE_LOCK_MS (its holder crashed); resolves whether the
-	 * caller should try to take it again at once (broken, or released meanwhile).
+	 * Removes `lock` if it is stale (see inspect); resolves `"retry"` if the caller should try to
+	 * take it again at once (broken, or released meanwhile), else who holds it (`null`: unknown).
 	 *
 	 * Two waiters can see the same stale lock. If each removed it, the second could remove the
 	 * fresh lock the first has just taken in its place, and both would write. So only the holder
-	 * of a second lock, `<lock>.breaking`, removes `lock`, and only after checking its age again
-	 * while holding it. Two processes can still hold one key at once only if
-	 * - a holder is alive but has not released for STALE_LOCK_MS (a frozen process or VM, an event
-	 *   loop blocked that long): its lock is broken, and its late release removes the next
-	 *   holder's lock too; or
+	 * of a second lock, `<lock>.breaking` (owned the same way), removes `lock`, and only after
+	 * inspecting it again while holding that. Two processes can still hold one key at once only if
+	 * - a lock's holder is not visible from here (another host on a shared folder, or a holder
+	 *   frozen in the instant before it wrote its owner file) and has not released it for
+	 *   STALE_LOCK_MS: its lock is broken, though its late release leaves the next holder's alone; or
 	 * - a process crashed in the microseconds it held `<lock>.breaking`, and two waiters then
 	 *   remove that stale breaker at once (the same race one level down, after a crash there).
 	 */
-	async function breakStaleLock(lock: string): Promise<boolean> {
-		const age = await ageOf(lock);
-		if (age === null) return true;
-		if (age <= STALE_LOCK_MS) return false;
-		const breaker = `${lock}.breaking`;
-		if (!(await takeBreaker(breaker))) return false;
+	async function breakStaleLock(lock: string): Promise<"retry" | LockOwner | null> {
+		const state = await inspect(lock);
+		if (state === "gone") return "retry";
+		if (state !== "stale") return state.holder;
+		const breaker = await takeBreaker(`${lock}.breaking`);
+		if (breaker === null) return null;
 		try {
 			// Another waiter may have broken the stale lock and taken a fresh one since we looked.
-			const again = await ageOf(lock);
-			if (again !== null && again > STALE_LOCK_MS) await removeDir(lock);
+			if ((await inspect(lock)) === "stale") await removeDir(lock);
 		} finally {
-			await removeDir(breaker);
+			await release(breaker);
 		}
-		return true;
+		return "retry";
 	}
 
-	/** Takes `breaker` (see breakStaleLock); `false` if another waiter holds it. One left by a crash is removed and taken. */
-	async function takeBreaker(breaker: string): Promise<boolean> {
+	/** Takes `breaker` (see breakStaleLock); resolves its owner file, or `null` if another waiter holds it. One left by a crash is removed and taken. */
+	async function takeBreaker(breaker: string): Promise<string | null> {
 		for (let tries = 0; tries < 2; tries++) {
-			try {
-				await mkdir(breaker, { mode: 0o700 });
-				return true;
-			} catch (error) {
-				if (!isHeld(error)) throw error;
-			}
-			const age = await ageOf(breaker);
-			if (age !== null && age <= STALE_LOCK_MS) return false;
-			if (age !== null) await removeDir(breaker);
+			const owner = await takeLockDir(breaker);
+			if (owner !== null) return owner;
+			const state = await inspect(breaker);
+			if (state === "stale") await removeDir(breaker);
+			else if (state !== "gone") return null;
 		}
-		return false;
+		return null;
 	}
 
 	/**
 	 * Runs `task` after every earlier task on `key` in this process, holding `key`'s lock against
 	 * other processes. With `makeShard` false and no shard directory for `key` (so no file of it
-	 * either), resolves `false` without running `task`.
+	 * either), resolves `false` without running `task`. It up to `waitMs` for another process's lock (see acquire).
 	 *
 	 * Settles as `task` did, whatever removing the lock gives: gone already (another process broke
 	 * it as stale, see breakStaleLock), or refused (as Windows does while something has the
@@ -314,14 +491,14 @@ export function fileStore(options: FileStoreOptions): FileStore {
 	 * that would add its increments twice), nor a failed write lose its own error. A lock left
 	 * behind is broken as stale, as one left by a crash is.
 	 */
-	function exclusive<T>(key: string, makeShard: boolean, task: () => Promise<T>): Promise<T | false> {
+	function exclusive<T>(key: string, makeShard: boolean, task: () => Promise<T>, waitMs = lockWaitMs): Promise<T | false> {
 		return serialised(key, async () => {
-			const lock = await acquire(key, makeShard);
-			if (lock === null) return false;
+			const owner = await acquire(key, makeShard, waitMs);
+			if (owner === null) return false;
 			try {
 				return await task();
 			} finally {
-				await rmdir(lock).catch(() => undefined);
+				await release(owner);
 			}
 		});
 	}
@@ -373,12 +550,8 @@ export function fileStore(options: FileStoreOptions): FileStore {
 
 	/** gc of a lock a crash left: a stale `<key>.json.lock` is broken as a waiting writer would; a stale breaker is removed. */
 	async function removeIfStaleLock(lock: string): Promise<void> {
-		if (!lock.endsWith(".breaking")) {
-			await breakStaleLock(lock);
-			return;
-		}
-		const age = await ageOf(lock);
-		if (age !== null && age > STALE_LOCK_MS) await removeDir(lock);
+		if (!lock.endsWith(".breaking")) await breakStaleLock(lock);
+		else if ((await inspect(lock)) === "stale") await removeDir(lock);
 	}
 
 	/**
@@ -396,12 +569,13 @@ export function fileStore(options: FileStoreOptions): FileStore {
 
 	/**
 	 * Calls `visit` for every session file, every stray temp file and every lock directory, shard
-	 * by shard. A session file it cannot read (see UNREADABLE_ENTRY) is passed over, so that one
+	 * by shard, one at a time; stops before the next entry once `stopped()` is true. A session file it cannot read (see UNREADABLE_ENTRY) is passed over, so that one
 	 * such entry cannot stop every gc and "log out everywhere": it is no session `get` could load
 	 * either (that fails closed), and removing it could lose a session a fixed permission brings back.
 	 */
 	async function scan(
 		visit: (entry: { key: string; content: FileContent | null } | { temp: string } | { lock: string }) => Promise<void>,
+		stopped = () => false,
 	): Promise<void> {
 		let shards: string[];
 		try {
@@ -411,6 +585,7 @@ export function fileStore(options: FileStoreOptions): FileStore {
 			throw error;
 		}
 		for (const shard of shards) {
+			if (stopped()) return;
 			let names: string[];
 			try {
 				names = await readdir(join(dir, shard));
@@ -419,6 +594,7 @@ export function fileStore(options: FileStoreOptions): FileStore {
 				throw error;
 			}
 			for (const name of names) {
+				if (stopped()) return;
 				const key = RECORD_FILE.exec(name)?.[1];
 				if (key !== undefined && key.startsWith(shard)) {
 					const content = await readForScan(join(dir, shard, name));
@@ -441,6 +617,72 @@ export function fileStore(options: FileStoreOptions): FileStore {
 			}),
 		);
 	}
+
+	/**
+	 * Deletes every session of `subject`. A session whose lock is held is not waited for during the
+	 * scan, but at the end, all at once, each for up to `lockTimeout`; if some lock is held still,
+	 * rejects saying how many sessions could not be deleted (the others are). Skipping them quietly
+	 * would leave a session alive after "log out everywhere".
+	 */
+	async function deleteAllOf(subject: string): Promise<number> {
+		const deleteIfOfSubject = (key: string, waitMs: number) =>
+			// Read again under the key's lock: a write since the scan may have changed the subject.
+			exclusive(key, false, async () => (await readLive(key))?.record.subject === subject && (await remove(key)), waitMs);
+		let deleted = 0;
+		const busy: string[] = [];
+		await scan(async (entry) => {
+			if (!("key" in entry) || entry.content?.record.subject !== subject) return;
+			try {
+				if (await deleteIfOfSubject(entry.key, 0)) deleted++;
+			} catch (error) {
+				if (!isLockTimeout(error)) throw error;
+				busy.push(entry.key);
+			}
+		});
+		const retried = await Promise.allSettled(busy.map((key) => deleteIfOfSubject(key, lockWaitMs)));
+		const errors: unknown[] = [];
+		for (const outcome of retried) {
+			if (outcome.status === "rejected") errors.push(outcome.reason);
+			else if (outcome.value) deleted++;
+		}
+		const failure = errors.find((error) => !isLockTimeout(error));
+		if (failure !== undefined) throw failure;
+		if (errors.length > 0) {
+			throw new SessionStoreError(
+				STORE,
+				`deleteBySubject deleted ${deleted} sessions but could not delete ${errors.length}: their locks were held past lockTimeout (${lockWaitMs} ms); ${lockTimeouts.get(errors[0] as object)}. Call it again to delete them.`,
+				{ cause: errors[0] },
+			);
+		}
+		return deleted;
+	}
+
+	/**
+	 * gc's scan, until `run.stopped` (see close). A session whose lock is held is passed over, not
+	 * waited for: the next run collects it.
+	 */
+	async function collect(run: { stopped: boolean }): Promise<number> {
+		let deleted = 0;
+		await scan(
+			async (entry) => {
+				if ("temp" in entry) return removeIfStale(entry.temp);
+				if ("lock" in entry) return removeIfStaleLock(entry.lock);
+				if (entry.content && entry.content.expiresAt > clock()) return;
+				try {
+					// Read again under the key's lock: a touch since the scan may have extended it.
+					const removed = await exclusive(entry.key, false, async () => (await readLive(entry.key)) === null && (await remove(entry.key)), 0);
+					if (removed) deleted++;
+				} catch (error) {
+					if (!isLockTimeout(error)) throw error;
+				}
+			},
+			() => run.stopped,
+		);
+		return deleted;
+	}
+
+	// The gc runs in progress (the timer's and gc() calls), each settling: close() stops them.
+	const gcRuns = new Map<{ stopped: boolean }, Promise<void>>();
 
 	const store: FileStore = {
 		name: STORE,
@@ -481,19 +723,7 @@ export function fileStore(options: FileStoreOptions): FileStore {
 			});
 		},
 		deleteBySubject(subject) {
-			return attempt("deleteBySubject", async () => {
-				let deleted = 0;
-				await scan(async (entry) => {
-					if (!("key" in entry) || entry.content?.record.subject !== subject) return;
-					// Read again under the key's lock: a write since the scan may have changed the subject.
-					const removed = await exclusive(entry.key, false, async () => {
-						const live = await readLive(entry.key);
-						return live?.record.subject === subject && (await remove(entry.key));
-					});
-					if (removed) deleted++;
-				});
-				return deleted;
-			});
+			return attempt("deleteBySubject", () => deleteAllOf(subject));
 		},
 		count() {
 			return attempt("count", async () => {
@@ -506,21 +736,20 @@ export function fileStore(options: FileStoreOptions): FileStore {
 			});
 		},
 		gc() {
-			return attempt("gc", async () => {
-				let deleted = 0;
-				await scan(async (entry) => {
-					if ("temp" in entry) return removeIfStale(entry.temp);
-					if ("lock" in entry) return removeIfStaleLock(entry.lock);
-					if (entry.content && entry.content.expiresAt > clock()) return;
-					// Read again under the key's lock: a touch since the scan may have extended it.
-					const removed = await exclusive(entry.key, false, async () => (await readLive(entry.key)) === null && (await remove(entry.key)));
-					if (removed) deleted++;
-				});
-				return deleted;
-			});
+			const run = { stopped: false };
+			const result = attempt("gc", () => collect(run));
+			const settled = result.then(
+				() => undefined,
+				() => undefined,
+			);
+			gcRuns.set(run, settled);
+			void settled.then(() => gcRuns.delete(run));
+			return result;
 		},
 		async close() {
-			await stopGC();
+			// A gc scan stops before its next entry; what it is doing meanwhile (a delete under a lock) finishes.
+			for (const run of gcRuns.keys()) run.stopped = true;
+			await Promise.all([stopGC(), ...gcRuns.values()]);
 			const pending: Array<Promise<unknown>> = [];
 			for (const [id, tail] of queues) if (id.startsWith(queued)) pending.push(tail);
 			await Promise.all(pending);

@@ -3,7 +3,7 @@ import { chmod, mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, symlink, uti
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { defaultCodec, SessionConfigError, SessionStoreError } from "sessionkit";
@@ -381,6 +381,59 @@ describe("file store", () => {
 		await store.close();
 	});
 
+	/** A store on a fresh dir of `count` sessions, all expired, whose clock calls `onCall` with its call count. */
+	async function expiredSessions(count: number, gcInterval: number, onCall: (calls: number) => void) {
+		const dir = freshDir();
+		const filler = fileStore({ dir, gcInterval: 0 });
+		for (let i = 0; i < count; i++) await filler.set(randomKey(), makeRecord(), Date.now() - 1000);
+		await filler.close();
+		let calls = 0;
+		const store = fileStore({
+			dir,
+			gcInterval,
+			clock: () => {
+				onCall(++calls);
+				return Date.now();
+			},
+		});
+		const sessionFiles = async () => (await tree(dir)).filter((name) => name.endsWith(".json")).length;
+		const leftovers = async () => (await tree(dir)).filter((name) => /\.(lock|breaking|tmp|owner)$/.test(name));
+		return { store, sessionFiles, leftovers };
+	}
+
+	it("close() stops a gc run of its timer instead of waiting for the whole scan, and leaves nothing half-done", async () => {
+		let closing: Promise<void> | undefined;
+		// gc reads the clock for each session it looks at: on the 20th, the app shuts down.
+		const { store, sessionFiles, leftovers } = await expiredSessions(100, 0.05, (calls) => {
+			if (calls === 20) closing = store.close();
+		});
+		while (!closing) await sleep(5);
+		await closing;
+		const left = await sessionFiles();
+		assert.ok(left > 80, `close() let gc delete ${100 - left} of 100 sessions`);
+		assert.deepEqual(await leftovers(), [], "no lock or temp file is left");
+		await sleep(100);
+		assert.equal(await sessionFiles(), left, "nothing of the store runs after close()");
+	});
+
+	it("close() stops a gc() call in progress too, which resolves with what it deleted", async () => {
+		let closing: Promise<void> | undefined;
+		const { store, sessionFiles, leftovers } = await expiredSessions(100, 0, (calls) => {
+			if (calls === 20) closing = store.close();
+		});
+		let collected: number | undefined;
+		const gc = store.gc().then((deleted) => (collected = deleted));
+		while (!closing) await sleep(5);
+		await closing;
+		assert.notEqual(collected, undefined, "gc() settled before close() resolved");
+		assert.equal(await sessionFiles(), 100 - collected!);
+		assert.ok(collected! < 20, `gc() deleted ${collected} of 100 sessions`);
+		assert.deepEqual(await leftovers(), []);
+		await gc;
+		// A gc() called after close() runs in full.
+		assert.equal(await store.gc(), 100 - collected!);
+	});
+
 	it("checks expiry against the injected clock", async () => {
 		let now = Date.UTC(2026, 0, 1);
 		const store = fileStore({ dir: freshDir(), gcInterval: 0, clock: () => now });
@@ -528,6 +581,66 @@ describe("file store locks (one per session file, against other processes)", () 
 		assert.ok((await stat(freshLock)).isDirectory(), "a fresh lock may belong to a write in progress");
 		assert.ok(await store.get(live));
 		assert.equal(await store.deleteBySubject("gc-user"), 1);
+		await store.close();
+	});
+
+	it("keeps the age rule for a lock another host holds (a shared folder), naming that host when giving up", async () => {
+		const { store, key, lock } = await storeWithSession(0.1);
+		await mkdir(lock);
+		// No such pid here may exist, but it is another host's: only its age tells.
+		await writeFile(join(lock, "0011223344556677.owner"), JSON.stringify({ pid: 2 ** 30, host: `not-${hostname()}`, space: "", start: null }));
+		await assert.rejects(
+			store.merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR),
+			(error: unknown) => error instanceof SessionStoreError && error.message.includes(`${lock} is held by process ${2 ** 30} on not-${hostname()}.`),
+		);
+		await utimes(lock, minuteAgo(), minuteAgo());
+		assert.equal(await store.merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), true);
+		await store.close();
+	});
+
+	it("gc passes over a session whose lock is held past lockTimeout, collects the others, and that one next time", async () => {
+		const dir = freshDir();
+		let now = Date.now();
+		const store = fileStore({ dir, gcInterval: 0, lockTimeout: 0.1, clock: () => now });
+		const keys = [randomKey(), randomKey(), randomKey()];
+		for (const key of keys) await store.set(key, makeRecord(), now + 1000);
+		now += 2000;
+		const busy = lockOf(dir, keys[1]!);
+		await mkdir(busy);
+		assert.equal(await store.gc(), 2);
+		assert.deepEqual((await tree(dir)).filter((name) => name.endsWith(".json")), [join(keys[1]!.slice(0, 2), `${keys[1]}.json`)]);
+		await rmdir(busy);
+		assert.equal(await store.gc(), 1);
+		await store.close();
+	});
+
+	it("deleteBySubject waits for a held lock after deleting the others, and if it stays held rejects saying how many it could not delete", async () => {
+		const dir = freshDir();
+		const store = fileStore({ dir, gcInterval: 0, lockTimeout: 0.3 });
+		const mine = [randomKey(), randomKey(), randomKey()];
+		const other = randomKey();
+		for (const key of mine) await store.set(key, makeRecord({ subject: "ada" }), Date.now() + HOUR);
+		await store.set(other, makeRecord({ subject: "bob" }), Date.now() + HOUR);
+		const busy = lockOf(dir, mine[0]!);
+
+		// Held for a moment (a request in progress): waited for, and deleted too.
+		await mkdir(busy);
+		setTimeout(() => void rmdir(busy), 100);
+		assert.equal(await store.deleteBySubject("ada"), 3);
+
+		for (const key of mine) await store.set(key, makeRecord({ subject: "ada" }), Date.now() + HOUR);
+		await mkdir(busy);
+		await assert.rejects(
+			store.deleteBySubject("ada"),
+			(error: unknown) =>
+				error instanceof SessionStoreError &&
+				error.message.includes("deleted 2 sessions but could not delete 1") &&
+				error.message.includes(busy),
+		);
+		assert.deepEqual((await store.listBySubject("ada")).map((session) => session.key), [mine[0]], "every other session of the subject is gone");
+		assert.ok(await store.get(other), "another subject's session is kept");
+		await rmdir(busy);
+		assert.equal(await store.deleteBySubject("ada"), 1);
 		await store.close();
 	});
 
