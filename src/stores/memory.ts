@@ -18,6 +18,8 @@ export interface MemoryStoreOptions {
 interface Entry {
 	record: StoredRecord;
 	expiresAt: number;
+	/** The time of this entry's node in the expiry queue: never later than `expiresAt`. */
+	queuedAt: number;
 }
 
 /**
@@ -31,10 +33,10 @@ export interface MemoryStore extends SyncSessionStore {
 }
 
 /**
- * Keys by expiry, soonest first: a binary min-heap with lazy deletion. A key gets a node each
- * time its expiry is set; a node whose key is gone or has another expiry now is stale, and is
- * dropped when it reaches the top, or when the heap is rebuilt. New expiries are mostly the
- * latest yet, so a push rarely moves up more than a level.
+ * Keys by expiry, soonest first: a binary min-heap with lazy deletion. The store keeps one
+ * current node per entry, at the entry's `queuedAt`; other nodes are stale, and are dropped
+ * when they reach the top, or when the heap is rebuilt. New expiries are mostly the latest
+ * yet, so a push rarely moves up more than a level.
  */
 class ExpiryQueue {
 	private readonly times: number[] = [];
@@ -71,11 +73,12 @@ class ExpiryQueue {
 		return key;
 	}
 
-	/** Replaces every node with one per entry of `entries`. */
-	rebuild(entries: Map<string, { expiresAt: number }>): void {
+	/** Replaces every node with one per entry of `entries`, at its expiry, which it queues. */
+	rebuild(entries: Map<string, Pick<Entry, "expiresAt" | "queuedAt">>): void {
 		this.times.length = 0;
 		this.keys.length = 0;
 		for (const [key, entry] of entries) {
+			entry.queuedAt = entry.expiresAt;
 			this.times.push(entry.expiresAt);
 			this.keys.push(key);
 		}
@@ -128,17 +131,19 @@ export function memoryStore(options: MemoryStoreOptions = {}): MemoryStore {
 	// Past maxSessions an expired session goes before any live one, wherever it is in LRU order.
 	const expiries = new ExpiryQueue();
 
-	/** Records that `key` now expires at `expiresAt`: its older node in `expiries`, if any, turns stale. */
-	function scheduleExpiry(key: string, expiresAt: number): void {
-		expiries.push(key, expiresAt);
-		// Stale nodes cost memory only: past twice the entries, one O(n) rebuild drops them all.
+	/** Gives `entry` its current node in `expiries`: an older one, if any, turns stale. */
+	function queue(key: string, entry: Entry): void {
+		entry.queuedAt = entry.expiresAt;
+		expiries.push(key, entry.expiresAt);
+		// Only a deletion or an earlier expiry leaves a stale node; a rebuild (O(n + stale)) waits
+		// until they outnumber the entries: O(1) each, and never for expiries that only move later.
 		if (expiries.size > 2 * entries.size + 64) expiries.rebuild(entries);
 	}
 
 	function setExpiry(key: string, entry: Entry, expiresAt: number): void {
-		if (entry.expiresAt === expiresAt) return;
 		entry.expiresAt = expiresAt;
-		scheduleExpiry(key, expiresAt);
+		// A later expiry (the usual case) keeps the node: `sweep` queues it again when it comes up.
+		if (expiresAt < entry.queuedAt) queue(key, entry);
 	}
 
 	function unindex(key: string, subject: string | null): void {
@@ -227,8 +232,9 @@ export function memoryStore(options: MemoryStoreOptions = {}): MemoryStore {
 			return;
 		}
 		index(key, record.subject);
-		entries.set(key, { record, expiresAt });
-		scheduleExpiry(key, expiresAt);
+		const entry: Entry = { record, expiresAt, queuedAt: expiresAt };
+		entries.set(key, entry);
+		queue(key, entry);
 		newest = key;
 		inserted();
 		if (entries.size > maxSessions) sweep();
@@ -246,14 +252,20 @@ export function memoryStore(options: MemoryStoreOptions = {}): MemoryStore {
 		markUsed(key, entry);
 	}
 
-	/** Removes every expired session: O(1) when none has expired, O(log n) per one removed. */
+	/**
+	 * Removes every expired session: O(1) when none has expired, else O(log n) per node that came
+	 * due (a session removed, or one whose expiry moved later and is queued again).
+	 */
 	function sweep(): number {
 		const now = clock();
 		let removed = 0;
 		for (let time = expiries.soonest(); time <= now; time = expiries.soonest()) {
 			const key = expiries.pop();
-			// Otherwise the node is stale: its key is gone, or expires at another time now.
-			if (entries.get(key)?.expiresAt === time && remove(key)) removed++;
+			const entry = entries.get(key);
+			// Otherwise the node is stale: its key is gone, or has another node now.
+			if (entry?.queuedAt !== time) continue;
+			if (entry.expiresAt > now) queue(key, entry);
+			else if (remove(key)) removed++;
 		}
 		return removed;
 	}

@@ -155,6 +155,83 @@ describe("memory store", () => {
 		store.close!();
 	});
 
+	it("keeps sessions whose expiry 100k merges and touches moved later, then sweeps and evicts by their last expiry", () => {
+		let now = 1_000_000;
+		const store = memoryStore({ maxSessions: 10, sweepInterval: 0, clock: () => now });
+		const keys = Array.from({ length: 10 }, () => randomKey());
+		for (const key of keys) store.set(key, makeRecord(), now + 1000);
+		const increment = (idleExpiresAt: number) => ({ clear: false, delete: [], set: {}, increment: { count: 1 }, flashDelete: [], flashSet: {}, subject: undefined, idleExpiresAt });
+		// The counter route: every request moves its session's expiry a little later.
+		for (let request = 0; request < 100_000; request++) {
+			now += 1;
+			const key = keys[request % keys.length]!;
+			if (Math.floor(request / keys.length) % 2 === 0) assert.ok(store.merge!(key, increment(now + 1000), now + 1000));
+			else store.touch(key, now + 1000, now + 1000);
+			if (request % 1000 === 0) assert.equal(store.gc!(), 0, `request ${request}: no session has expired`);
+		}
+		// Last expiries: keys[i] at now - 9 + i + 1000.
+		assert.equal(store.gc!(), 0, "every session's first expiry passed long ago, but none has expired");
+		assert.equal(store.size, 10);
+		assert.equal(JSON.parse(store.get(keys[3]!)!.data.count!), 5000);
+		now += 1000 - 9 + 4; // keys[0..4] have expired, keys[5..9] have not
+		const newcomer = randomKey();
+		store.set(newcomer, makeRecord(), now + 1000);
+		assert.equal(store.size, 6, "past maxSessions the expired sessions went first");
+		for (const key of keys.slice(5)) assert.ok(store.get(key), "a live session was dropped");
+		now += 5;
+		assert.equal(store.gc!(), 5, "the rest expire at their last expiry");
+		assert.equal(store.size, 1);
+		store.close!();
+	});
+
+	it("sweeps a session at an expiry moved earlier after many later ones", () => {
+		let now = 1_000_000;
+		const store = memoryStore({ maxSessions: 10, sweepInterval: 0, clock: () => now });
+		const [early, steady] = [randomKey(), randomKey()];
+		for (const key of [early, steady]) store.set(key, makeRecord(), now + 1000);
+		for (let i = 1; i <= 1000; i++) store.touch(early, now + 1000 + i, now + 1000 + i);
+		store.touch(early, now + 10, now + 10);
+		now += 11;
+		assert.equal(store.gc!(), 1);
+		assert.equal(store.size, 1);
+		assert.ok(store.get(steady));
+		store.close!();
+	});
+
+	it("sweeps and evicts correctly, and lets go of the keys, after 200k sessions created and deleted before they expire", async () => {
+		v8.setFlagsFromString("--expose-gc");
+		const gc = vm.runInNewContext("gc") as () => void;
+		let now = 1_000_000;
+		const store = memoryStore({ maxSessions: 20, sweepInterval: 0, clock: () => now });
+		const kept = Array.from({ length: 10 }, () => randomKey());
+		for (const key of kept) store.set(key, makeRecord(), now + 1000);
+		// Moved later, so the churn below finds them queued at an expiry they no longer have.
+		for (const [i, key] of kept.entries()) store.touch(key, now + 2000 + i, now + 2000 + i);
+		await tick();
+		gc();
+		const heapBefore = process.memoryUsage().heapUsed;
+		// renew() on every request: a new session replaces the old one long before either expires.
+		const prefix = randomKey().slice(0, 52);
+		let current = prefix + "0".padStart(12, "0");
+		store.set(current, makeRecord(), now + 5000);
+		for (let request = 1; request <= 200_000; request++) {
+			const next = prefix + String(request).padStart(12, "0");
+			store.set(next, makeRecord(), now + 5000);
+			store.delete(current);
+			current = next;
+		}
+		await tick();
+		gc();
+		// 200k deleted 64-character keys, were they all still queued, would hold over 15 MB.
+		assert.ok(process.memoryUsage().heapUsed - heapBefore < 5_000_000, "the deleted sessions' keys are still held");
+		assert.equal(store.size, 11);
+		now += 2000 + 5; // kept[0..5] have expired
+		assert.equal(store.gc!(), 6);
+		for (const key of kept.slice(6)) assert.ok(store.get(key));
+		assert.ok(store.get(current));
+		store.close!();
+	});
+
 	it("sweeps expired sessions so memory does not grow without limit", async () => {
 		let now = 1_000_000;
 		const store = memoryStore({ sweepInterval: 0, clock: () => now });
