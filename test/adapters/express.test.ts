@@ -5,6 +5,7 @@ import express from "express";
 import type { ErrorRequestHandler, NextFunction, Request, Response } from "express";
 import express4 from "express4";
 import { createSessions, SessionNotLoadedError, SessionUsageError } from "sessionkit";
+import type { SessionManager } from "sessionkit";
 import { getSession, sessionMiddleware } from "sessionkit/express";
 import { memoryStore } from "sessionkit/stores/memory";
 import { adapterConformance, listen } from "../adapter-conformance.js";
@@ -300,6 +301,29 @@ function wrapEnd(_req: Request, res: Response, next: NextFunction): void {
 	next();
 }
 
+type Framework = typeof express | typeof express4;
+type AnyRouter = ReturnType<typeof express.Router>;
+
+/**
+ * The app of the two-manager tests: `site`'s middleware on the app (behind `wrapEnd` if
+ * `wrapped`), one that marks `req.session` as `mark` says, then a router at /admin with `admin`'s
+ * middleware, to which `routes` adds the rest.
+ */
+function siteThenAdmin(framework: Framework, wrapped: boolean, site: SessionManager, admin: SessionManager, mark: (req: Request) => void, routes: (router: AnyRouter) => void) {
+	const app = framework();
+	if (wrapped) app.use(wrapEnd);
+	app.use(sessionMiddleware(site));
+	app.use((req: Request, _res: Response, next: NextFunction) => {
+		mark(req);
+		next();
+	});
+	const router = framework.Router() as AnyRouter;
+	router.use(sessionMiddleware(admin));
+	routes(router);
+	app.use("/admin", router);
+	return app;
+}
+
 for (const [name, framework] of [["express 5", express], ["express 4", express4]] as const) {
 	for (const storeName of ["memory", "file"] as const) {
 		for (const wrapped of [false, true]) {
@@ -334,20 +358,12 @@ for (const [name, framework] of [["express 5", express], ["express 4", express4]
 			it(`${name}: session middlewares of two managers on one request commit both sessions${behind} (${storeName} store)`, async (t) => {
 				const site = createSessions({ store: await storeOf(storeName, t) });
 				const admin = createSessions({ store: await storeOf(storeName, t), cookie: { name: "admin_sid" } });
-				const app = framework();
-				if (wrapped) app.use(wrapEnd);
-				app.use(sessionMiddleware(site));
-				app.use((req, _res, next) => {
-					req.session.set("visited", true);
-					next();
+				const app = siteThenAdmin(framework, wrapped, site, admin, (req) => req.session.set("visited", true), (router) => {
+					router.get("/login", (req, res) => {
+						req.session.set("admin", true);
+						res.send("admin");
+					});
 				});
-				const router = framework.Router();
-				router.use(sessionMiddleware(admin));
-				router.get("/login", (req, res) => {
-					req.session.set("admin", true);
-					res.send("admin");
-				});
-				app.use("/admin", router);
 				const server = await listen(createServer(app));
 				t.after(async () => {
 					await server.close();
@@ -540,20 +556,12 @@ for (const [name, framework] of [["express 5", express], ["express 4", express4]
 			const site = createSessions({ store: memoryStore({ sweepInterval: 0 }) });
 			const adminStore = faultyStore();
 			const admin = createSessions({ store: adminStore, cookie: { name: "admin_sid" } });
-			const app = framework();
-			if (wrapped) app.use(wrapEnd);
-			app.use(sessionMiddleware(site));
-			app.use((req, _res, next) => {
-				req.session.set("visited", true);
-				next();
+			const app = siteThenAdmin(framework, wrapped, site, admin, (req) => req.session.set("visited", true), (router) => {
+				router.get("/login", (req, res) => {
+					req.session.set("admin", true);
+					res.send("admin");
+				});
 			});
-			const router = framework.Router();
-			router.use(sessionMiddleware(admin));
-			router.get("/login", (req, res) => {
-				req.session.set("admin", true);
-				res.send("admin");
-			});
-			app.use("/admin", router);
 			// A page that degrades gracefully while the admin store is down.
 			app.use(((_error, _req, res, _next) => {
 				res.status(200).send("admin is down");
@@ -679,24 +687,16 @@ for (const [name, framework] of [["express 5", express], ["express 4", express4]
 				const site = createSessions({ store: countedSite.store });
 				const countedAdmin = countingStore(await storeOf(storeName, t));
 				const admin = createSessions({ store: countedAdmin.store, cookie: { name: "admin_sid" } });
-				const app = framework();
-				if (wrapped) app.use(wrapEnd);
-				app.use(sessionMiddleware(site));
-				app.use((req, _res, next) => {
-					req.session.set("lastPath", req.originalUrl);
-					next();
+				const app = siteThenAdmin(framework, wrapped, site, admin, (req) => req.session.set("lastPath", req.originalUrl), (router) => {
+					router.use((req, _res, next) => {
+						req.session.increment("adminVisits");
+						next();
+					});
+					router.use(sessionMiddleware(site));
+					router.get("/count", (req, res) => {
+						res.json({ n: req.session.increment("n"), lastPath: req.session.get("lastPath") });
+					});
 				});
-				const router = framework.Router();
-				router.use(sessionMiddleware(admin));
-				router.use((req, _res, next) => {
-					req.session.increment("adminVisits");
-					next();
-				});
-				router.use(sessionMiddleware(site));
-				router.get("/count", (req, res) => {
-					res.json({ n: req.session.increment("n"), lastPath: req.session.get("lastPath") });
-				});
-				app.use("/admin", router);
 				const server = await listen(createServer(app));
 				t.after(async () => {
 					await server.close();
