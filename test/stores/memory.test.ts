@@ -8,6 +8,14 @@ import { SessionConfigError } from "sessionkit";
 import { randomKey } from "../helpers/keys.js";
 import { makeRecord, storeConformance } from "sessionkit/testing";
 
+/** A repeatable sequence of numbers in [0, 1) (a linear congruential generator), for the model tests. */
+function seededRandom(seed: number): () => number {
+	return () => {
+		seed = (seed * 1103515245 + 12345) % 2147483648;
+		return seed / 2147483648;
+	};
+}
+
 storeConformance(
 	"memory",
 	async () => {
@@ -41,11 +49,7 @@ describe("memory store", () => {
 			if (at >= 0) model.splice(at, 1);
 			model.push(key);
 		};
-		let seed = 42;
-		const random = () => {
-			seed = (seed * 1103515245 + 12345) % 2147483648;
-			return seed / 2147483648;
-		};
+		const random = seededRandom(42);
 		for (let step = 0; step < 5000; step++) {
 			const key = universe[Math.floor(random() * universe.length)]!;
 			const roll = random();
@@ -118,11 +122,7 @@ describe("memory store", () => {
 			model.set(key, expiresAt);
 		};
 		const isLive = (key: string) => (model.get(key) ?? 0) > now;
-		let seed = 7;
-		const random = () => {
-			seed = (seed * 1103515245 + 12345) % 2147483648;
-			return seed / 2147483648;
-		};
+		const random = seededRandom(7);
 		for (let step = 0; step < 5000; step++) {
 			const key = universe[Math.floor(random() * universe.length)]!;
 			const roll = random();
