@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the services the store tests need, on 127.0.0.1 (see test/services.ts for the URLs):
 # Redis (6379), a 3-master Redis Cluster (7000-7002), two memcached servers (11211, 11212),
-# PostgreSQL (5432), PgBouncer in transaction mode in front of it (6432) and MariaDB (3306). Run as root on Debian bookworm. Idempotent: a service
+# PostgreSQL (5432), PgBouncer in transaction mode in front of it (6433; not 6432, which a distribution-started PgBouncer may hold) and MariaDB (3306). Run as root on Debian bookworm. Idempotent: a service
 # that already answers is left alone, so running it twice is harmless.
 # Prints one line per service; exits 1 if any of them still does not answer after ~30 s.
 set -uo pipefail
@@ -10,7 +10,7 @@ MEMCACHED_PORTS=(11211 11212)
 CLUSTER_PORTS=(7000 7001 7002)
 CLUSTER_DIR=/var/lib/sessionkit-redis-cluster
 PGBOUNCER_DIR=/var/lib/sessionkit-pgbouncer
-PGBOUNCER_PORT=6432
+PGBOUNCER_PORT=6433
 WAIT_SECONDS=30
 
 log() { printf '%s\n' "$*"; }

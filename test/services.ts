@@ -14,7 +14,7 @@ const env = process.env;
 export const serviceURL = {
 	postgres: env.POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test",
 	/** PgBouncer in transaction mode in front of that PostgreSQL (.ci/services.sh starts one). */
-	pgbouncer: env.PGBOUNCER_URL ?? "postgres://postgres@127.0.0.1:6432/test",
+	pgbouncer: env.PGBOUNCER_URL ?? "postgres://postgres@127.0.0.1:6433/test",
 	mysql: env.MYSQL_URL ?? "mysql://root@127.0.0.1:3306/test",
 	redis: env.REDIS_URL ?? "redis://127.0.0.1:6379",
 	/** Comma-separated host:port of the cluster's masters. */
@@ -35,7 +35,7 @@ function endpoints(name: ServiceName): Array<{ host: string; port: number }> {
 		});
 	}
 	const parsed = new URL(url);
-	const defaults: Record<string, number> = { postgres: 5432, pgbouncer: 6432, mysql: 3306, redis: 6379, mongodb: 27017 };
+	const defaults: Record<string, number> = { postgres: 5432, pgbouncer: 6433, mysql: 3306, redis: 6379, mongodb: 27017 };
 	return [{ host: parsed.hostname, port: parsed.port ? Number(parsed.port) : defaults[name]! }];
 }
 
