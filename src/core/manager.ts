@@ -481,9 +481,10 @@ class Manager<Data extends object> implements SessionManager<Data> {
 	}
 
 	/**
-	 * True unless another request or instance ended the session: its record is still there (live,
-	 * or expired and not yet reaped), or it is gone only because it expired during this request
-	 * (a backend's TTL), which nobody reports.
+	 * True unless another request or instance ended the session: its record is still there, or it
+	 * is gone only because it expired during this request (a backend's TTL, a get that drops an
+	 * expired record), which nobody reports. A request that outlived the deadline cannot tell that
+	 * from another instance's logout in the meantime: that one may be reported twice.
 	 */
 	*#notEndedElsewhere(store: SessionStore, retired: RetiredKey): Steps<boolean> {
 		let record: StoredRecord | null;
@@ -646,15 +647,26 @@ class Manager<Data extends object> implements SessionManager<Data> {
 		// one is still live. A store that reads the subject's keys before that write and deletes
 		// the old key after that check (Redis, MongoDB, a PostgreSQL DELETE still running) leaves
 		// the new key; it was written before the first pass ended, so this second one finds it.
-		const survivors = await this.#idsToTell(store, subject);
+		let survivors: string[];
 		try {
-			deleted += await store.deleteBySubject!(subject);
+			survivors = await this.#idsToTell(store, subject);
+			try {
+				deleted += await store.deleteBySubject!(subject);
+			} catch (error) {
+				throw this.#storeError("deleteBySubject", error);
+			}
 		} catch (error) {
-			throw this.#storeError("deleteBySubject", error);
+			// The first pass ended these sessions all the same.
+			await this.#tellEnded(ids, subject);
+			throw error;
 		}
-		// Outside the store's try: a failing onDestroy callback is the app's error, not the store's.
-		for (const id of [...ids, ...survivors]) await this.#notifyDestroyed({ id, subject, reason: "by-subject" });
+		await this.#tellEnded([...ids, ...survivors], subject);
 		return deleted;
+	}
+
+	/** Outside the store's try: a failing onDestroy callback is the app's error, not the store's. */
+	async #tellEnded(ids: readonly string[], subject: string): Promise<void> {
+		for (const id of ids) await this.#notifyDestroyed({ id, subject, reason: "by-subject" });
 	}
 
 	/** The ids of `subject`'s sessions, for `onDestroy`: listed only when someone listens (and the store can). */

@@ -244,23 +244,28 @@ function isLocal(owner: LockOwner): boolean {
 	return owner.host === host && owner.space === space;
 }
 
-/** Whether the local process `owner` still runs: its pid exists and, where the start time is known, started when the owner did. */
+/**
+ * Whether a liveness check can tell if `owner` still holds its lock: a process of this machine
+ * (Linux, where its start time tells a reused pid) other than this one. This process's own locks
+ * may be another worker thread's, which can end (terminated) without releasing them, and a pid
+ * without a start time may have been reused: those keep the age rule.
+ */
+function canCheck(owner: LockOwner): boolean {
+	return isLocal(owner) && owner.pid !== process.pid && owner.start !== null;
+}
+
+/** Whether the process `owner` (see canCheck) still runs: its pid exists, started when the owner did, and is no zombie. */
 async function isRunning(owner: LockOwner): Promise<boolean> {
-	if (owner.pid === process.pid) {
-		// Another store in this process (another worker thread, a symlinked dir), unless this pid
-		// belonged to an earlier process (a restarted container's app often gets the same pid).
-		const { start } = selfOwner().owner;
-		return owner.start === null || start === null || owner.start === start;
-	}
 	try {
 		process.kill(owner.pid, 0);
 	} catch (error) {
 		// EPERM: it runs, as another user.
 		if ((error as NodeJS.ErrnoException).code === "ESRCH") return false;
 	}
-	if (owner.start === null) return true;
-	const start = startTimeIn(readProc(`/proc/${owner.pid}/stat`));
-	return start === null || start === owner.start;
+	const stat = readProc(`/proc/${owner.pid}/stat`);
+	// The fields after the command name: the state first (Z: killed, not yet reaped), the start time 20th.
+	const fields = stat?.slice(stat.lastIndexOf(")") + 2).split(" ");
+	return fields !== undefined && fields[0] !== "Z" && fields[19] === owner.start;
 }
 
 /**
@@ -273,7 +278,7 @@ async function isRunning(owner: LockOwner): Promise<boolean> {
  */
 async function inspect(path: string): Promise<"gone" | "stale" | { holder: LockOwner | null }> {
 	const owner = await ownerOf(path);
-	if (owner && isLocal(owner)) return (await isRunning(owner)) ? { holder: owner } : "stale";
+	if (owner && canCheck(owner)) return (await isRunning(owner)) ? { holder: owner } : "stale";
 	const age = await ageOf(path);
 	if (age === null) return "gone";
 	return age > STALE_LOCK_MS ? "stale" : { holder: owner };

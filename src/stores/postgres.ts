@@ -344,6 +344,8 @@ function float8Sum(x: string, y: string): string {
  * the shortest digits that read back the same (float8 from PostgreSQL 12, with
  * extra_float_digits at its default), but float8 writes an exponent from 1e15 and below 1e-4,
  * with two digits at least ("1e-07"), where JavaScript does from 1e21 and below 1e-6 ("1e-7").
+ * Between 1e16 and 1e21 float8's digits are not always the shortest: a 17th digit may stand
+ * where String() writes 0 (the same number; see docs/stores/postgres.md).
  */
 function javaScriptText(text: string): string {
 	return `CASE WHEN strpos(${text}, 'e') = 0 THEN ${text}

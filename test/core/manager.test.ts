@@ -545,6 +545,30 @@ describe("onDestroy", () => {
 		}
 	});
 
+	it("hears of the sessions destroyBySubject's first pass ended even when its second pass fails", async () => {
+		for (const failing of ["listBySubject", "deleteBySubject"] as const) {
+			const inner = memoryStore({ sweepInterval: 0 });
+			const calls = { listBySubject: 0, deleteBySubject: 0 };
+			const store: SessionStore = {
+				...inner,
+				name: "failing-second-pass",
+				listBySubject(subject) {
+					if (++calls.listBySubject === 2 && failing === "listBySubject") throw new Error("store down");
+					return inner.listBySubject!(subject);
+				},
+				deleteBySubject(subject) {
+					if (++calls.deleteBySubject === 2 && failing === "deleteBySubject") throw new Error("store down");
+					return inner.deleteBySubject!(subject);
+				},
+			};
+			const sessions = createSessions({ store });
+			const ended = listen(sessions);
+			await aliceLoggedIn(sessions);
+			await assert.rejects(sessions.destroyBySubject("alice"), SessionStoreError);
+			assert.deepEqual(ended, ["by-subject:alice"], `second ${failing} failing`);
+		}
+	});
+
 	it("hears once of a session the handler destroys and also logs out everywhere, in either order", async () => {
 		const { sessions } = setup();
 		const ended = listen(sessions);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, symlink, utimes, writeFile } from "node:fs/promises";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { hostname, tmpdir } from "node:os";
@@ -596,6 +596,25 @@ describe("file store locks (one per session file, against other processes)", () 
 		await utimes(lock, minuteAgo(), minuteAgo());
 		assert.equal(await store.merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), true);
 		await store.close();
+	});
+
+	it("keeps the age rule for a lock of this very process (a worker thread terminated while holding it), and for a pid it cannot check", async () => {
+		const stat = readFileSync("/proc/self/stat", "utf8");
+		const start = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]!;
+		const space = `${readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim()} ${readlinkSync("/proc/self/ns/pid")}`;
+		const owners = [
+			{ pid: process.pid, host: hostname(), space, start }, // this process: another thread's, maybe gone
+			{ pid: process.ppid, host: hostname(), space, start: null }, // a live pid without a start time: perhaps reused
+		];
+		for (const owner of owners) {
+			const { store, key, lock } = await storeWithSession(0.1);
+			await mkdir(lock);
+			await writeFile(join(lock, "8899aabbccddeeff.owner"), JSON.stringify(owner));
+			await assert.rejects(store.merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), SessionStoreError, "a young lock is waited for");
+			await utimes(lock, minuteAgo(), minuteAgo());
+			assert.equal(await store.merge(key, noChanges({ increment: { n: 1 } }), Date.now() + HOUR), true, `broken once old: ${JSON.stringify(owner)}`);
+			await store.close();
+		}
 	});
 
 	it("gc passes over a session whose lock is held past lockTimeout, collects the others, and that one next time", async () => {
