@@ -3,7 +3,7 @@ import { fastifyPlugin } from "fastify-plugin";
 import type { AppSessionData, CommitResult, Session, SessionManager } from "../index.js";
 import { SESSION_RESPONSE_HEADERS, SessionNotLoadedError, SessionUsageError } from "../index.js";
 import { assertManager, cancelWebBody, closeUncommitted, holdErrors, isPromiseLike, isResponse, varyWithCookie } from "./internal/common.js";
-import { commitFor, hookBeforeHeaders } from "./internal/node-response.js";
+import { answerServerError, commitFor, hookBeforeHeaders } from "./internal/node-response.js";
 
 declare module "fastify" {
 	interface FastifyRequest {
@@ -279,12 +279,5 @@ export function hijackReply(request: FastifyRequest, reply: FastifyReply): void 
 /** A hijacked reply's failed commit: Fastify's error handler cannot answer it any more. */
 function answerFailedCommit(request: FastifyRequest, reply: FastifyReply, error: unknown): void {
 	request.log.error({ err: error }, "sessionkit: the session of a hijacked reply could not be committed");
-	const res = reply.raw;
-	if (res.headersSent) {
-		if (!res.writableEnded) res.destroy();
-		return;
-	}
-	res.statusCode = 500;
-	res.setHeader("content-type", "text/plain; charset=utf-8");
-	res.end("Internal Server Error");
+	answerServerError(reply.raw);
 }

@@ -3,7 +3,7 @@ import type { TLSSocket } from "node:tls";
 import type { AppSessionData, Session, SessionManager } from "../index.js";
 import { SessionNotLoadedError, SessionUsageError } from "../index.js";
 import { isPromiseLike } from "./internal/common.js";
-import { commitFor, hookBeforeHeaders } from "./internal/node-response.js";
+import { answerServerError, commitFor, hookBeforeHeaders } from "./internal/node-response.js";
 
 export { applyCommit, beforeHeaders } from "./internal/node-response.js";
 
@@ -32,15 +32,7 @@ export function isSecureRequest(req: IncomingMessage, trustProxy: boolean): bool
 
 function defaultOnError(error: unknown, _req: IncomingMessage, res: ServerResponse): void {
 	console.error(error);
-	if (res.headersSent) {
-		// Mid-body, the client must see the response is incomplete. After the handler's end, it
-		// is whole: cutting it would truncate what is still being flushed.
-		if (!res.writableEnded) res.destroy();
-		return;
-	}
-	res.statusCode = 500;
-	res.setHeader("Content-Type", "text/plain; charset=utf-8");
-	res.end("Internal Server Error");
+	answerServerError(res);
 }
 
 const CONTEXT = Symbol("sessionkit.request");

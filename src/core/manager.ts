@@ -487,24 +487,22 @@ class Manager<Data extends object> implements SessionManager<Data> {
 	 * from another instance's logout in the meantime: that one may be reported twice.
 	 */
 	*#notEndedElsewhere(store: SessionStore, retired: RetiredKey): Steps<boolean> {
-		let record: StoredRecord | null;
-		try {
-			record = (yield store.get(retired.key)) as StoredRecord | null;
-		} catch (error) {
-			throw this.#storeError("get", error);
-		}
+		const record = (yield* this.#getOrFail(store, retired.key)) as StoredRecord | null;
 		return record !== null || this.options.clock() >= retired.expiresAt;
 	}
 
 	/** True if `key` still holds a live record. */
 	*#stillLive(store: SessionStore, key: string): Steps<boolean> {
-		let record: StoredRecord | null;
+		const record = (yield* this.#getOrFail(store, key)) as StoredRecord | null;
+		return record !== null && this.#expiryReason(record) === null;
+	}
+
+	*#getOrFail(store: SessionStore, key: string): Steps<StoredRecord | null> {
 		try {
-			record = (yield store.get(key)) as StoredRecord | null;
+			return (yield store.get(key)) as StoredRecord | null;
 		} catch (error) {
 			throw this.#storeError("get", error);
 		}
-		return record !== null && this.#expiryReason(record) === null;
 	}
 
 	*#deleteOrFail(store: SessionStore, key: string): Steps<void> {

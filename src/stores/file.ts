@@ -146,9 +146,14 @@ function readProc(path: string): string | null {
 	return fromProc(() => readFileSync(path, "utf8").trim());
 }
 
-/** Field 22 of `/proc/<pid>/stat`, the start time; the fields are counted after the command name, which may hold spaces and parentheses. */
-function startTimeIn(stat: string | null): string | null {
-	return stat?.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? null;
+/**
+ * The fields of a `/proc/<pid>/stat` after the command name (which may hold spaces and
+ * parentheses): the state (field 3) first, the start time (field 22) 20th.
+ */
+function statFields(stat: string | null): { state: string; start: string | null } | null {
+	if (stat === null) return null;
+	const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+	return { state: fields[0]!, start: fields[19] ?? null };
 }
 
 let self: { owner: LockOwner; text: string } | undefined;
@@ -162,7 +167,7 @@ function selfOwner(): { owner: LockOwner; text: string } {
 			pid: process.pid,
 			host: hostname(),
 			space: boot !== null && pidNamespace !== null ? `${boot} ${pidNamespace}` : "",
-			start: startTimeIn(readProc("/proc/self/stat")),
+			start: statFields(readProc("/proc/self/stat"))?.start ?? null,
 		};
 		self = { owner, text: JSON.stringify(owner) };
 	}
@@ -262,10 +267,9 @@ async function isRunning(owner: LockOwner): Promise<boolean> {
 		// EPERM: it runs, as another user.
 		if ((error as NodeJS.ErrnoException).code === "ESRCH") return false;
 	}
-	const stat = readProc(`/proc/${owner.pid}/stat`);
-	// The fields after the command name: the state first (Z: killed, not yet reaped), the start time 20th.
-	const fields = stat?.slice(stat.lastIndexOf(")") + 2).split(" ");
-	return fields !== undefined && fields[0] !== "Z" && fields[19] === owner.start;
+	const stat = statFields(readProc(`/proc/${owner.pid}/stat`));
+	// Z: killed, not yet reaped.
+	return stat !== null && stat.state !== "Z" && stat.start === owner.start;
 }
 
 /**

@@ -702,3 +702,18 @@ export function earlierSession(current: Session<object>, owner: object): Session
 	const earlier = (current[ADAPTER_SLOT] as Hook | undefined)?.earlier;
 	return earlier?.find(([manager]) => manager === owner)?.[1];
 }
+
+/**
+ * A plain 500 on a node response whose handler failed (the error logged already). Mid-body, the
+ * response is cut off instead, so the client sees it is incomplete; after the handler's end it is
+ * whole, and cutting it would truncate what is still being flushed.
+ */
+export function answerServerError(res: ServerResponse): void {
+	if (res.headersSent) {
+		if (!res.writableEnded) res.destroy();
+		return;
+	}
+	res.statusCode = 500;
+	res.setHeader("Content-Type", "text/plain; charset=utf-8");
+	res.end("Internal Server Error");
+}
